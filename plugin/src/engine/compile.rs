@@ -1,0 +1,940 @@
+//! Compile: bind the parsed policies to this proxy's enforcement point, convert what the
+//! point cannot see in the fail-safe direction, and index the rules for matching.
+
+use super::config::{Filter, Mode, PluginConfig, ServiceKind};
+use super::decision::PolicyId;
+use super::error::{ConfigError, LoadNote, NoteKind};
+use super::hash::FnvMap;
+use super::matcher::{Cidr, Glob, PathTemplate, StrMatch};
+use super::policy::{Action, Attr, AuthorizationPolicy, Entry, Field, RefKind, Scope};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// An enforcement point: what the proxy can see decides which attributes are evaluable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    /// Destination ztunnel, Layer 4.
+    Ztunnel,
+    /// Waypoint HTTP filter: every attribute.
+    WaypointHttp,
+    /// Waypoint network filter (TCP chain): no HTTP attributes.
+    WaypointTcp,
+}
+
+impl Point {
+    fn name(self) -> &'static str {
+        match self {
+            Point::Ztunnel => "ztunnel",
+            Point::WaypointHttp => "a waypoint",
+            Point::WaypointTcp => "a waypoint's TCP filter",
+        }
+    }
+
+    /// Whether this point can evaluate `field` as written.
+    fn supports(self, field: &Field) -> bool {
+        match self {
+            // istiod `l4WhenAttributes` and `handleRule`: only these reach ztunnel.
+            Point::Ztunnel => {
+                let is_condition = field.api_name.contains('.');
+                match field.attr {
+                    Attr::Principal | Attr::Namespace | Attr::SourceIp | Attr::Port | Attr::DestinationIp => true,
+                    // `serviceAccounts` is a ztunnel field; `source.serviceAccount` is not an
+                    // L4 `when` key (semantics.md §1.8).
+                    Attr::ServiceAccount => !is_condition,
+                    _ => false,
+                }
+            }
+            Point::WaypointHttp => !matches!(field.attr, Attr::Experimental(_)),
+            Point::WaypointTcp => !field.attr.http_only() && !matches!(field.attr, Attr::Experimental(_)),
+        }
+    }
+}
+
+/// How a compiled [`Test`] matches one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Matcher {
+    /// Grammar (a) on the attribute's bytes (principal without `spiffe://`, ztunnel
+    /// namespace, method, header, SNI, JWT claim).
+    Str(StrMatch),
+    /// Case-insensitive grammar (a) (`hosts`); pattern lower-cased.
+    Host(StrMatch),
+    /// Waypoint `principals: ["*"]`: any peer principal (Envoy regex `.+`).
+    AnyPrincipal,
+    /// Waypoint namespace regex `.*/ns/<glob>/.*` on the peer principal URI.
+    NamespaceGlob(Glob),
+    /// `ns/sa` exact on the parsed identity.
+    ServiceAccount(Box<str>, Box<str>),
+    /// On the identity's trust domain: `*` any SPIFFE peer, else grammar (a) on the domain.
+    TrustDomain(StrMatch),
+    Cidr(Cidr),
+    Port(u16),
+    /// `paths` without templates, on the path without query.
+    Path(StrMatch),
+    PathTemplate(PathTemplate),
+    /// `requestPrincipals`: issuer and subject matchers.
+    RequestPrincipal(StrMatch, StrMatch),
+}
+
+/// One attribute test: some value matches and no not-value matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Test {
+    pub attr: Attr,
+    pub values: Vec<Matcher>,
+    pub not_values: Vec<Matcher>,
+    /// Where it was written (`spec.rules[0].from[0].source`) and the API name (`principals`).
+    pub path: String,
+    pub api_name: String,
+    /// The values as written, for explanations.
+    pub written: Vec<String>,
+    pub written_not: Vec<String>,
+}
+
+/// `from[i].source` / `to[j].operation` / one `when` condition: every test must match. An
+/// entry with no tests (all of them converted away) matches everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CEntry {
+    pub path: String,
+    pub tests: Vec<Test>,
+}
+
+/// `from`, `to`, or one `when` condition: some entry must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Clause {
+    pub entries: Vec<CEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CompiledRule {
+    pub policy: PolicyId,
+    pub index: u32,
+    /// Every clause must match; no clauses = matches everything (`rules: [{}]`).
+    pub clauses: Vec<Clause>,
+}
+
+/// What the engine reports about a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyInfo {
+    pub namespace: String,
+    pub name: String,
+    pub action: Action,
+    pub dry_run: bool,
+    key: String,
+}
+
+impl PolicyInfo {
+    /// `namespace/name`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// Candidate rules by the most selective attribute each requires.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RuleIndex {
+    /// Exact peer principal, without `spiffe://`.
+    pub by_principal: FnvMap<Box<str>, Vec<u32>>,
+    /// Exact peer namespace (ztunnel grammar only).
+    pub by_namespace: FnvMap<Box<str>, Vec<u32>>,
+    pub by_port: FnvMap<u16, Vec<u32>>,
+    pub by_method: FnvMap<Box<[u8]>, Vec<u32>>,
+    /// Rules with no indexable requirement: always evaluated.
+    pub scan: Vec<u32>,
+    /// Every rule, in order (for explanations and audits).
+    pub all: Vec<u32>,
+}
+
+/// The rules of the policies that apply to one target, split by what they do.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PolicySet {
+    pub custom: RuleIndex,
+    pub deny: RuleIndex,
+    pub allow: RuleIndex,
+    pub audit: RuleIndex,
+    /// An enforced ALLOW policy applies (even one whose rules can never match).
+    pub has_allow: bool,
+    pub dry_deny: RuleIndex,
+    pub dry_allow: RuleIndex,
+    pub has_dry_allow: bool,
+    pub has_dry: bool,
+}
+
+/// The compiled form for one enforcement point.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Compiled {
+    pub rules: Vec<CompiledRule>,
+    pub sets: Vec<PolicySet>,
+}
+
+/// Which policy set applies to a destination.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Targets {
+    /// Destination address → target.
+    pub by_address: FnvMap<IpAddr, Vec<(u32, Vec<u16>)>>,
+    /// Lower-cased host → target (waypoint only).
+    pub by_host: FnvMap<Box<[u8]>, u32>,
+    /// The target when no address or host names one: the single address-less workload
+    /// (ztunnel) or the waypoint itself (waypoint).
+    pub fallback: Option<u32>,
+    /// Per target: the set id in each compiled point.
+    pub set_of: Vec<u32>,
+    /// Display name of each target.
+    pub names: Vec<String>,
+}
+
+/// The compiled configuration: what decides.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) config: PluginConfig,
+    pub(crate) policies: Vec<PolicyInfo>,
+    pub(crate) notes: Vec<LoadNote>,
+    pub(crate) targets: Targets,
+    /// Per point: `http` is used for requests at a waypoint (and for everything at ztunnel),
+    /// `tcp` for connections at a waypoint. Either may be absent when the filter kind makes
+    /// it unreachable.
+    pub(crate) http: Option<Compiled>,
+    pub(crate) tcp: Option<Compiled>,
+    /// The trust domains a ztunnel-mode proxy accepts peers from.
+    pub(crate) trusted_domains: Vec<String>,
+}
+
+impl Engine {
+    /// Parses, validates and compiles a plugin configuration (JSON).
+    pub fn from_json(bytes: &[u8]) -> Result<Engine, ConfigError> {
+        Engine::from_config(PluginConfig::from_json(bytes)?)
+    }
+
+    /// Compiles for the points the configured filter can reach.
+    pub fn from_config(config: PluginConfig) -> Result<Engine, ConfigError> {
+        let (http, tcp) = match (config.mode, config.filter) {
+            (Mode::Ztunnel, _) => (true, false),
+            (Mode::Waypoint, Filter::Http) => (true, false),
+            (Mode::Waypoint, Filter::Network) => (false, true),
+        };
+        build(config, http, tcp)
+    }
+
+    /// Compiles every point of the mode (a waypoint's HTTP and TCP forms): for tools that
+    /// replay both requests and plain connections against one configuration.
+    pub fn from_config_all_points(config: PluginConfig) -> Result<Engine, ConfigError> {
+        let both = config.mode == Mode::Waypoint;
+        build(config, true, both)
+    }
+
+    pub fn config(&self) -> &PluginConfig {
+        &self.config
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    /// Policies in decision order (namespace, name); [`PolicyId`] indexes this.
+    pub fn policies(&self) -> &[PolicyInfo] {
+        &self.policies
+    }
+
+    pub fn policy(&self, id: PolicyId) -> Option<&PolicyInfo> {
+        self.policies.get(id.0 as usize)
+    }
+
+    /// The load-time report: each converted or unattached policy, once.
+    pub fn notes(&self) -> &[LoadNote] {
+        &self.notes
+    }
+}
+
+fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine, ConfigError> {
+    // Decision order is (namespace, name): PolicyIds are assigned in that order, so the
+    // lowest matching rule id is the policy Envoy would report first.
+    let mut order: Vec<usize> = (0..config.policies.len()).collect();
+    order.sort_by(|a, b| {
+        let (pa, pb) = (&config.policies[*a], &config.policies[*b]);
+        (&pa.namespace, &pa.name).cmp(&(&pb.namespace, &pb.name))
+    });
+    let sorted: Vec<&AuthorizationPolicy> = order.iter().filter_map(|i| config.policies.get(*i)).collect();
+
+    let policies: Vec<PolicyInfo> = sorted
+        .iter()
+        .map(|p| PolicyInfo {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            action: p.action,
+            dry_run: p.dry_run,
+            key: p.key(),
+        })
+        .collect();
+
+    let mut notes = Vec::new();
+    let bundle = trust_bundle(&config);
+
+    // Which policies each target gets.
+    let (targets, target_policies) = bind_targets(&config, &sorted, &mut notes);
+
+    let compile_point = |point: Point, notes: &mut Vec<LoadNote>| -> (Compiled, Vec<u32>) {
+        let mut compiled = Compiled::default();
+        let mut first_rule_of: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
+        for (pid, policy) in sorted.iter().enumerate() {
+            let start = compiled.rules.len() as u32;
+            let rules = compile_policy(&config, policy, PolicyId(pid as u32), point, &bundle, notes);
+            compiled.rules.extend(rules);
+            first_rule_of.push((start, compiled.rules.len() as u32));
+        }
+        // One set per distinct policy list (many workloads share theirs).
+        let mut set_ids: FnvMap<Vec<u32>, u32> = FnvMap::default();
+        let mut set_of = Vec::with_capacity(target_policies.len());
+        for list in &target_policies {
+            let id = match set_ids.get(list) {
+                Some(id) => *id,
+                None => {
+                    let set = build_set(&compiled, &sorted, list, &first_rule_of);
+                    let id = compiled.sets.len() as u32;
+                    compiled.sets.push(set);
+                    set_ids.insert(list.clone(), id);
+                    id
+                }
+            };
+            set_of.push(id);
+        }
+        (compiled, set_of)
+    };
+
+    let mut http = None;
+    let mut tcp = None;
+    let mut set_of = Vec::new();
+    if want_http {
+        let point = if config.mode == Mode::Ztunnel { Point::Ztunnel } else { Point::WaypointHttp };
+        let (c, ids) = compile_point(point, &mut notes);
+        set_of = ids;
+        http = Some(c);
+    }
+    if want_tcp {
+        // A second compilation reports its own conversions; keep only the TCP ones new.
+        let mut tcp_notes = Vec::new();
+        // The set ids per target are the same in every point (same policy lists, same
+        // dedupe order), so they are kept once.
+        let (c, ids) = compile_point(Point::WaypointTcp, &mut tcp_notes);
+        if set_of.is_empty() {
+            set_of = ids;
+        }
+        for n in tcp_notes {
+            if !notes.contains(&n) {
+                notes.push(n);
+            }
+        }
+        tcp = Some(c);
+    }
+
+    let mut targets = targets;
+    targets.set_of = set_of;
+
+    // Load-time notes that concern the policy as a whole.
+    for p in &sorted {
+        if let Some(msg) = &p.dry_run_annotation_error {
+            notes.push(LoadNote {
+                policy: p.key(),
+                kind: NoteKind::Info,
+                message: msg.clone(),
+            });
+        }
+    }
+
+    Ok(Engine {
+        trusted_domains: bundle,
+        config,
+        policies,
+        notes,
+        targets,
+        http,
+        tcp,
+    })
+}
+
+/// The trust domain and its aliases (waypoint `trustdomain.Bundle`); `cluster.local` in a
+/// policy always means the mesh's own domain.
+fn trust_bundle(config: &PluginConfig) -> Vec<String> {
+    let mut bundle = vec![config.trust_domain.clone()];
+    for alias in &config.trust_domain_aliases {
+        if !bundle.contains(alias) {
+            bundle.push(alias.clone());
+        }
+    }
+    bundle
+}
+
+/// Decides which policies apply to which target, and reports those that apply nowhere here.
+fn bind_targets(
+    config: &PluginConfig,
+    sorted: &[&AuthorizationPolicy],
+    notes: &mut Vec<LoadNote>,
+) -> (Targets, Vec<Vec<u32>>) {
+    let mut targets = Targets::default();
+    let mut lists: Vec<Vec<u32>> = Vec::new();
+    let root = config.root_namespace.as_str();
+    let note = |notes: &mut Vec<LoadNote>, p: &AuthorizationPolicy, kind: NoteKind, message: String| {
+        notes.push(LoadNote {
+            policy: p.key(),
+            kind,
+            message,
+        })
+    };
+
+    match config.mode {
+        Mode::Ztunnel => {
+            for (pid, p) in sorted.iter().enumerate() {
+                match &p.scope {
+                    Scope::TargetRefs(_) => note(
+                        notes,
+                        p,
+                        NoteKind::NotAttached,
+                        "attached by targetRefs: enforced by a waypoint, not by ztunnel".into(),
+                    ),
+                    Scope::Selector(labels) if labels.is_empty() => note(
+                        notes,
+                        p,
+                        NoteKind::Info,
+                        "selector without labels: applied to every workload in its scope (istiod's ztunnel conversion may attach it to none)".into(),
+                    ),
+                    _ => {}
+                }
+                let _ = pid;
+            }
+            for (wi, w) in config.workloads.iter().enumerate() {
+                let list: Vec<u32> = sorted
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| {
+                        let ns_ok = p.namespace == root || p.namespace == w.namespace;
+                        match &p.scope {
+                            Scope::Namespace => ns_ok,
+                            Scope::Selector(labels) => {
+                                ns_ok && labels.iter().all(|(k, v)| w.labels.iter().any(|(wk, wv)| wk == k && wv == v))
+                            }
+                            Scope::TargetRefs(_) => false,
+                        }
+                    })
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                lists.push(list);
+                targets.names.push(format!("workload {}/{}", w.namespace, w.name));
+                for a in &w.addresses {
+                    targets.by_address.entry(*a).or_default().push((wi as u32, Vec::new()));
+                }
+            }
+            let addressless: Vec<usize> = config
+                .workloads
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.addresses.is_empty())
+                .map(|(i, _)| i)
+                .collect();
+            if let [only] = addressless.as_slice() {
+                targets.fallback = Some(*only as u32);
+            }
+        }
+        Mode::Waypoint => {
+            let wp = config.waypoint.clone();
+            let class = wp.as_ref().map(|w| w.gateway_class.as_str()).unwrap_or("istio-waypoint");
+            // For every policy: which services it attaches to, and whether it binds to the
+            // waypoint itself (then it applies to all traffic through it).
+            let mut to_services: Vec<Vec<u32>> = vec![Vec::new(); config.services.len()];
+            let mut to_waypoint: Vec<u32> = Vec::new();
+            for (pid, p) in sorted.iter().enumerate() {
+                let refs = match &p.scope {
+                    Scope::TargetRefs(refs) => refs,
+                    Scope::Selector(_) => {
+                        note(notes, p, NoteKind::NotAttached, "bound by selector: enforced by the destination ztunnel, not by a waypoint".into());
+                        continue;
+                    }
+                    Scope::Namespace => {
+                        note(notes, p, NoteKind::NotAttached, "no selector or targetRefs: enforced by the destination ztunnel, not by a waypoint".into());
+                        continue;
+                    }
+                };
+                let mut attached = false;
+                let mut whole = false;
+                for r in refs {
+                    match r.supported_kind() {
+                        None => note(notes, p, NoteKind::NotAttached, format!("targetRef {}: Istio does not attach AuthorizationPolicy to this kind", r.describe())),
+                        Some(RefKind::Service) | Some(RefKind::ServiceEntry) => {
+                            let kind = if r.supported_kind() == Some(RefKind::Service) { ServiceKind::Service } else { ServiceKind::ServiceEntry };
+                            let mut found = false;
+                            for (si, s) in config.services.iter().enumerate() {
+                                if s.kind == kind && s.name == r.name && s.namespace == p.namespace {
+                                    if let Some(list) = to_services.get_mut(si) {
+                                        list.push(pid as u32);
+                                    }
+                                    found = true;
+                                }
+                            }
+                            if found {
+                                attached = true;
+                            } else {
+                                note(notes, p, NoteKind::NotAttached, format!("targetRef {}: not a service this waypoint serves (services in {} only)", r.describe(), p.namespace));
+                            }
+                        }
+                        Some(RefKind::Gateway) => match &wp {
+                            Some(w) if w.name == r.name && w.namespace == p.namespace => {
+                                whole = true;
+                            }
+                            _ => note(notes, p, NoteKind::NotAttached, format!("targetRef {}: not this waypoint", r.describe())),
+                        },
+                        Some(RefKind::GatewayClass) => {
+                            if p.namespace != root {
+                                note(notes, p, NoteKind::NotAttached, format!("targetRef {}: a GatewayClass policy must be in the root namespace {root}", r.describe()));
+                            } else if r.name != class {
+                                note(notes, p, NoteKind::NotAttached, format!("targetRef {}: this waypoint's class is {class}", r.describe()));
+                            } else {
+                                whole = true;
+                            }
+                        }
+                    }
+                }
+                if whole {
+                    to_waypoint.push(pid as u32);
+                } else if !attached {
+                    // Reported above, ref by ref.
+                }
+            }
+            for (si, s) in config.services.iter().enumerate() {
+                let mut list: Vec<u32> = to_services.get(si).cloned().unwrap_or_default();
+                list.extend(to_waypoint.iter().copied());
+                list.sort_unstable();
+                list.dedup();
+                lists.push(list);
+                targets.names.push(format!("service {}/{}", s.namespace, s.name));
+                for a in &s.addresses {
+                    targets.by_address.entry(*a).or_default().push((si as u32, s.ports.clone()));
+                }
+                for h in &s.hosts {
+                    targets.by_host.entry(h.as_bytes().into()).or_insert(si as u32);
+                }
+            }
+            let own = lists.len() as u32;
+            lists.push(to_waypoint);
+            targets.names.push(match &wp {
+                Some(w) => format!("waypoint {}/{} (no service)", w.namespace, w.name),
+                None => "waypoint (no service)".into(),
+            });
+            targets.fallback = Some(own);
+        }
+    }
+    (targets, lists)
+}
+
+/// Builds the rule indexes for one target's policy list.
+fn build_set(compiled: &Compiled, sorted: &[&AuthorizationPolicy], list: &[u32], first_rule_of: &[(u32, u32)]) -> PolicySet {
+    let mut set = PolicySet::default();
+    for pid in list {
+        let Some(policy) = sorted.get(*pid as usize) else { continue };
+        let Some((start, end)) = first_rule_of.get(*pid as usize) else { continue };
+        let index = match (policy.action, policy.dry_run) {
+            (Action::Allow, false) => {
+                set.has_allow = true;
+                &mut set.allow
+            }
+            (Action::Allow, true) => {
+                set.has_dry = true;
+                set.has_dry_allow = true;
+                &mut set.dry_allow
+            }
+            (Action::Deny, false) => &mut set.deny,
+            (Action::Custom, false) => &mut set.custom,
+            (Action::Deny | Action::Custom, true) => {
+                set.has_dry = true;
+                &mut set.dry_deny
+            }
+            // AUDIT never enforces; a dry-run AUDIT is still only recorded.
+            (Action::Audit, _) => &mut set.audit,
+        };
+        for rid in *start..*end {
+            if let Some(rule) = compiled.rules.get(rid as usize) {
+                insert_rule(index, rid, rule);
+            }
+        }
+    }
+    set
+}
+
+/// Files a rule under the most selective attribute it requires.
+fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
+    index.all.push(rid);
+    if let Some(keys) = required_exact(rule, |t| matches!(t.attr, Attr::Principal), |m| match m {
+        Matcher::Str(StrMatch::Exact(e)) => std::str::from_utf8(e).ok().map(|s| Key::Str(s.into())),
+        _ => None,
+    }) {
+        for k in keys {
+            if let Key::Str(s) = k {
+                index.by_principal.entry(s).or_default().push(rid);
+            }
+        }
+        return;
+    }
+    if let Some(keys) = required_exact(rule, |t| matches!(t.attr, Attr::Namespace), |m| match m {
+        Matcher::Str(StrMatch::Exact(e)) => std::str::from_utf8(e).ok().map(|s| Key::Str(s.into())),
+        _ => None,
+    }) {
+        for k in keys {
+            if let Key::Str(s) = k {
+                index.by_namespace.entry(s).or_default().push(rid);
+            }
+        }
+        return;
+    }
+    if let Some(keys) = required_exact(rule, |t| matches!(t.attr, Attr::Port), |m| match m {
+        Matcher::Port(p) => Some(Key::Port(*p)),
+        _ => None,
+    }) {
+        for k in keys {
+            if let Key::Port(p) = k {
+                index.by_port.entry(p).or_default().push(rid);
+            }
+        }
+        return;
+    }
+    if let Some(keys) = required_exact(rule, |t| matches!(t.attr, Attr::Method), |m| match m {
+        Matcher::Str(StrMatch::Exact(e)) => Some(Key::Bytes(e.clone())),
+        _ => None,
+    }) {
+        for k in keys {
+            if let Key::Bytes(b) = k {
+                index.by_method.entry(b).or_default().push(rid);
+            }
+        }
+        return;
+    }
+    index.scan.push(rid);
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Str(Box<str>),
+    Port(u16),
+    Bytes(Box<[u8]>),
+}
+
+/// If some clause of `rule` requires, in every one of its entries, a test selected by
+/// `which` whose positive values are all exact keys, returns the union of those keys: the
+/// rule can only match a request whose attribute equals one of them.
+fn required_exact(
+    rule: &CompiledRule,
+    which: impl Fn(&Test) -> bool,
+    key_of: impl Fn(&Matcher) -> Option<Key>,
+) -> Option<BTreeSet<Key>> {
+    'clauses: for clause in &rule.clauses {
+        if clause.entries.is_empty() {
+            continue;
+        }
+        let mut keys = BTreeSet::new();
+        for entry in &clause.entries {
+            let Some(test) = entry.tests.iter().find(|t| which(t) && !t.values.is_empty()) else {
+                continue 'clauses;
+            };
+            for m in &test.values {
+                match key_of(m) {
+                    Some(k) => {
+                        keys.insert(k);
+                    }
+                    None => continue 'clauses,
+                }
+            }
+        }
+        return Some(keys);
+    }
+    None
+}
+
+/// Compiles one policy's rules for `point`, converting what the point cannot evaluate:
+/// an ALLOW rule using such an attribute never matches; a DENY, AUDIT or CUSTOM rule is
+/// enforced without it (an entry or condition left empty matches everything).
+fn compile_policy(
+    config: &PluginConfig,
+    policy: &AuthorizationPolicy,
+    pid: PolicyId,
+    point: Point,
+    bundle: &[String],
+    notes: &mut Vec<LoadNote>,
+) -> Vec<CompiledRule> {
+    let Some(rules) = &policy.rules else { return Vec::new() };
+    let mode = config.mode;
+    let mut out = Vec::with_capacity(rules.len());
+    let mut dropped: Vec<String> = Vec::new();
+    let mut stripped: Vec<String> = Vec::new();
+    let mut widened_to_all: Vec<String> = Vec::new();
+    for (ri, rule) in rules.iter().enumerate() {
+        let unsupported: Vec<&Field> = rule
+            .from
+            .iter()
+            .flatten()
+            .chain(rule.to.iter().flatten())
+            .flat_map(|e| e.fields.iter())
+            .chain(rule.when.iter())
+            .filter(|f| !point.supports(f))
+            .collect();
+        if !unsupported.is_empty() && policy.action == Action::Allow {
+            dropped.push(format!("{} ({})", rule.path, names(&unsupported)));
+            continue;
+        }
+        if !unsupported.is_empty() {
+            stripped.push(format!("{} ({})", rule.path, names(&unsupported)));
+        }
+        let mut clauses = Vec::new();
+        for entries in [&rule.to, &rule.from].into_iter().flatten() {
+            clauses.push(Clause {
+                entries: entries.iter().map(|e| compile_entry(e, point, mode, bundle)).collect(),
+            });
+        }
+        for cond in &rule.when {
+            let entry = Entry {
+                path: cond.path.clone(),
+                fields: vec![cond.clone()],
+            };
+            clauses.push(Clause {
+                entries: vec![compile_entry(&entry, point, mode, bundle)],
+            });
+        }
+        // A clause with an always-true entry is always true: drop it, so that indexes and
+        // explanations see only real conditions.
+        clauses.retain(|c| !c.entries.iter().any(|e| e.tests.is_empty()));
+        if !unsupported.is_empty() && clauses.is_empty() {
+            widened_to_all.push(rule.path.clone());
+        }
+        out.push(CompiledRule {
+            policy: pid,
+            index: ri as u32,
+            clauses,
+        });
+    }
+    let at = point.name();
+    let remedy = match point {
+        Point::Ztunnel => " Attach the policy to a waypoint with targetRefs to enforce it as written.",
+        _ => "",
+    };
+    if !dropped.is_empty() {
+        notes.push(LoadNote {
+            policy: policy.key(),
+            kind: NoteKind::Converted,
+            message: format!(
+                "{} ALLOW rule(s) use attributes {at} cannot see and never match (fail closed): {}.{remedy}",
+                if policy.dry_run { "dry-run" } else { "enforced" },
+                dropped.join("; ")
+            ),
+        });
+    }
+    if !stripped.is_empty() {
+        let effect = if widened_to_all.is_empty() {
+            "they apply on their remaining conditions alone".to_string()
+        } else {
+            format!("{} now match(es) all traffic in scope", widened_to_all.join(", "))
+        };
+        notes.push(LoadNote {
+            policy: policy.key(),
+            kind: NoteKind::Converted,
+            message: format!(
+                "{} rule(s) are enforced without the attributes {at} cannot see (fail safe): {}; {effect}.{remedy}",
+                policy.action.as_str(),
+                stripped.join("; ")
+            ),
+        });
+    }
+    if policy.action == Action::Custom {
+        let note = LoadNote {
+            policy: policy.key(),
+            kind: NoteKind::Info,
+            message: format!(
+                "CUSTOM provider {:?}: no external authorizer is configured, so traffic its rules match is denied",
+                policy.provider.as_deref().unwrap_or("")
+            ),
+        };
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
+    out
+}
+
+fn names(fields: &[&Field]) -> String {
+    let mut names: Vec<&str> = fields.iter().map(|f| f.api_name.as_str()).collect();
+    names.dedup();
+    names.join(", ")
+}
+
+fn compile_entry(entry: &Entry, point: Point, mode: Mode, bundle: &[String]) -> CEntry {
+    CEntry {
+        path: entry.path.clone(),
+        tests: entry
+            .fields
+            .iter()
+            .filter(|f| point.supports(f))
+            .map(|f| compile_field(f, mode, bundle))
+            .collect(),
+    }
+}
+
+fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
+    let compile = |values: &[String]| -> Vec<Matcher> {
+        let mut out = Vec::new();
+        for v in values {
+            match &field.attr {
+                Attr::Principal => {
+                    for expanded in expand_principal(v, bundle) {
+                        out.push(if expanded == "*" && mode == Mode::Waypoint {
+                            Matcher::AnyPrincipal
+                        } else {
+                            Matcher::Str(StrMatch::parse(&expanded, false))
+                        });
+                    }
+                }
+                Attr::Namespace => out.push(match mode {
+                    Mode::Ztunnel => Matcher::Str(StrMatch::parse(v, false)),
+                    Mode::Waypoint => Matcher::NamespaceGlob(Glob::new(&format!("*/ns/{v}/*"))),
+                }),
+                Attr::ServiceAccount => {
+                    if let Some((ns, sa)) = v.split_once('/') {
+                        out.push(Matcher::ServiceAccount(ns.into(), sa.into()));
+                    }
+                }
+                Attr::TrustDomain => {
+                    if v == "*" {
+                        out.push(Matcher::TrustDomain(StrMatch::NonEmpty));
+                    } else if bundle.iter().any(|d| d == v) || v == "cluster.local" {
+                        for d in bundle {
+                            out.push(Matcher::TrustDomain(StrMatch::Exact(d.as_bytes().into())));
+                        }
+                    } else {
+                        out.push(Matcher::TrustDomain(StrMatch::parse(v, false)));
+                    }
+                }
+                Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => {
+                    if let Some(c) = Cidr::parse(v) {
+                        out.push(Matcher::Cidr(c));
+                    }
+                }
+                Attr::Port => {
+                    if let Ok(p) = super::policy::check_port(v, "") {
+                        out.push(Matcher::Port(p));
+                    }
+                }
+                Attr::Host => out.push(Matcher::Host(StrMatch::parse(v, true).to_lowercase())),
+                Attr::Method | Attr::Header(_) => out.push(Matcher::Str(StrMatch::parse(v, true))),
+                Attr::Sni | Attr::Claim(_) => out.push(Matcher::Str(StrMatch::parse(v, false))),
+                Attr::Path => {
+                    if v.contains('{') {
+                        if let Ok(t) = PathTemplate::parse(v) {
+                            out.push(Matcher::PathTemplate(t));
+                        }
+                    } else {
+                        out.push(Matcher::Path(StrMatch::parse(v, false)));
+                    }
+                }
+                Attr::RequestPrincipal => {
+                    let (iss, sub) = split_request_principal(v);
+                    out.push(Matcher::RequestPrincipal(iss, sub));
+                }
+                Attr::Experimental(_) => {}
+            }
+        }
+        out
+    };
+    Test {
+        attr: field.attr.clone(),
+        values: compile(&field.values),
+        not_values: compile(&field.not_values),
+        path: field.path.clone(),
+        api_name: field.api_name.clone(),
+        written: field.values.clone(),
+        written_not: field.not_values.clone(),
+    }
+}
+
+/// Trust-domain aliases (istiod `ReplaceTrustDomainAliases`): a principal written in the
+/// mesh's domain, an alias, or `cluster.local` stands for the same identity in every domain
+/// of the bundle.
+fn expand_principal(value: &str, bundle: &[String]) -> Vec<String> {
+    let parts: Vec<&str> = value.split('/').collect();
+    if let [td, rest @ ..] = parts.as_slice() {
+        if parts.len() == 5 && !td.contains('*') && (*td == "cluster.local" || bundle.iter().any(|d| d == td)) {
+            let tail = rest.join("/");
+            let mut out: Vec<String> = bundle.iter().map(|d| format!("{d}/{tail}")).collect();
+            out.dedup();
+            return out;
+        }
+    }
+    vec![value.to_string()]
+}
+
+/// `requestPrincipals` values: `iss/sub` split at the last `/` (istiod
+/// `requestPrincipalGenerator`, semantics.md §1.9(l)).
+fn split_request_principal(value: &str) -> (StrMatch, StrMatch) {
+    let any = || StrMatch::NonEmpty;
+    if value == "*" {
+        return (any(), any());
+    }
+    match value.rsplit_once('/') {
+        None => {
+            if let Some(p) = value.strip_suffix('*') {
+                (StrMatch::Prefix(p.as_bytes().into()), any())
+            } else if let Some(s) = value.strip_prefix('*') {
+                (any(), StrMatch::Suffix(s.as_bytes().into()))
+            } else {
+                (StrMatch::Exact(value.as_bytes().into()), StrMatch::Exact(Box::default()))
+            }
+        }
+        Some((iss, sub)) => {
+            let iss_match = if iss == "*" {
+                any()
+            } else if let Some(s) = iss.strip_prefix('*') {
+                StrMatch::Suffix(s.as_bytes().into())
+            } else {
+                StrMatch::Exact(iss.as_bytes().into())
+            };
+            // With a suffix issuer the subject is exact, trailing `*` included (`*x/y*`).
+            let sub_match = if iss.starts_with('*') && iss != "*" {
+                StrMatch::Exact(sub.as_bytes().into())
+            } else if sub == "*" {
+                any()
+            } else if let Some(p) = sub.strip_suffix('*') {
+                StrMatch::Prefix(p.as_bytes().into())
+            } else {
+                StrMatch::Exact(sub.as_bytes().into())
+            };
+            (iss_match, sub_match)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_principal_table() {
+        // semantics.md §1.9(l) [ISTIO authz/model/generator_test.go TestRequestPrincipal]
+        let e = |s: &str| StrMatch::Exact(s.as_bytes().into());
+        let p = |s: &str| StrMatch::Prefix(s.as_bytes().into());
+        let s = |x: &str| StrMatch::Suffix(x.as_bytes().into());
+        let any = StrMatch::NonEmpty;
+        assert_eq!(split_request_principal("*"), (any.clone(), any.clone()));
+        assert_eq!(split_request_principal("iss/sub"), (e("iss"), e("sub")));
+        assert_eq!(split_request_principal("iss/*"), (e("iss"), any.clone()));
+        assert_eq!(split_request_principal("iss/sub*"), (e("iss"), p("sub")));
+        assert_eq!(split_request_principal("*/sub"), (any.clone(), e("sub")));
+        assert_eq!(split_request_principal("*iss/sub"), (s("iss"), e("sub")));
+        assert_eq!(split_request_principal("*x/y*"), (s("x"), e("y*")));
+        assert_eq!(split_request_principal("prefix*"), (p("prefix"), any.clone()));
+        assert_eq!(split_request_principal("*suffix"), (any.clone(), s("suffix")));
+        assert_eq!(split_request_principal("foo"), (e("foo"), e("")));
+        assert_eq!(split_request_principal("https://example.com/*"), (e("https://example.com"), any));
+    }
+
+    #[test]
+    fn alias_expansion() {
+        let bundle = vec!["new-td".to_string(), "old-td".to_string()];
+        assert_eq!(
+            expand_principal("cluster.local/ns/foo/sa/x", &bundle),
+            vec!["new-td/ns/foo/sa/x".to_string(), "old-td/ns/foo/sa/x".to_string()]
+        );
+        assert_eq!(expand_principal("old-td/ns/foo/sa/x", &bundle).len(), 2);
+        assert_eq!(expand_principal("other/ns/foo/sa/x", &bundle), vec!["other/ns/foo/sa/x".to_string()]);
+        assert_eq!(expand_principal("*", &bundle), vec!["*".to_string()]);
+    }
+}

@@ -1,0 +1,321 @@
+//! The plugin configuration (contract.md §1): what `WasmPlugin.spec.pluginConfig` and Envoy's
+//! `configuration` deliver.
+
+use super::error::ConfigError;
+use super::json::{index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Result};
+use super::matcher::Cidr;
+use super::policy::{check_port, AuthorizationPolicy};
+use serde_json::Value;
+use std::net::IpAddr;
+
+/// Which enforcement point this proxy plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The destination ztunnel: Layer 4, selector and namespace policies.
+    Ztunnel,
+    /// A waypoint: Layer 7, policies attached by `targetRefs`.
+    Waypoint,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Ztunnel => "ztunnel",
+            Mode::Waypoint => "waypoint",
+        }
+    }
+}
+
+/// Which Envoy filter the module is loaded as (extension key `filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    Http,
+    Network,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaypointIdentity {
+    pub name: String,
+    pub namespace: String,
+    pub gateway_class: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    Service,
+    ServiceEntry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub namespace: String,
+    pub kind: ServiceKind,
+    /// Lower-cased; for kind Service the short forms are added at parse time.
+    pub hosts: Vec<String>,
+    pub addresses: Vec<IpAddr>,
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub labels: Vec<(String, String)>,
+    pub addresses: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSource {
+    pub metadata_namespace: String,
+    pub payload_key: String,
+}
+
+impl Default for JwtSource {
+    fn default() -> Self {
+        JwtSource {
+            metadata_namespace: "envoy.filters.http.jwt_authn".into(),
+            payload_key: "jwt_payload".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    pub mode: Mode,
+    pub filter: Filter,
+    pub root_namespace: String,
+    pub trust_domain: String,
+    pub trust_domain_aliases: Vec<String>,
+    pub waypoint: Option<WaypointIdentity>,
+    pub services: Vec<Service>,
+    pub workloads: Vec<Workload>,
+    pub jwt: JwtSource,
+    pub policies: Vec<AuthorizationPolicy>,
+}
+
+impl PluginConfig {
+    pub fn from_json(bytes: &[u8]) -> Result<PluginConfig> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| ConfigError::new("", format!("the plugin configuration is not valid JSON: {e}")))?;
+        PluginConfig::from_value(&value)
+    }
+
+    pub fn from_value(value: &Value) -> Result<PluginConfig> {
+        let map = object(value, "")?;
+        only_keys(
+            map,
+            &[
+                "mode",
+                "filter",
+                "rootNamespace",
+                "trustDomain",
+                "trustDomainAliases",
+                "waypoint",
+                "services",
+                "workloads",
+                "jwt",
+                "policies",
+            ],
+            "",
+        )?;
+        let mode = match opt_str(map, "mode", "")? {
+            Some("ztunnel") => Mode::Ztunnel,
+            Some("waypoint") => Mode::Waypoint,
+            Some(other) => return Err(ConfigError::new("mode", format!("\"{other}\" is not ztunnel or waypoint"))),
+            None => return Err(ConfigError::new("mode", "is required (ztunnel or waypoint)")),
+        };
+        let filter = match opt_str(map, "filter", "")? {
+            Some("http") => Filter::Http,
+            Some("network") => Filter::Network,
+            None => match mode {
+                Mode::Ztunnel => Filter::Network,
+                Mode::Waypoint => Filter::Http,
+            },
+            Some(other) => return Err(ConfigError::new("filter", format!("\"{other}\" is not http or network"))),
+        };
+        if mode == Mode::Ztunnel && filter == Filter::Http {
+            return Err(ConfigError::new(
+                "filter",
+                "mode ztunnel enforces Layer 4 only; load it as a network filter",
+            ));
+        }
+        let root_namespace = opt_str(map, "rootNamespace", "")?.unwrap_or("istio-system").to_string();
+        let trust_domain = opt_str(map, "trustDomain", "")?.unwrap_or("cluster.local").to_string();
+        let trust_domain_aliases = opt_str_list(map, "trustDomainAliases", "")?.unwrap_or_default();
+
+        let waypoint = match opt_object(map, "waypoint", "")? {
+            None => None,
+            Some(w) => {
+                only_keys(w, &["name", "namespace", "gatewayClass"], "waypoint")?;
+                Some(WaypointIdentity {
+                    name: opt_str(w, "name", "waypoint")?.unwrap_or("waypoint").to_string(),
+                    namespace: opt_str(w, "namespace", "waypoint")?.unwrap_or("default").to_string(),
+                    gateway_class: opt_str(w, "gatewayClass", "waypoint")?.unwrap_or("istio-waypoint").to_string(),
+                })
+            }
+        };
+
+        let mut services = Vec::new();
+        for (i, item) in opt_list(map, "services", "")?.unwrap_or_default().iter().enumerate() {
+            services.push(parse_service(item, &index("services", i))?);
+        }
+        let mut workloads = Vec::new();
+        for (i, item) in opt_list(map, "workloads", "")?.unwrap_or_default().iter().enumerate() {
+            workloads.push(parse_workload(item, &index("workloads", i))?);
+        }
+        if mode == Mode::Ztunnel && workloads.is_empty() {
+            return Err(ConfigError::new(
+                "workloads",
+                "mode ztunnel needs at least one workload (which destinations this proxy enforces for)",
+            ));
+        }
+
+        let jwt = match opt_object(map, "jwt", "")? {
+            None => JwtSource::default(),
+            Some(j) => {
+                only_keys(j, &["metadataNamespace", "payloadKey"], "jwt")?;
+                let d = JwtSource::default();
+                JwtSource {
+                    metadata_namespace: opt_str(j, "metadataNamespace", "jwt")?
+                        .map(str::to_string)
+                        .unwrap_or(d.metadata_namespace),
+                    payload_key: opt_str(j, "payloadKey", "jwt")?.map(str::to_string).unwrap_or(d.payload_key),
+                }
+            }
+        };
+
+        let mut policies: Vec<AuthorizationPolicy> = Vec::new();
+        for (i, item) in opt_list(map, "policies", "")?.unwrap_or_default().iter().enumerate() {
+            let policy = AuthorizationPolicy::parse(item).map_err(|e| {
+                let mut e = e;
+                if e.policy.is_none() {
+                    e.field = join(&index("policies", i), &e.field);
+                }
+                e
+            })?;
+            if let Some(dup) = policies.iter().find(|p| p.namespace == policy.namespace && p.name == policy.name) {
+                return Err(ConfigError::new(
+                    index("policies", i),
+                    format!("duplicate policy {}: a namespace/name may appear once", dup.key()),
+                )
+                .in_policy(&dup.key()));
+            }
+            policies.push(policy);
+        }
+
+        Ok(PluginConfig {
+            mode,
+            filter,
+            root_namespace,
+            trust_domain,
+            trust_domain_aliases,
+            waypoint,
+            services,
+            workloads,
+            jwt,
+            policies,
+        })
+    }
+}
+
+fn parse_addresses(map: &serde_json::Map<String, Value>, path: &str) -> Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    for (i, a) in opt_str_list(map, "addresses", path)?.unwrap_or_default().iter().enumerate() {
+        match Cidr::parse(a) {
+            Some(c) if !a.contains('/') => out.push(c.addr),
+            _ => {
+                return Err(ConfigError::new(
+                    index(&join(path, "addresses"), i),
+                    format!("\"{a}\" is not an IP address"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_service(value: &Value, path: &str) -> Result<Service> {
+    let map = object(value, path)?;
+    only_keys(map, &["name", "namespace", "kind", "hosts", "addresses", "ports"], path)?;
+    let name = opt_str(map, "name", path)?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ConfigError::new(join(path, "name"), "is required"))?
+        .to_string();
+    let namespace = opt_str(map, "namespace", path)?.unwrap_or("default").to_string();
+    let kind = match opt_str(map, "kind", path)? {
+        None | Some("Service") => ServiceKind::Service,
+        Some("ServiceEntry") => ServiceKind::ServiceEntry,
+        Some(other) => {
+            return Err(ConfigError::new(join(path, "kind"), format!("\"{other}\" is not Service or ServiceEntry")))
+        }
+    };
+    let mut hosts: Vec<String> = opt_str_list(map, "hosts", path)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    if kind == ServiceKind::Service {
+        // A Kubernetes Service answers to its short names inside the cluster.
+        for short in [
+            name.clone(),
+            format!("{name}.{namespace}"),
+            format!("{name}.{namespace}.svc"),
+        ] {
+            let short = short.to_ascii_lowercase();
+            if !hosts.contains(&short) {
+                hosts.push(short);
+            }
+        }
+    }
+    let addresses = parse_addresses(map, path)?;
+    let mut ports = Vec::new();
+    if let Some(items) = opt_list(map, "ports", path)? {
+        for (i, p) in items.iter().enumerate() {
+            let pp = index(&join(path, "ports"), i);
+            let port = match p {
+                Value::Number(n) => n
+                    .as_u64()
+                    .and_then(|n| u16::try_from(n).ok())
+                    .ok_or_else(|| ConfigError::new(&pp, format!("{n} is not a port number")))?,
+                Value::String(s) => check_port(s, &pp)?,
+                _ => return Err(ConfigError::new(&pp, "must be a port number")),
+            };
+            ports.push(port);
+        }
+    }
+    Ok(Service {
+        name,
+        namespace,
+        kind,
+        hosts,
+        addresses,
+        ports,
+    })
+}
+
+fn parse_workload(value: &Value, path: &str) -> Result<Workload> {
+    let map = object(value, path)?;
+    only_keys(map, &["name", "namespace", "serviceAccount", "labels", "addresses"], path)?;
+    let name = opt_str(map, "name", path)?.unwrap_or("").to_string();
+    let namespace = opt_str(map, "namespace", path)?.unwrap_or("default").to_string();
+    let service_account = opt_str(map, "serviceAccount", path)?.unwrap_or("default").to_string();
+    let mut labels = Vec::new();
+    if let Some(l) = opt_object(map, "labels", path)? {
+        for (k, v) in l {
+            match v {
+                Value::String(s) => labels.push((k.clone(), s.clone())),
+                _ => return Err(ConfigError::new(format!("{path}.labels[{k}]"), "must be a string")),
+            }
+        }
+    }
+    let addresses = parse_addresses(map, path)?;
+    Ok(Workload {
+        name,
+        namespace,
+        service_account,
+        labels,
+        addresses,
+    })
+}

@@ -1,0 +1,79 @@
+//! Configuration errors: each names the policy, the field and the offending value.
+
+use std::fmt;
+
+/// A configuration that cannot be enforced as written. The whole configuration is rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `namespace/name` of the policy, when the error is inside one.
+    pub policy: Option<String>,
+    /// Dotted path of the field, e.g. `spec.rules[0].from[0].source.ipBlocks[1]`.
+    pub field: String,
+    /// What is wrong, quoting the value.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            policy: None,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn in_policy(mut self, policy: &str) -> ConfigError {
+        if self.policy.is_none() {
+            self.policy = Some(policy.to_string());
+        }
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.policy {
+            Some(policy) => write!(f, "policy {policy}: {}: {}", self.field, self.message),
+            None if self.field.is_empty() => write!(f, "{}", self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Something accepted at load that the user should know: a policy converted to fail safe at
+/// this enforcement point, or accepted but not attached here. Reported once, at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadNote {
+    /// `namespace/name`.
+    pub policy: String,
+    pub kind: NoteKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteKind {
+    /// Enforced, but not exactly as written (fail-safe conversion).
+    Converted,
+    /// Accepted, not applied by this proxy.
+    NotAttached,
+    /// Enforced as written; worth knowing (e.g. CUSTOM without an authorizer).
+    Info,
+}
+
+impl NoteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoteKind::Converted => "converted",
+            NoteKind::NotAttached => "not-attached",
+            NoteKind::Info => "info",
+        }
+    }
+}
+
+impl fmt::Display for LoadNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "policy {} ({}): {}", self.policy, self.kind.as_str(), self.message)
+    }
+}

@@ -1,0 +1,504 @@
+//! Evaluate: attributes → decision, following Istio's procedure step by step, and the
+//! explanation of a decision for people.
+
+use super::attributes::{Attributes, Claim};
+use super::compile::{Compiled, CompiledRule, Engine, Matcher, PolicySet, RuleIndex, Test};
+use super::config::Mode;
+use super::decision::{Decision, DryRun, PolicyId, Reason, RuleRef, Verdict};
+use super::matcher::{url_path, Identity, StrMatch};
+use super::policy::Attr;
+use std::fmt;
+use std::net::IpAddr;
+
+/// What is being decided: a connection (Layer 4) or an HTTP request (Layer 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    Connection,
+    Request,
+}
+
+/// An attribute value fetched once per test.
+enum Value<'a> {
+    Bytes(Option<&'a [u8]>),
+    Principal(Option<&'a str>),
+    Ip(Option<IpAddr>),
+    Port(Option<u16>),
+    Claim(Option<&'a Claim>),
+    Jwt(Option<&'a Claim>),
+    Missing,
+}
+
+fn fetch<'a>(attr: &Attr, attrs: &'a dyn Attributes) -> Value<'a> {
+    match attr {
+        Attr::Principal | Attr::Namespace | Attr::ServiceAccount | Attr::TrustDomain => {
+            Value::Principal(attrs.peer_principal())
+        }
+        Attr::SourceIp => Value::Ip(attrs.source_ip()),
+        Attr::RemoteIp => Value::Ip(attrs.remote_ip()),
+        Attr::DestinationIp => Value::Ip(attrs.destination_ip()),
+        Attr::Port => Value::Port(attrs.destination_port()),
+        Attr::Host => Value::Bytes(attrs.host()),
+        Attr::Method => Value::Bytes(attrs.method()),
+        Attr::Path => Value::Bytes(attrs.path().map(url_path)),
+        Attr::Header(name) => Value::Bytes(attrs.header(name)),
+        Attr::Sni => Value::Bytes(attrs.sni().map(str::as_bytes)),
+        Attr::RequestPrincipal => Value::Jwt(attrs.jwt()),
+        Attr::Claim(path) => Value::Claim(attrs.jwt().and_then(|j| j.get(path))),
+        Attr::Experimental(_) => Value::Missing,
+    }
+}
+
+fn claim_matches(m: &StrMatch, claim: &Claim) -> bool {
+    match claim {
+        Claim::String(s) => m.matches(s.as_bytes()),
+        Claim::List(items) => items
+            .iter()
+            .any(|i| matches!(i, Claim::String(s) if m.matches(s.as_bytes()))),
+        _ => false,
+    }
+}
+
+fn string_claim<'a>(jwt: &'a Claim, name: &str) -> Option<&'a str> {
+    match jwt {
+        Claim::Object(fields) => fields.iter().find(|(k, _)| k == name).and_then(|(_, v)| match v {
+            Claim::String(s) => Some(s.as_str()),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// The trust domain of a SPIFFE principal (`spiffe://<td>/...`).
+fn trust_domain(principal: &str) -> Option<&str> {
+    let rest = principal.strip_prefix("spiffe://")?;
+    let (td, _) = rest.split_once('/')?;
+    Some(td)
+}
+
+fn hits(m: &Matcher, attr: &Attr, value: &Value) -> bool {
+    match (m, value) {
+        (Matcher::Str(s), Value::Principal(Some(p))) => match attr {
+            Attr::Namespace => s.matches(Identity::parse(p).map(|i| i.namespace).unwrap_or("").as_bytes()),
+            _ => p.strip_prefix("spiffe://").is_some_and(|id| s.matches(id.as_bytes())),
+        },
+        (Matcher::Str(s), Value::Bytes(Some(b))) => s.matches(b),
+        (Matcher::Str(s), Value::Claim(Some(c))) => claim_matches(s, c),
+        (Matcher::Host(s), Value::Bytes(Some(b))) => s.matches_ignore_case(b),
+        (Matcher::AnyPrincipal, Value::Principal(Some(p))) => !p.is_empty(),
+        (Matcher::NamespaceGlob(g), Value::Principal(Some(p))) => g.matches(p.as_bytes()),
+        (Matcher::ServiceAccount(ns, sa), Value::Principal(Some(p))) => {
+            Identity::parse(p).is_some_and(|i| i.namespace == &**ns && i.service_account == &**sa)
+        }
+        (Matcher::TrustDomain(s), Value::Principal(Some(p))) => trust_domain(p).is_some_and(|td| s.matches(td.as_bytes())),
+        (Matcher::Cidr(c), Value::Ip(Some(ip))) => c.contains(*ip),
+        (Matcher::Port(p), Value::Port(Some(port))) => p == port,
+        (Matcher::Path(s), Value::Bytes(Some(b))) => s.matches(b),
+        (Matcher::PathTemplate(t), Value::Bytes(Some(b))) => t.matches(b),
+        (Matcher::RequestPrincipal(iss, sub), Value::Jwt(Some(jwt))) => {
+            string_claim(jwt, "iss").is_some_and(|v| iss.matches(v.as_bytes()))
+                && string_claim(jwt, "sub").is_some_and(|v| sub.matches(v.as_bytes()))
+        }
+        // An absent attribute matches no value, so only notValues can hold.
+        _ => false,
+    }
+}
+
+/// Some value matches (or there are none) and no notValue matches.
+fn test_matches(test: &Test, attrs: &dyn Attributes) -> bool {
+    let value = fetch(&test.attr, attrs);
+    (test.values.is_empty() || test.values.iter().any(|m| hits(m, &test.attr, &value)))
+        && !test.not_values.iter().any(|m| hits(m, &test.attr, &value))
+}
+
+/// Rule = every clause; clause = some entry (from[] / to[] are OR-ed); entry = every test.
+fn rule_matches(rule: &CompiledRule, attrs: &dyn Attributes) -> bool {
+    rule.clauses
+        .iter()
+        .all(|c| c.entries.iter().any(|e| e.tests.iter().all(|t| test_matches(t, attrs))))
+}
+
+impl RuleIndex {
+    fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// The first matching rule in decision order, looking only at candidates the request's
+    /// own attributes select (plus rules with no indexable requirement).
+    fn first_match(&self, compiled: &Compiled, attrs: &dyn Attributes) -> Option<u32> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut best: Option<u32> = None;
+        let mut consider = |list: &[u32]| {
+            for rid in list {
+                if best.is_some_and(|b| *rid >= b) {
+                    break;
+                }
+                if compiled.rules.get(*rid as usize).is_some_and(|r| rule_matches(r, attrs)) {
+                    best = Some(*rid);
+                    break;
+                }
+            }
+        };
+        if !self.by_principal.is_empty() || !self.by_namespace.is_empty() {
+            let principal = attrs.peer_principal();
+            if let Some(id) = principal.and_then(|p| p.strip_prefix("spiffe://")) {
+                if let Some(list) = self.by_principal.get(id) {
+                    consider(list);
+                }
+            }
+            if !self.by_namespace.is_empty() {
+                let ns = principal.and_then(Identity::parse).map(|i| i.namespace);
+                if let Some(list) = ns.and_then(|ns| self.by_namespace.get(ns)) {
+                    consider(list);
+                }
+            }
+        }
+        if !self.by_port.is_empty() {
+            if let Some(list) = attrs.destination_port().and_then(|p| self.by_port.get(&p)) {
+                consider(list);
+            }
+        }
+        if !self.by_method.is_empty() {
+            if let Some(list) = attrs.method().and_then(|m| self.by_method.get(m)) {
+                consider(list);
+            }
+        }
+        consider(&self.scan);
+        best
+    }
+}
+
+impl Engine {
+    /// Which compiled form decides this traffic.
+    fn compiled_for(&self, traffic: Traffic) -> Option<&Compiled> {
+        match (self.config.mode, traffic) {
+            (Mode::Ztunnel, _) => self.http.as_ref(),
+            (Mode::Waypoint, Traffic::Request) => self.http.as_ref().or(self.tcp.as_ref()),
+            (Mode::Waypoint, Traffic::Connection) => self.tcp.as_ref().or(self.http.as_ref()),
+        }
+    }
+
+    /// The target (workload or service) this traffic is for, if any.
+    fn target(&self, traffic: Traffic, attrs: &dyn Attributes) -> Option<u32> {
+        let targets = &self.targets;
+        if !targets.by_address.is_empty() {
+            if let Some(candidates) = attrs.destination_ip().and_then(|ip| targets.by_address.get(&ip)) {
+                let port = attrs.destination_port();
+                let chosen = candidates
+                    .iter()
+                    .find(|(_, ports)| ports.is_empty() || port.is_some_and(|p| ports.contains(&p)));
+                if let Some((t, _)) = chosen {
+                    return Some(*t);
+                }
+            }
+        }
+        if self.config.mode == Mode::Waypoint && traffic == Traffic::Request && !targets.by_host.is_empty() {
+            if let Some(host) = attrs.host() {
+                let mut buf = [0u8; 256];
+                if let Some(lower) = host_without_port(host, &mut buf) {
+                    if let Some(t) = targets.by_host.get(lower) {
+                        return Some(*t);
+                    }
+                }
+            }
+        }
+        targets.fallback
+    }
+
+    fn rule_ref(compiled: &Compiled, rid: u32) -> Option<RuleRef> {
+        compiled.rules.get(rid as usize).map(|r| RuleRef {
+            policy: r.policy,
+            rule: r.index,
+        })
+    }
+
+    /// Decides one connection or request. Follows the Istio procedure: CUSTOM, then DENY,
+    /// then ALLOW; AUDIT and dry-run are recorded, never enforced. No parsing, and no heap
+    /// allocation unless an AUDIT policy matches.
+    pub fn decide(&self, traffic: Traffic, attrs: &dyn Attributes) -> Decision {
+        let deny = |reason| Decision {
+            verdict: Verdict::Deny,
+            reason,
+            audit: Vec::new(),
+            dry_run: None,
+        };
+        // "A destination ztunnel refuses, in its TLS handshake and before any policy, a peer
+        // whose SPIFFE trust domain is not its own" (contract.md §1).
+        if self.config.mode == Mode::Ztunnel {
+            if let Some(p) = attrs.peer_principal() {
+                let trusted = Identity::parse(p).is_some_and(|id| self.trusted_domains.iter().any(|d| d == id.trust_domain));
+                if !trusted {
+                    return deny(Reason::UntrustedPeer);
+                }
+            }
+        }
+        let Some(compiled) = self.compiled_for(traffic) else {
+            return deny(Reason::UnknownDestination);
+        };
+        let set = self
+            .target(traffic, attrs)
+            .and_then(|t| self.targets.set_of.get(t as usize))
+            .and_then(|s| compiled.sets.get(*s as usize));
+        let Some(set) = set else {
+            // ztunnel only serves its own workloads: anything else is refused.
+            return deny(Reason::UnknownDestination);
+        };
+        let (verdict, reason) = Self::procedure(compiled, set, attrs, false);
+        let dry_run = if set.has_dry {
+            let (verdict, reason) = Self::procedure(compiled, set, attrs, true);
+            Some(DryRun { verdict, reason })
+        } else {
+            None
+        };
+        let mut audit = Vec::new();
+        if !set.audit.is_empty() {
+            for rid in &set.audit.all {
+                if let Some(rule) = compiled.rules.get(*rid as usize) {
+                    if audit.last() != Some(&rule.policy) && rule_matches(rule, attrs) {
+                        audit.push(rule.policy);
+                    }
+                }
+            }
+            audit.dedup();
+        }
+        Decision {
+            verdict,
+            reason,
+            audit,
+            dry_run,
+        }
+    }
+
+    /// Istio's decision procedure over the enforced (or, for `dry`, the dry-run) policies.
+    fn procedure(compiled: &Compiled, set: &PolicySet, attrs: &dyn Attributes, dry: bool) -> (Verdict, Reason) {
+        let (custom, deny, allow, has_allow) = if dry {
+            (None, &set.dry_deny, &set.dry_allow, set.has_dry_allow)
+        } else {
+            (Some(&set.custom), &set.deny, &set.allow, set.has_allow)
+        };
+        // "CUSTOM ... if the CUSTOM policy denies the request, deny" — with no authorizer
+        // configured, a matching CUSTOM rule denies (fail safe).
+        if let Some(rid) = custom.and_then(|c| c.first_match(compiled, attrs)) {
+            if let Some(r) = Self::rule_ref(compiled, rid) {
+                return (Verdict::Deny, Reason::Custom(r));
+            }
+        }
+        // "If there are any DENY policies that match the request, deny the request."
+        if let Some(rid) = deny.first_match(compiled, attrs) {
+            if let Some(r) = Self::rule_ref(compiled, rid) {
+                return (Verdict::Deny, Reason::Denied(r));
+            }
+        }
+        // "If there are no ALLOW policies for the workload, allow the request."
+        if !has_allow {
+            return (Verdict::Allow, Reason::NoAllowPolicies);
+        }
+        // "If any of the ALLOW policies match the request, allow the request."
+        if let Some(rid) = allow.first_match(compiled, attrs) {
+            if let Some(r) = Self::rule_ref(compiled, rid) {
+                return (Verdict::Allow, Reason::Allowed(r));
+            }
+        }
+        // "Deny the request."
+        (Verdict::Deny, Reason::NoAllowMatched)
+    }
+
+    /// `namespace/name` of the policy that decided, or `None` when decided by default.
+    pub fn deciding_policy(&self, reason: &Reason) -> Option<&str> {
+        reason.rule().and_then(|r| self.policy(r.policy)).map(|p| p.key())
+    }
+
+    /// Decides and explains: the deciding policy and rule, the target, AUDIT matches, the
+    /// dry-run result, and for a deny the ALLOW rule that came closest and what failed.
+    pub fn explain(&self, traffic: Traffic, attrs: &dyn Attributes) -> Explanation {
+        let decision = self.decide(traffic, attrs);
+        let key = |id: PolicyId| self.policy(id).map(|p| p.key().to_string()).unwrap_or_default();
+        let compiled = self.compiled_for(traffic);
+        let target_id = self.target(traffic, attrs);
+        let target = target_id
+            .and_then(|t| self.targets.names.get(t as usize).cloned())
+            .unwrap_or_else(|| "(none)".into());
+        let rule_path = |r: RuleRef| format!("spec.rules[{}]", r.rule);
+        let reason = match decision.reason {
+            Reason::Custom(r) => format!(
+                "CUSTOM policy {} {} matched and no external authorizer is configured",
+                key(r.policy),
+                rule_path(r)
+            ),
+            Reason::Denied(r) => format!("DENY policy {} {} matched", key(r.policy), rule_path(r)),
+            Reason::NoAllowPolicies => "no ALLOW policy applies, so the default is to allow".into(),
+            Reason::Allowed(r) => format!("ALLOW policy {} {} matched", key(r.policy), rule_path(r)),
+            Reason::NoAllowMatched => "ALLOW policies apply and none matched".into(),
+            Reason::UntrustedPeer => format!(
+                "the peer certificate's trust domain is not {} (ztunnel refuses it in the TLS handshake)",
+                self.trusted_domains.join(" or ")
+            ),
+            Reason::UnknownDestination => "the destination is not a workload this proxy enforces for".into(),
+        };
+        let near_miss = match (decision.verdict, compiled, target_id) {
+            (Verdict::Deny, Some(c), Some(t)) => self
+                .targets
+                .set_of
+                .get(t as usize)
+                .and_then(|s| c.sets.get(*s as usize))
+                .and_then(|set| near_miss(self, c, &set.allow, attrs)),
+            _ => None,
+        };
+        Explanation {
+            verdict: decision.verdict,
+            policy: self.deciding_policy(&decision.reason).map(str::to_string),
+            rule: decision.reason.rule().map(|r| r.rule),
+            reason,
+            target,
+            audit: decision.audit.iter().map(|p| key(*p)).collect(),
+            dry_run: decision.dry_run.map(|d| (d.verdict, self.deciding_policy(&d.reason).map(str::to_string))),
+            near_miss,
+            decision,
+        }
+    }
+}
+
+/// Strips the port (and IPv6 brackets stay) from an `:authority` and lower-cases it into
+/// `buf`; `None` when it does not fit.
+fn host_without_port<'b>(host: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
+    let end = if host.starts_with(b"[") {
+        host.iter().position(|b| *b == b']').map(|i| i + 1).unwrap_or(host.len())
+    } else {
+        host.iter().rposition(|b| *b == b':').unwrap_or(host.len())
+    };
+    let name = host.get(..end)?;
+    let out = buf.get_mut(..name.len())?;
+    for (o, b) in out.iter_mut().zip(name) {
+        *o = b.to_ascii_lowercase();
+    }
+    Some(out)
+}
+
+/// The ALLOW rule that came closest: the most clauses satisfied, and the first condition of
+/// the first failing clause.
+fn near_miss(engine: &Engine, compiled: &Compiled, allow: &RuleIndex, attrs: &dyn Attributes) -> Option<NearMiss> {
+    let mut best: Option<(usize, usize, &CompiledRule)> = None;
+    for rid in &allow.all {
+        let Some(rule) = compiled.rules.get(*rid as usize) else { continue };
+        let passed = rule
+            .clauses
+            .iter()
+            .filter(|c| c.entries.iter().any(|e| e.tests.iter().all(|t| test_matches(t, attrs))))
+            .count();
+        if passed == rule.clauses.len() {
+            // It matches: a DENY decided, not a missing ALLOW.
+            return None;
+        }
+        let better = match best {
+            None => true,
+            Some((bp, bt, _)) => passed * bt > bp * rule.clauses.len() || (passed * bt == bp * rule.clauses.len() && passed > bp),
+        };
+        if better {
+            best = Some((passed, rule.clauses.len(), rule));
+        }
+    }
+    let (passed, total, rule) = best?;
+    let clause = rule
+        .clauses
+        .iter()
+        .find(|c| !c.entries.iter().any(|e| e.tests.iter().all(|t| test_matches(t, attrs))))?;
+    // In the failing clause, the entry with the most tests passing, and its first failure.
+    let entry = clause
+        .entries
+        .iter()
+        .max_by_key(|e| e.tests.iter().filter(|t| test_matches(t, attrs)).count())?;
+    let test = entry.tests.iter().find(|t| !test_matches(t, attrs))?;
+    let mut wanted = Vec::new();
+    if !test.written.is_empty() {
+        wanted.push(format!("one of {:?}", test.written));
+    }
+    if !test.written_not.is_empty() {
+        wanted.push(format!("none of {:?}", test.written_not));
+    }
+    Some(NearMiss {
+        policy: engine.policy(rule.policy).map(|p| p.key().to_string()).unwrap_or_default(),
+        rule: rule.index,
+        clauses_matched: passed,
+        clauses: total,
+        field: if test.api_name.contains('.') {
+            // A `when` condition: its key is the attribute.
+            format!("{} ({})", test.path, test.api_name)
+        } else {
+            format!("{}.{}", test.path, test.api_name)
+        },
+        wanted: wanted.join(" and "),
+        actual: describe_value(&test.attr, attrs),
+    })
+}
+
+fn describe_value(attr: &Attr, attrs: &dyn Attributes) -> String {
+    let lossy = |b: Option<&[u8]>| match b {
+        Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
+        None => "absent".into(),
+    };
+    match fetch(attr, attrs) {
+        Value::Principal(Some(p)) => format!("peer {p:?}"),
+        Value::Principal(None) => "no peer certificate".into(),
+        Value::Bytes(b) => lossy(b),
+        Value::Ip(Some(ip)) => ip.to_string(),
+        Value::Port(Some(p)) => p.to_string(),
+        Value::Claim(Some(c)) => format!("{c:?}"),
+        Value::Jwt(Some(j)) => format!(
+            "iss {:?}, sub {:?}",
+            string_claim(j, "iss").unwrap_or(""),
+            string_claim(j, "sub").unwrap_or("")
+        ),
+        _ => "absent".into(),
+    }
+}
+
+/// The ALLOW rule that came closest to allowing a denied request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NearMiss {
+    pub policy: String,
+    pub rule: u32,
+    pub clauses_matched: usize,
+    pub clauses: usize,
+    /// The condition that failed, e.g. `spec.rules[0].to[0].operation.methods`.
+    pub field: String,
+    pub wanted: String,
+    pub actual: String,
+}
+
+/// A decision with its explanation, names resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub decision: Decision,
+    pub verdict: Verdict,
+    /// `namespace/name` of the deciding policy; `None` when decided by default.
+    pub policy: Option<String>,
+    pub rule: Option<u32>,
+    pub reason: String,
+    pub target: String,
+    pub audit: Vec<String>,
+    pub dry_run: Option<(Verdict, Option<String>)>,
+    pub near_miss: Option<NearMiss>,
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "decision: {}", self.verdict.as_str().to_uppercase())?;
+        writeln!(f, "  because: {}", self.reason)?;
+        writeln!(f, "  target:  {}", self.target)?;
+        if !self.audit.is_empty() {
+            writeln!(f, "  audit:   {}", self.audit.join(", "))?;
+        }
+        if let Some((v, p)) = &self.dry_run {
+            writeln!(f, "  dry-run: would {} ({})", v, p.as_deref().unwrap_or("by default"))?;
+        }
+        if let Some(m) = &self.near_miss {
+            writeln!(
+                f,
+                "  nearest miss: ALLOW policy {} spec.rules[{}] ({} of {} conditions held); {} wanted {}, got {}",
+                m.policy, m.rule, m.clauses_matched, m.clauses, m.field, m.wanted, m.actual
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,892 @@
+//! The AuthorizationPolicy API (`security.istio.io/v1` and `v1beta1`), parsed and validated
+//! as istiod's admission does (`pkg/config/validation/validation.go ValidateAuthorizationPolicy`,
+//! `pkg/config/security/security.go`), so that what we accept is what a cluster accepts.
+
+use super::error::ConfigError;
+use super::json::{self, index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Result};
+use super::matcher::{Cidr, PathTemplate};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    Allow,
+    Deny,
+    Audit,
+    Custom,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "ALLOW",
+            Action::Deny => "DENY",
+            Action::Audit => "AUDIT",
+            Action::Custom => "CUSTOM",
+        }
+    }
+}
+
+/// What the policy is attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// No selector and no targetRefs: every workload of the namespace (of the mesh, from the
+    /// root namespace).
+    Namespace,
+    /// `selector.matchLabels`, sorted by key. Empty = `selector: {}`.
+    Selector(Vec<(String, String)>),
+    /// `targetRef` / `targetRefs`.
+    TargetRefs(Vec<TargetRef>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRef {
+    /// Canonical group: `""` for the core group (`core` is accepted as its alias).
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl TargetRef {
+    /// The (group, kind) pairs istiod attaches.
+    pub fn supported_kind(&self) -> Option<RefKind> {
+        match (self.group.as_str(), self.kind.as_str()) {
+            ("", "Service") => Some(RefKind::Service),
+            ("networking.istio.io", "ServiceEntry") => Some(RefKind::ServiceEntry),
+            ("gateway.networking.k8s.io", "Gateway") => Some(RefKind::Gateway),
+            ("gateway.networking.k8s.io", "GatewayClass") => Some(RefKind::GatewayClass),
+            _ => None,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        if self.group.is_empty() {
+            format!("{} {}", self.kind, self.name)
+        } else {
+            format!("{}.{} {}", self.kind, self.group, self.name)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefKind {
+    Service,
+    ServiceEntry,
+    Gateway,
+    GatewayClass,
+}
+
+/// The attribute a field or `when` key reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Attr {
+    /// Peer identity (`principals`, `source.principal`).
+    Principal,
+    /// Namespace of the peer identity (`namespaces`, `source.namespace`).
+    Namespace,
+    /// `serviceAccounts`, `source.serviceAccount`.
+    ServiceAccount,
+    /// `trustDomains`, `source.trustDomain`.
+    TrustDomain,
+    /// `ipBlocks`, `source.ip`.
+    SourceIp,
+    /// `remoteIpBlocks`, `remote.ip`.
+    RemoteIp,
+    /// `requestPrincipals`, `request.auth.principal`.
+    RequestPrincipal,
+    /// `request.auth.audiences`, `request.auth.presenter`, `request.auth.claims[...]`: the
+    /// claim path (`aud`, `azp`, or the bracketed path).
+    Claim(Vec<Box<str>>),
+    /// `hosts` (`:authority`).
+    Host,
+    /// `ports`, `destination.port`.
+    Port,
+    /// `methods`.
+    Method,
+    /// `paths`.
+    Path,
+    /// `request.headers[<name>]`, lower-cased.
+    Header(Box<str>),
+    /// `destination.ip`.
+    DestinationIp,
+    /// `connection.sni`.
+    Sni,
+    /// `experimental.envoy.filters.*`: accepted by Istio, not evaluable here; converted in
+    /// the fail-safe direction like Layer 7 content at ztunnel.
+    Experimental(Box<str>),
+}
+
+impl Attr {
+    /// Attributes only an HTTP request carries (istiod's "is HTTP only" for TCP chains).
+    pub fn http_only(&self) -> bool {
+        matches!(
+            self,
+            Attr::RequestPrincipal | Attr::Claim(_) | Attr::Host | Attr::Method | Attr::Path | Attr::Header(_)
+        )
+    }
+}
+
+/// One field of a `source` or `operation`, or one `when` condition: values OR-ed, notValues
+/// excluded. `path` is where it was written, for explanations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub attr: Attr,
+    /// The API name (`principals`, `notPorts`, `request.headers[x-token]`).
+    pub api_name: String,
+    pub path: String,
+    pub values: Vec<String>,
+    pub not_values: Vec<String>,
+}
+
+/// `from[i].source`, `to[j].operation`: every field must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub fields: Vec<Field>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rule {
+    pub path: String,
+    /// `None` when `from` is absent (any source).
+    pub from: Option<Vec<Entry>>,
+    pub to: Option<Vec<Entry>>,
+    pub when: Vec<Field>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationPolicy {
+    pub namespace: String,
+    pub name: String,
+    pub scope: Scope,
+    pub action: Action,
+    pub provider: Option<String>,
+    /// `None` when `rules` is absent; `Some([])` for `rules: []`. Both match nothing.
+    pub rules: Option<Vec<Rule>>,
+    pub dry_run: bool,
+    /// Set when `istio.io/dry-run` did not parse as a boolean (the policy is then enforced).
+    pub dry_run_annotation_error: Option<String>,
+}
+
+impl AuthorizationPolicy {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Parses one AuthorizationPolicy resource as written for Kubernetes.
+    pub fn parse(value: &Value) -> std::result::Result<AuthorizationPolicy, ConfigError> {
+        let map = object(value, "")?;
+        let (namespace, name) = metadata_names(map)?;
+        let key = format!("{namespace}/{name}");
+        parse_policy(map, namespace, name).map_err(|e| e.in_policy(&key))
+    }
+}
+
+/// `metadata.name` and `metadata.namespace` (default `default`, as `kubectl apply` does).
+fn metadata_names(map: &Map<String, Value>) -> Result<(String, String)> {
+    let metadata = opt_object(map, "metadata", "")?
+        .ok_or_else(|| ConfigError::new("metadata", "is required (with name and namespace)"))?;
+    let name = opt_str(metadata, "name", "metadata")?
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ConfigError::new("metadata.name", "is required"))?;
+    let namespace = opt_str(metadata, "namespace", "metadata")?
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default");
+    Ok((namespace.to_string(), name.to_string()))
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_policy(map: &Map<String, Value>, namespace: String, name: String) -> Result<AuthorizationPolicy> {
+    only_keys(map, &["apiVersion", "kind", "metadata", "spec", "status"], "")?;
+    match opt_str(map, "apiVersion", "")? {
+        Some("security.istio.io/v1") | Some("security.istio.io/v1beta1") => {}
+        Some(other) => {
+            return Err(ConfigError::new(
+                "apiVersion",
+                format!("\"{other}\" is not security.istio.io/v1 or security.istio.io/v1beta1"),
+            ))
+        }
+        None => return Err(ConfigError::new("apiVersion", "is required")),
+    }
+    match opt_str(map, "kind", "")? {
+        Some("AuthorizationPolicy") => {}
+        Some(other) => return Err(ConfigError::new("kind", format!("\"{other}\" is not AuthorizationPolicy"))),
+        None => return Err(ConfigError::new("kind", "is required")),
+    }
+
+    let mut dry_run = false;
+    let mut dry_run_annotation_error = None;
+    if let Some(metadata) = opt_object(map, "metadata", "")? {
+        if let Some(annotations) = opt_object(metadata, "annotations", "metadata")? {
+            if let Some(v) = annotations.get("istio.io/dry-run") {
+                match v {
+                    Value::String(s) if s.is_empty() => {}
+                    Value::String(s) => match parse_go_bool(s) {
+                        Some(b) => dry_run = b,
+                        None => {
+                            dry_run_annotation_error = Some(format!(
+                                "annotation istio.io/dry-run: \"{s}\" is not a boolean; the policy is enforced"
+                            ))
+                        }
+                    },
+                    other => {
+                        return Err(ConfigError::new(
+                            "metadata.annotations[istio.io/dry-run]",
+                            format!("must be a string, got {}", json::type_name(other)),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+
+    let empty = Map::new();
+    let spec = opt_object(map, "spec", "")?.unwrap_or(&empty);
+    only_keys(spec, &["selector", "targetRef", "targetRefs", "action", "provider", "rules"], "spec")?;
+
+    let action = match opt_str(spec, "action", "spec")? {
+        None | Some("ALLOW") => Action::Allow,
+        Some("DENY") => Action::Deny,
+        Some("AUDIT") => Action::Audit,
+        Some("CUSTOM") => Action::Custom,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "spec.action",
+                format!("\"{other}\" is not one of ALLOW, DENY, AUDIT, CUSTOM"),
+            ))
+        }
+    };
+
+    let scope = parse_scope(spec)?;
+
+    let provider = match opt_object(spec, "provider", "spec")? {
+        None => None,
+        Some(p) => {
+            only_keys(p, &["name"], "spec.provider")?;
+            Some(opt_str(p, "name", "spec.provider")?.unwrap_or("").to_string())
+        }
+    };
+    if action == Action::Custom {
+        match &provider {
+            Some(n) if !n.is_empty() => {}
+            _ => return Err(ConfigError::new("spec.provider.name", "is required for action CUSTOM")),
+        }
+    } else if provider.is_some() {
+        return Err(ConfigError::new(
+            "spec.provider",
+            format!("is only allowed with action CUSTOM, not {}", action.as_str()),
+        ));
+    }
+
+    let rules = match opt_list(spec, "rules", "spec")? {
+        None => None,
+        Some(items) => {
+            if items.len() > 512 {
+                return Err(ConfigError::new("spec.rules", format!("has {} rules; at most 512", items.len())));
+            }
+            let mut rules = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                rules.push(parse_rule(item, &index("spec.rules", i), &namespace, action)?);
+            }
+            Some(rules)
+        }
+    };
+    if rules.is_none() && action == Action::Deny {
+        return Err(ConfigError::new(
+            "spec.rules",
+            "a DENY policy without rules is meaningless (add an empty rule {} to deny everything)",
+        ));
+    }
+    if rules.is_none() && action == Action::Custom {
+        return Err(ConfigError::new("spec.rules", "a CUSTOM policy needs rules"));
+    }
+
+    Ok(AuthorizationPolicy {
+        namespace,
+        name,
+        scope,
+        action,
+        provider,
+        rules,
+        dry_run,
+        dry_run_annotation_error,
+    })
+}
+
+fn parse_scope(spec: &Map<String, Value>) -> Result<Scope> {
+    let selector = opt_object(spec, "selector", "spec")?;
+    let target_ref = opt_object(spec, "targetRef", "spec")?;
+    let target_refs = opt_list(spec, "targetRefs", "spec")?;
+    let set = [selector.is_some(), target_ref.is_some(), target_refs.is_some()];
+    if set.iter().filter(|b| **b).count() > 1 {
+        return Err(ConfigError::new("spec", "only one of selector, targetRef or targetRefs can be set"));
+    }
+    if let Some(sel) = selector {
+        only_keys(sel, &["matchLabels"], "spec.selector")?;
+        let mut labels = Vec::new();
+        if let Some(ml) = opt_object(sel, "matchLabels", "spec.selector")? {
+            for (k, v) in ml {
+                let path = format!("spec.selector.matchLabels[{k}]");
+                if k.is_empty() {
+                    return Err(ConfigError::new(path, "label key must not be empty"));
+                }
+                if k.contains('*') {
+                    return Err(ConfigError::new(path, format!("wildcard not allowed in label key \"{k}\"")));
+                }
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => return Err(ConfigError::new(path, format!("must be a string, got {}", json::type_name(other)))),
+                };
+                if v.contains('*') {
+                    return Err(ConfigError::new(path, format!("wildcard not allowed in label value \"{v}\"")));
+                }
+                if v.len() > 63 {
+                    return Err(ConfigError::new(path, format!("label value \"{v}\" is longer than 63 characters")));
+                }
+                labels.push((k.clone(), v));
+            }
+        }
+        labels.sort();
+        return Ok(Scope::Selector(labels));
+    }
+    let mut refs = Vec::new();
+    if let Some(r) = target_ref {
+        refs.push(parse_target_ref(r, "spec.targetRef")?);
+    }
+    if let Some(items) = target_refs {
+        if items.len() > 16 {
+            return Err(ConfigError::new("spec.targetRefs", format!("has {} entries; at most 16", items.len())));
+        }
+        for (i, item) in items.iter().enumerate() {
+            let path = index("spec.targetRefs", i);
+            refs.push(parse_target_ref(object(item, &path)?, &path)?);
+        }
+    }
+    if target_ref.is_some() || target_refs.is_some() {
+        if refs.is_empty() {
+            return Err(ConfigError::new("spec.targetRefs", "must not be empty"));
+        }
+        return Ok(Scope::TargetRefs(refs));
+    }
+    Ok(Scope::Namespace)
+}
+
+fn parse_target_ref(map: &Map<String, Value>, path: &str) -> Result<TargetRef> {
+    only_keys(map, &["group", "kind", "name", "namespace"], path)?;
+    let kind = opt_str(map, "kind", path)?.unwrap_or("");
+    if kind.is_empty() {
+        return Err(ConfigError::new(join(path, "kind"), "is required"));
+    }
+    let name = opt_str(map, "name", path)?.unwrap_or("");
+    if name.is_empty() {
+        return Err(ConfigError::new(join(path, "name"), "is required"));
+    }
+    if let Some(ns) = opt_str(map, "namespace", path)? {
+        if !ns.is_empty() {
+            return Err(ConfigError::new(
+                join(path, "namespace"),
+                format!("\"{ns}\": cross namespace referencing is not currently supported"),
+            ));
+        }
+    }
+    let group = opt_str(map, "group", path)?.unwrap_or("");
+    let group = if group == "core" { "" } else { group };
+    let valid_group = group.is_empty()
+        || group.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !valid_group {
+        return Err(ConfigError::new(join(path, "group"), format!("\"{group}\" is not a valid API group")));
+    }
+    Ok(TargetRef {
+        group: group.to_string(),
+        kind: kind.to_string(),
+        name: name.to_string(),
+    })
+}
+
+/// Source fields: (positive name, negative name, attribute).
+const SOURCE_FIELDS: &[(&str, &str, SourceAttr)] = &[
+    ("principals", "notPrincipals", SourceAttr::Principal),
+    ("requestPrincipals", "notRequestPrincipals", SourceAttr::RequestPrincipal),
+    ("namespaces", "notNamespaces", SourceAttr::Namespace),
+    ("serviceAccounts", "notServiceAccounts", SourceAttr::ServiceAccount),
+    ("ipBlocks", "notIpBlocks", SourceAttr::SourceIp),
+    ("remoteIpBlocks", "notRemoteIpBlocks", SourceAttr::RemoteIp),
+    ("trustDomains", "notTrustDomains", SourceAttr::TrustDomain),
+];
+
+#[derive(Clone, Copy)]
+enum SourceAttr {
+    Principal,
+    RequestPrincipal,
+    Namespace,
+    ServiceAccount,
+    SourceIp,
+    RemoteIp,
+    TrustDomain,
+}
+
+const OPERATION_FIELDS: &[(&str, &str, OperationAttr)] = &[
+    ("hosts", "notHosts", OperationAttr::Host),
+    ("ports", "notPorts", OperationAttr::Port),
+    ("methods", "notMethods", OperationAttr::Method),
+    ("paths", "notPaths", OperationAttr::Path),
+];
+
+#[derive(Clone, Copy)]
+enum OperationAttr {
+    Host,
+    Port,
+    Method,
+    Path,
+}
+
+fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Result<Rule> {
+    if value.is_null() {
+        return Err(ConfigError::new(path, "a rule must not be null"));
+    }
+    let map = object(value, path)?;
+    only_keys(map, &["from", "to", "when"], path)?;
+    let mut rule = Rule {
+        path: path.to_string(),
+        ..Rule::default()
+    };
+
+    if let Some(items) = opt_list(map, "from", path)? {
+        let from_path = join(path, "from");
+        if items.is_empty() {
+            return Err(ConfigError::new(from_path, "must not be empty when present"));
+        }
+        if items.len() > 512 {
+            return Err(ConfigError::new(from_path, "at most 512 entries"));
+        }
+        let mut entries = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let entry_path = index(&from_path, i);
+            let entry = object(item, &entry_path)?;
+            only_keys(entry, &["source"], &entry_path)?;
+            let source_path = join(&entry_path, "source");
+            let source = opt_object(entry, "source", &entry_path)?
+                .ok_or_else(|| ConfigError::new(&source_path, "is required"))?;
+            entries.push(parse_source(source, &source_path, namespace, action)?);
+        }
+        rule.from = Some(entries);
+    }
+
+    if let Some(items) = opt_list(map, "to", path)? {
+        let to_path = join(path, "to");
+        if items.is_empty() {
+            return Err(ConfigError::new(to_path, "must not be empty when present"));
+        }
+        let mut entries = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let entry_path = index(&to_path, i);
+            let entry = object(item, &entry_path)?;
+            only_keys(entry, &["operation"], &entry_path)?;
+            let op_path = join(&entry_path, "operation");
+            let op = opt_object(entry, "operation", &entry_path)?
+                .ok_or_else(|| ConfigError::new(&op_path, "is required"))?;
+            entries.push(parse_operation(op, &op_path)?);
+        }
+        rule.to = Some(entries);
+    }
+
+    if let Some(items) = opt_list(map, "when", path)? {
+        let when_path = join(path, "when");
+        for (i, item) in items.iter().enumerate() {
+            let cond_path = index(&when_path, i);
+            rule.when.push(parse_condition(item, &cond_path, namespace, action)?);
+        }
+    }
+    Ok(rule)
+}
+
+fn parse_source(map: &Map<String, Value>, path: &str, namespace: &str, action: Action) -> Result<Entry> {
+    let allowed: Vec<&str> = SOURCE_FIELDS.iter().flat_map(|(p, n, _)| [*p, *n]).collect();
+    only_keys(map, &allowed, path)?;
+    let mut fields = Vec::new();
+    for (pos, neg, attr) in SOURCE_FIELDS {
+        let values = opt_str_list(map, pos, path)?;
+        let not_values = opt_str_list(map, neg, path)?;
+        for (name, list) in [(*pos, &values), (*neg, &not_values)] {
+            let Some(list) = list else { continue };
+            let field_path = join(path, name);
+            if action == Action::Custom
+                && !matches!(attr, SourceAttr::SourceIp | SourceAttr::RemoteIp)
+            {
+                return Err(ConfigError::new(
+                    &field_path,
+                    "is not supported in a CUSTOM policy (the external authorizer runs before identity and JWT checks)",
+                ));
+            }
+            if matches!(attr, SourceAttr::ServiceAccount) && list.len() > 16 {
+                return Err(ConfigError::new(&field_path, "at most 16 service accounts"));
+            }
+            for (i, v) in list.iter().enumerate() {
+                let vp = index(&field_path, i);
+                match attr {
+                    SourceAttr::SourceIp | SourceAttr::RemoteIp => check_ip(v, &vp)?,
+                    SourceAttr::ServiceAccount => check_service_account(v, &vp)?,
+                    SourceAttr::TrustDomain => check_trust_domain(v, &vp)?,
+                    _ => {}
+                }
+            }
+        }
+        if values.is_none() && not_values.is_none() {
+            continue;
+        }
+        let attr = match attr {
+            SourceAttr::Principal => Attr::Principal,
+            SourceAttr::RequestPrincipal => Attr::RequestPrincipal,
+            SourceAttr::Namespace => Attr::Namespace,
+            SourceAttr::ServiceAccount => Attr::ServiceAccount,
+            SourceAttr::SourceIp => Attr::SourceIp,
+            SourceAttr::RemoteIp => Attr::RemoteIp,
+            SourceAttr::TrustDomain => Attr::TrustDomain,
+        };
+        let values = values.unwrap_or_default();
+        let not_values = not_values.unwrap_or_default();
+        let (values, not_values) = if attr == Attr::ServiceAccount {
+            (qualify_sa(values, namespace), qualify_sa(not_values, namespace))
+        } else {
+            (values, not_values)
+        };
+        fields.push(Field {
+            api_name: (*pos).to_string(),
+            path: path.to_string(),
+            attr,
+            values,
+            not_values,
+        });
+    }
+    let has = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
+    if (has("serviceAccounts") || has("notServiceAccounts"))
+        && (has("principals") || has("notPrincipals") || has("namespaces") || has("notNamespaces"))
+    {
+        return Err(ConfigError::new(path, "cannot set serviceAccounts with namespaces or principals"));
+    }
+    if fields.is_empty() {
+        return Err(ConfigError::new(path, "a source must set at least one field"));
+    }
+    Ok(Entry {
+        path: path.to_string(),
+        fields,
+    })
+}
+
+/// `sa` means `<policy namespace>/sa` (istiod `stringToServiceAccountMatch`).
+fn qualify_sa(values: Vec<String>, namespace: &str) -> Vec<String> {
+    values
+        .into_iter()
+        .map(|v| if v.contains('/') { v } else { format!("{namespace}/{v}") })
+        .collect()
+}
+
+fn parse_operation(map: &Map<String, Value>, path: &str) -> Result<Entry> {
+    let allowed: Vec<&str> = OPERATION_FIELDS.iter().flat_map(|(p, n, _)| [*p, *n]).collect();
+    only_keys(map, &allowed, path)?;
+    let mut fields = Vec::new();
+    for (pos, neg, attr) in OPERATION_FIELDS {
+        let values = opt_str_list(map, pos, path)?;
+        let not_values = opt_str_list(map, neg, path)?;
+        for (name, list) in [(*pos, &values), (*neg, &not_values)] {
+            let Some(list) = list else { continue };
+            for (i, v) in list.iter().enumerate() {
+                let vp = index(&join(path, name), i);
+                match attr {
+                    OperationAttr::Port => check_port(v, &vp).map(|_| ())?,
+                    OperationAttr::Path => check_path(v, &vp)?,
+                    _ => {}
+                }
+            }
+        }
+        if values.is_none() && not_values.is_none() {
+            continue;
+        }
+        fields.push(Field {
+            api_name: (*pos).to_string(),
+            path: path.to_string(),
+            attr: match attr {
+                OperationAttr::Host => Attr::Host,
+                OperationAttr::Port => Attr::Port,
+                OperationAttr::Method => Attr::Method,
+                OperationAttr::Path => Attr::Path,
+            },
+            values: values.unwrap_or_default(),
+            not_values: not_values.unwrap_or_default(),
+        });
+    }
+    if fields.is_empty() {
+        return Err(ConfigError::new(path, "an operation must set at least one field"));
+    }
+    Ok(Entry {
+        path: path.to_string(),
+        fields,
+    })
+}
+
+fn parse_condition(value: &Value, path: &str, namespace: &str, action: Action) -> Result<Field> {
+    let map = object(value, path)?;
+    only_keys(map, &["key", "values", "notValues"], path)?;
+    let key = opt_str(map, "key", path)?.unwrap_or("");
+    if key.is_empty() {
+        return Err(ConfigError::new(join(path, "key"), "is required"));
+    }
+    let values = opt_str_list(map, "values", path)?;
+    let not_values = opt_str_list(map, "notValues", path)?;
+    if values.as_ref().is_none_or(|v| v.is_empty()) && not_values.as_ref().is_none_or(|v| v.is_empty()) {
+        return Err(ConfigError::new(path, format!("condition \"{key}\" needs values or notValues")));
+    }
+    let key_path = join(path, "key");
+    let attr = parse_when_key(key, &key_path)?;
+    if action == Action::Custom
+        && matches!(
+            attr,
+            Attr::Namespace | Attr::ServiceAccount | Attr::TrustDomain | Attr::Principal | Attr::RequestPrincipal | Attr::Claim(_)
+        )
+    {
+        return Err(ConfigError::new(
+            &key_path,
+            format!("\"{key}\" is not supported in a CUSTOM policy"),
+        ));
+    }
+    let values = values.unwrap_or_default();
+    let not_values = not_values.unwrap_or_default();
+    for (name, list) in [("values", &values), ("notValues", &not_values)] {
+        for (i, v) in list.iter().enumerate() {
+            let vp = index(&join(path, name), i);
+            match &attr {
+                Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => check_ip(v, &vp)?,
+                Attr::Port => check_port(v, &vp).map(|_| ())?,
+                Attr::ServiceAccount => check_service_account(v, &vp)?,
+                Attr::TrustDomain => check_trust_domain(v, &vp)?,
+                _ => {}
+            }
+        }
+    }
+    let (values, not_values) = if attr == Attr::ServiceAccount {
+        (qualify_sa(values, namespace), qualify_sa(not_values, namespace))
+    } else {
+        (values, not_values)
+    };
+    Ok(Field {
+        attr,
+        api_name: key.to_string(),
+        path: path.to_string(),
+        values,
+        not_values,
+    })
+}
+
+/// `when` keys (istiod `ValidateAttribute`, semantics.md §1.8).
+fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
+    let attr = match key {
+        "source.ip" => Attr::SourceIp,
+        "remote.ip" => Attr::RemoteIp,
+        "source.namespace" => Attr::Namespace,
+        "source.principal" => Attr::Principal,
+        "source.serviceAccount" => Attr::ServiceAccount,
+        "source.trustDomain" => Attr::TrustDomain,
+        "request.auth.principal" => Attr::RequestPrincipal,
+        "request.auth.audiences" => Attr::Claim(vec!["aud".into()]),
+        "request.auth.presenter" => Attr::Claim(vec!["azp".into()]),
+        "destination.ip" => Attr::DestinationIp,
+        "destination.port" => Attr::Port,
+        "connection.sni" => Attr::Sni,
+        "destination.namespace" => {
+            return Err(ConfigError::new(path, "\"destination.namespace\" is not supported, replaced by metadata.namespace"))
+        }
+        "destination.name" | "destination.user" => {
+            return Err(ConfigError::new(path, format!("\"{key}\" is only supported in v1alpha1")))
+        }
+        _ => {
+            if let Some(rest) = key.strip_prefix("request.headers") {
+                let name = bracket_key(rest, key, path)?;
+                Attr::Header(name.to_ascii_lowercase().into())
+            } else if let Some(rest) = key.strip_prefix("request.auth.claims") {
+                let inner = bracket_key(rest, key, path)?;
+                let claim_path = claim_path(inner)
+                    .ok_or_else(|| ConfigError::new(path, format!("\"{key}\": malformed claim path")))?;
+                Attr::Claim(claim_path)
+            } else if key.starts_with("destination.labels") {
+                return Err(ConfigError::new(path, "\"destination.labels\" is not supported, replaced by the workload selector"));
+            } else if let Some(rest) = key.strip_prefix("experimental.envoy.filters.") {
+                if !rest.contains('[') || !key.ends_with(']') {
+                    return Err(ConfigError::new(path, format!("\"{key}\": expected experimental.envoy.filters.<filter>[<key>]")));
+                }
+                Attr::Experimental(key.into())
+            } else {
+                return Err(ConfigError::new(path, format!("unknown attribute \"{key}\"")));
+            }
+        }
+    };
+    Ok(attr)
+}
+
+/// The inside of `[...]`: must start with `[`, end with `]`, and hold at least one character.
+fn bracket_key<'a>(rest: &'a str, key: &str, path: &str) -> Result<&'a str> {
+    match rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        Some(inner) if !inner.is_empty() => Ok(inner),
+        _ => Err(ConfigError::new(path, format!("\"{key}\": expected a non-empty [name] after the attribute"))),
+    }
+}
+
+/// `a][b][c` (the inside of `[a][b][c]`) → `a`, `b`, `c`; a sequence that is not well-formed
+/// is one name (istiod `extractNameInNestedBrackets`: `[[good]` → `[good`).
+fn claim_path(inner: &str) -> Option<Vec<Box<str>>> {
+    let parts: Vec<&str> = inner.split("][").collect();
+    if parts.len() > 1 && parts.iter().all(|p| !p.is_empty() && !p.contains('[') && !p.contains(']')) {
+        return Some(parts.into_iter().map(Box::from).collect());
+    }
+    Some(vec![inner.into()])
+}
+
+pub(crate) fn check_ip(v: &str, path: &str) -> Result<()> {
+    if Cidr::parse(v).is_none() {
+        return Err(ConfigError::new(path, format!("\"{v}\" is not a valid IP address or CIDR block")));
+    }
+    Ok(())
+}
+
+/// Go `strconv.ParseUint(v, 10, 32)` ≤ 65535: digits only, leading zeros accepted.
+pub(crate) fn check_port(v: &str, path: &str) -> Result<u16> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ConfigError::new(path, format!("\"{v}\" is not a port number")));
+    }
+    let trimmed = v.trim_start_matches('0');
+    if trimmed.len() > 5 {
+        return Err(ConfigError::new(path, format!("port \"{v}\" is out of range 0-65535")));
+    }
+    let n: u32 = if trimmed.is_empty() { 0 } else { trimmed.parse().map_err(|_| ConfigError::new(path, format!("\"{v}\" is not a port number")))? };
+    u16::try_from(n).map_err(|_| ConfigError::new(path, format!("port \"{v}\" is out of range 0-65535")))
+}
+
+fn check_path(v: &str, path: &str) -> Result<()> {
+    if v.contains('{') || v.contains('}') {
+        PathTemplate::parse(v).map_err(|e| ConfigError::new(path, format!("invalid path template \"{v}\": {e}")))?;
+    }
+    Ok(())
+}
+
+/// istiod `CheckServiceAccount`: no `*`, at most one `/`, at most 320 characters.
+fn check_service_account(v: &str, path: &str) -> Result<()> {
+    if v.contains('*') {
+        return Err(ConfigError::new(path, format!("\"{v}\": wildcards are not allowed in service accounts")));
+    }
+    if v.matches('/').count() > 1 {
+        return Err(ConfigError::new(path, format!("\"{v}\": a service account is <namespace>/<name> or <name>")));
+    }
+    if v.len() > 320 {
+        return Err(ConfigError::new(path, format!("\"{v}\" is longer than 320 characters")));
+    }
+    if v.starts_with('/') || v.ends_with('/') {
+        return Err(ConfigError::new(path, format!("\"{v}\": empty namespace or name")));
+    }
+    Ok(())
+}
+
+/// istiod `CheckTrustDomainValues`: no `/`, at most one `*`, only at the start or end.
+fn check_trust_domain(v: &str, path: &str) -> Result<()> {
+    if v.contains('/') {
+        return Err(ConfigError::new(path, format!("\"{v}\": a trust domain has no \"/\"")));
+    }
+    let stars = v.matches('*').count();
+    if stars > 1 || (stars == 1 && v != "*" && !v.starts_with('*') && !v.ends_with('*')) {
+        return Err(ConfigError::new(path, format!("\"{v}\": at most one \"*\", at the start or the end")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(spec: Value) -> std::result::Result<AuthorizationPolicy, ConfigError> {
+        AuthorizationPolicy::parse(&json!({
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": spec
+        }))
+    }
+
+    fn err(spec: Value) -> String {
+        policy(spec).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_policy_field_and_value() {
+        let e = err(json!({"rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8", "10.0.0.300/8"]}}]}]}));
+        assert_eq!(
+            e,
+            "policy ns/p: spec.rules[0].from[0].source.ipBlocks[1]: \"10.0.0.300/8\" is not a valid IP address or CIDR block"
+        );
+        assert!(err(json!({"rules": [{"to": [{"operation": {"ports": ["65536"]}}]}]})).contains("spec.rules[0].to[0].operation.ports[0]"));
+        assert!(err(json!({"rules": [{"when": [{"key": "request.foo", "values": ["x"]}]}]})).contains("unknown attribute \"request.foo\""));
+        assert!(err(json!({"rules": [{"to": [{"operation": {"paths": ["/foo/{*}.txt"]}}]}]})).contains("paths[0]"));
+        assert!(err(json!({"action": "REJECT"})).contains("spec.action: \"REJECT\""));
+        assert!(err(json!({"action": "DENY"})).contains("spec.rules"));
+        assert!(err(json!({"rules": [{"from": [{"source": {"serviceAccounts": ["a"], "principals": ["b"]}}]}]})).contains("serviceAccounts"));
+        assert!(err(json!({"rules": [{"from": [{"source": {"principals": [""]}}]}]})).contains("principals[0]: empty value"));
+        assert!(err(json!({"rules": [{"from": []}]})).contains("spec.rules[0].from"));
+        assert!(err(json!({"rules": [{"from": [{"source": {}}]}]})).contains("at least one field"));
+        assert!(err(json!({"rules": [{"from": [{"source": {"principal": ["x"]}}]}]})).contains("unknown field \"principal\""));
+        assert!(err(json!({"selector": {"matchLabels": {"a": "b"}}, "targetRefs": [{"kind": "Service", "name": "x"}]})).contains("only one of"));
+        assert!(err(json!({"targetRefs": [{"kind": "Service", "name": "x", "namespace": "other"}]})).contains("cross namespace"));
+        assert!(err(json!({"rules": [{"when": [{"key": "request.headers[]", "values": ["x"]}]}]})).contains("request.headers[]"));
+        assert!(err(json!({"rules": [{"when": [{"key": "source.ip"}]}]})).contains("needs values"));
+        assert!(err(json!({"action": "CUSTOM", "rules": [{}]})).contains("provider.name"));
+        assert!(err(json!({"provider": {"name": "x"}, "rules": [{}]})).contains("only allowed with action CUSTOM"));
+    }
+
+    #[test]
+    fn accepts_what_istio_accepts() {
+        assert!(policy(json!({})).is_ok());
+        assert!(policy(json!({"rules": [{}]})).is_ok());
+        assert!(policy(json!({"action": "DENY", "rules": [{}]})).is_ok());
+        assert!(policy(json!({"rules": [{"to": [{"operation": {"ports": ["080", "0", "65535"]}}]}]})).is_ok());
+        assert!(policy(json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}]})).is_ok());
+        let p = policy(json!({"rules": [{"from": [{"source": {"serviceAccounts": ["curl", "other/sa"]}}]}]})).unwrap();
+        let rules = p.rules.unwrap();
+        let from = rules[0].from.as_ref().unwrap();
+        assert_eq!(from[0].fields[0].values, vec!["ns/curl".to_string(), "other/sa".to_string()]);
+    }
+
+    #[test]
+    fn claim_paths() {
+        assert_eq!(claim_path("a][b][c"), Some(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(claim_path("a.b"), Some(vec!["a.b".into()]));
+        assert_eq!(claim_path("[good"), Some(vec!["[good".into()]));
+        assert_eq!(claim_path("good]"), Some(vec!["good]".into()]));
+    }
+
+    #[test]
+    fn dry_run_annotation() {
+        let p = AuthorizationPolicy::parse(&json!({
+            "apiVersion": "security.istio.io/v1beta1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p", "namespace": "ns", "annotations": {"istio.io/dry-run": "True"}},
+            "spec": {}
+        }))
+        .unwrap();
+        assert!(p.dry_run);
+        let p = AuthorizationPolicy::parse(&json!({
+            "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p", "namespace": "ns", "annotations": {"istio.io/dry-run": "yes"}},
+            "spec": {}
+        }))
+        .unwrap();
+        assert!(!p.dry_run && p.dry_run_annotation_error.is_some());
+    }
+}
