@@ -1,0 +1,251 @@
+//! `authz-harness`: replay fixtures and explain decisions (contract.md §3).
+
+use anyhow::{anyhow, bail, Context, Result};
+use authz_harness::fixture::{self, Case, Fixture};
+use authz_harness::replay::{replay_fixture, CaseReport, Decider, Native};
+use authz_plugin::engine::{Engine, PluginConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+authz-harness: Istio AuthorizationPolicy decisions from the native engine, the proxy-wasm
+module in Wasmtime, and Envoy.
+
+USAGE:
+  authz-harness replay [--wasm FILE | --native-only] [--format json] FIXTURE...
+  authz-harness replay --envoy [--envoy-bin FILE] [--wasm FILE] [--format json] FIXTURE...
+  authz-harness check --config FILE [--policy-file FILE]... --case CASE.yaml [--wasm FILE] [--format json]
+
+replay   runs every case of every fixture (a directory stands for every fixture file under
+         it) through each implementation, prints one line per failing case and a last line
+         `N passed, M failed`; exits 0 only when every case passed.
+check    explains one connection or request: the decision, the policy and rule that
+         decided, and for a deny the ALLOW rule that came closest and what failed.
+
+--wasm FILE     the module (default: the one build.sh produces, dist/authz_plugin.wasm)
+--native-only   replay through the native engine only
+--format json   one JSON object per case
+";
+
+struct Args {
+    command: String,
+    wasm: Option<PathBuf>,
+    native_only: bool,
+    json: bool,
+    envoy: bool,
+    envoy_bin: Option<PathBuf>,
+    config: Option<PathBuf>,
+    policy_files: Vec<PathBuf>,
+    case: Option<PathBuf>,
+    paths: Vec<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let command = it.next().ok_or_else(|| anyhow!("{USAGE}"))?;
+    let mut a = Args {
+        command,
+        wasm: None,
+        native_only: false,
+        json: false,
+        envoy: false,
+        envoy_bin: None,
+        config: None,
+        policy_files: Vec::new(),
+        case: None,
+        paths: Vec::new(),
+    };
+    let value = |it: &mut dyn Iterator<Item = String>, flag: &str| -> Result<PathBuf> {
+        it.next().map(PathBuf::from).ok_or_else(|| anyhow!("{flag} needs a value"))
+    };
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--wasm" => a.wasm = Some(value(&mut it, "--wasm")?),
+            "--native-only" => a.native_only = true,
+            "--format" => match it.next().as_deref() {
+                Some("json") => a.json = true,
+                Some("text") => a.json = false,
+                other => bail!("--format takes json or text, not {other:?}"),
+            },
+            "--envoy" => a.envoy = true,
+            "--envoy-bin" => a.envoy_bin = Some(value(&mut it, "--envoy-bin")?),
+            "--config" => a.config = Some(value(&mut it, "--config")?),
+            "--policy-file" => a.policy_files.push(value(&mut it, "--policy-file")?),
+            "--case" => a.case = Some(value(&mut it, "--case")?),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            s if s.starts_with("--") => bail!("unknown option {s}\n\n{USAGE}"),
+            _ => a.paths.push(PathBuf::from(arg)),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("authz-harness: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let args = parse_args()?;
+    match args.command.as_str() {
+        "replay" => replay(&args),
+        "check" => check(&args),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}
+
+/// The module `build.sh` produces, looked up from the working directory and from the
+/// binary's own location (target/<profile>/authz-harness).
+fn default_wasm() -> Option<PathBuf> {
+    let mut candidates = vec![PathBuf::from("dist/authz_plugin.wasm")];
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(root) = exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()) {
+            candidates.push(root.join("dist/authz_plugin.wasm"));
+        }
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+fn deciders(args: &Args) -> Result<Vec<Box<dyn Decider>>> {
+    let mut out: Vec<Box<dyn Decider>> = vec![Box::new(Native::default())];
+    if args.native_only {
+        return Ok(out);
+    }
+    let wasm = match &args.wasm {
+        Some(p) => p.clone(),
+        None => default_wasm().ok_or_else(|| {
+            anyhow!("no module found at dist/authz_plugin.wasm: run ./build.sh, pass --wasm FILE, or use --native-only")
+        })?,
+    };
+    out.push(Box::new(authz_harness::wasm_decider::WasmDecider::load(&wasm)?));
+    if args.envoy {
+        bail!("--envoy is not available in this build yet");
+    }
+    Ok(out)
+}
+
+fn replay(args: &Args) -> Result<ExitCode> {
+    if args.paths.is_empty() {
+        bail!("replay needs at least one FIXTURE file or directory");
+    }
+    let files = fixture::collect(&args.paths)?;
+    let mut boxed = deciders(args)?;
+    let mut refs: Vec<&mut dyn Decider> = boxed.iter_mut().map(|b| b.as_mut() as &mut dyn Decider).collect();
+    let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
+    for file in &files {
+        let fixture = match Fixture::load(file) {
+            Ok(f) => f,
+            Err(e) => {
+                failed += 1;
+                if args.json {
+                    println!("{}", serde_json::json!({"file": file.display().to_string(), "result": "failed", "failures": [format!("{e:#}")]}));
+                } else {
+                    println!("FAIL {}: {e:#}", file.display());
+                }
+                continue;
+            }
+        };
+        for r in replay_fixture(&fixture, &mut refs) {
+            print_report(&r, args.json);
+            if r.skipped.is_some() {
+                skipped += 1;
+            } else if r.passed() {
+                passed += 1;
+            } else {
+                failed += 1;
+            }
+        }
+    }
+    if skipped > 0 {
+        println!("{passed} passed, {failed} failed, {skipped} skipped");
+    } else {
+        println!("{passed} passed, {failed} failed");
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_report(r: &CaseReport, json: bool) {
+    if json {
+        println!("{}", r.to_json());
+    } else if let Some(reason) = &r.skipped {
+        println!("SKIP {}: {} / {}: {reason}", r.file, r.fixture, r.case);
+    } else if !r.passed() {
+        println!("FAIL {}: {} / {}: {}", r.file, r.fixture, r.case, r.failures.join("; "));
+    }
+}
+
+fn check(args: &Args) -> Result<ExitCode> {
+    let config_path = args.config.as_ref().ok_or_else(|| anyhow!("check needs --config FILE"))?;
+    let case_path = args.case.as_ref().ok_or_else(|| anyhow!("check needs --case CASE.yaml"))?;
+    let mut config = fixture::read_value(config_path)?;
+    fixture::append_policy_files(&mut config, &args.policy_files)?;
+    let case_value = fixture::read_value(case_path)?;
+    // A case file holds one case; `expect` is optional here.
+    let mut case_value = case_value;
+    if let Some(m) = case_value.as_object_mut() {
+        m.entry("expect").or_insert_with(|| "allow".into());
+    }
+    let case = Case::parse(&case_value).with_context(|| format!("{}", case_path.display()))?;
+    let parsed = PluginConfig::from_value(&config).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
+    let engine = Engine::from_config_all_points(parsed).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
+    let explanation = engine.explain(case.traffic_for(engine.mode()), &case.attributes);
+
+    let wasm = match (&args.wasm, args.native_only) {
+        (Some(p), _) => Some(p.clone()),
+        _ => None,
+    };
+    let mut module_view = None;
+    if let Some(path) = wasm {
+        let mut d = authz_harness::wasm_decider::WasmDecider::load(&path)?;
+        let fixture = Fixture {
+            path: case_path.clone(),
+            name: "check".into(),
+            config: config.clone(),
+            expect_error: None,
+            cases: vec![case.clone()],
+        };
+        d.configure(&fixture).map_err(|e| anyhow!("the module rejected the configuration: {e}"))?;
+        module_view = Some(d.explain(&case).map_err(|e| anyhow!("the module failed: {e}"))?);
+    }
+
+    if args.json {
+        let mut v = serde_json::json!({
+            "verdict": explanation.verdict.as_str(),
+            "policy": explanation.policy,
+            "rule": explanation.rule,
+            "reason": explanation.reason,
+            "target": explanation.target,
+            "audit": explanation.audit,
+            "dryRun": explanation.dry_run.as_ref().map(|(v, p)| serde_json::json!({"expect": v.as_str(), "policy": p})),
+            "nearMiss": explanation.near_miss.as_ref().map(|m| serde_json::json!({
+                "policy": m.policy, "rule": m.rule, "field": m.field, "wanted": m.wanted, "actual": m.actual,
+                "conditionsHeld": m.clauses_matched, "conditions": m.clauses,
+            })),
+        });
+        if let (Some(m), Some(obj)) = (&module_view, v.as_object_mut()) {
+            obj.insert("module".into(), m.clone());
+        }
+        println!("{v}");
+    } else {
+        print!("{explanation}");
+        if let Some(m) = &module_view {
+            println!("module (Wasmtime): {}", m);
+        }
+        for n in engine.notes() {
+            println!("note: {n}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
