@@ -83,9 +83,13 @@ impl Claim {
     pub fn from_json(value: &serde_json::Value) -> Claim {
         match value {
             serde_json::Value::String(s) => Claim::String(s.clone()),
-            serde_json::Value::Array(items) => Claim::List(items.iter().map(Claim::from_json).collect()),
+            serde_json::Value::Array(items) => {
+                Claim::List(items.iter().map(Claim::from_json).collect())
+            }
             serde_json::Value::Object(map) => Claim::Object(
-                map.iter().map(|(k, v)| (k.clone(), Claim::from_json(v))).collect(),
+                map.iter()
+                    .map(|(k, v)| (k.clone(), Claim::from_json(v)))
+                    .collect(),
             ),
             _ => Claim::Other,
         }
@@ -127,8 +131,10 @@ impl OwnedHttp {
         headers: Vec<(String, Vec<u8>)>,
         jwt: Option<Claim>,
     ) -> OwnedHttp {
-        let headers: Vec<(String, Vec<u8>)> =
-            headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
+        let headers: Vec<(String, Vec<u8>)> = headers
+            .into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .collect();
         let joined = join_headers(&headers);
         OwnedHttp {
             method: method.to_vec(),

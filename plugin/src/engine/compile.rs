@@ -37,7 +37,11 @@ impl Point {
             Point::Ztunnel => {
                 let is_condition = field.api_name.contains('.');
                 match field.attr {
-                    Attr::Principal | Attr::Namespace | Attr::SourceIp | Attr::Port | Attr::DestinationIp => true,
+                    Attr::Principal
+                    | Attr::Namespace
+                    | Attr::SourceIp
+                    | Attr::Port
+                    | Attr::DestinationIp => true,
                     // `serviceAccounts` is a ztunnel field; `source.serviceAccount` is not an
                     // L4 `when` key (semantics.md §1.8).
                     Attr::ServiceAccount => !is_condition,
@@ -45,7 +49,9 @@ impl Point {
                 }
             }
             Point::WaypointHttp => !matches!(field.attr, Attr::Experimental(_)),
-            Point::WaypointTcp => !field.attr.http_only() && !matches!(field.attr, Attr::Experimental(_)),
+            Point::WaypointTcp => {
+                !field.attr.http_only() && !matches!(field.attr, Attr::Experimental(_))
+            }
         }
     }
 }
@@ -246,12 +252,8 @@ impl Engine {
 fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine, ConfigError> {
     // Decision order is (namespace, name): PolicyIds are assigned in that order, so the
     // lowest matching rule id is the policy Envoy would report first.
-    let mut order: Vec<usize> = (0..config.policies.len()).collect();
-    order.sort_by(|a, b| {
-        let (pa, pb) = (&config.policies[*a], &config.policies[*b]);
-        (&pa.namespace, &pa.name).cmp(&(&pb.namespace, &pb.name))
-    });
-    let sorted: Vec<&AuthorizationPolicy> = order.iter().filter_map(|i| config.policies.get(*i)).collect();
+    let mut sorted: Vec<&AuthorizationPolicy> = config.policies.iter().collect();
+    sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
 
     let policies: Vec<PolicyInfo> = sorted
         .iter()
@@ -275,7 +277,8 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
         let mut first_rule_of: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
         for (pid, policy) in sorted.iter().enumerate() {
             let start = compiled.rules.len() as u32;
-            let rules = compile_policy(&config, policy, PolicyId(pid as u32), point, &bundle, notes);
+            let rules =
+                compile_policy(&config, policy, PolicyId(pid as u32), point, &bundle, notes);
             compiled.rules.extend(rules);
             first_rule_of.push((start, compiled.rules.len() as u32));
         }
@@ -302,7 +305,11 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
     let mut tcp = None;
     let mut set_of = Vec::new();
     if want_http {
-        let point = if config.mode == Mode::Ztunnel { Point::Ztunnel } else { Point::WaypointHttp };
+        let point = if config.mode == Mode::Ztunnel {
+            Point::Ztunnel
+        } else {
+            Point::WaypointHttp
+        };
         let (c, ids) = compile_point(point, &mut notes);
         set_of = ids;
         http = Some(c);
@@ -370,13 +377,14 @@ fn bind_targets(
     let mut targets = Targets::default();
     let mut lists: Vec<Vec<u32>> = Vec::new();
     let root = config.root_namespace.as_str();
-    let note = |notes: &mut Vec<LoadNote>, p: &AuthorizationPolicy, kind: NoteKind, message: String| {
-        notes.push(LoadNote {
-            policy: p.key(),
-            kind,
-            message,
-        })
-    };
+    let note =
+        |notes: &mut Vec<LoadNote>, p: &AuthorizationPolicy, kind: NoteKind, message: String| {
+            notes.push(LoadNote {
+                policy: p.key(),
+                kind,
+                message,
+            })
+        };
 
     match config.mode {
         Mode::Ztunnel => {
@@ -407,7 +415,10 @@ fn bind_targets(
                         match &p.scope {
                             Scope::Namespace => ns_ok,
                             Scope::Selector(labels) => {
-                                ns_ok && labels.iter().all(|(k, v)| w.labels.iter().any(|(wk, wv)| wk == k && wv == v))
+                                ns_ok
+                                    && labels.iter().all(|(k, v)| {
+                                        w.labels.iter().any(|(wk, wv)| wk == k && wv == v)
+                                    })
                             }
                             Scope::TargetRefs(_) => false,
                         }
@@ -415,9 +426,15 @@ fn bind_targets(
                     .map(|(i, _)| i as u32)
                     .collect();
                 lists.push(list);
-                targets.names.push(format!("workload {}/{}", w.namespace, w.name));
+                targets
+                    .names
+                    .push(format!("workload {}/{}", w.namespace, w.name));
                 for a in &w.addresses {
-                    targets.by_address.entry(*a).or_default().push((wi as u32, Vec::new()));
+                    targets
+                        .by_address
+                        .entry(*a)
+                        .or_default()
+                        .push((wi as u32, Vec::new()));
                 }
             }
             let addressless: Vec<usize> = config
@@ -433,7 +450,10 @@ fn bind_targets(
         }
         Mode::Waypoint => {
             let wp = config.waypoint.clone();
-            let class = wp.as_ref().map(|w| w.gateway_class.as_str()).unwrap_or("istio-waypoint");
+            let class = wp
+                .as_ref()
+                .map(|w| w.gateway_class.as_str())
+                .unwrap_or("istio-waypoint");
             // For every policy: which services it attaches to, and whether it binds to the
             // waypoint itself (then it applies to all traffic through it).
             let mut to_services: Vec<Vec<u32>> = vec![Vec::new(); config.services.len()];
@@ -501,12 +521,21 @@ fn bind_targets(
                 list.sort_unstable();
                 list.dedup();
                 lists.push(list);
-                targets.names.push(format!("service {}/{}", s.namespace, s.name));
+                targets
+                    .names
+                    .push(format!("service {}/{}", s.namespace, s.name));
                 for a in &s.addresses {
-                    targets.by_address.entry(*a).or_default().push((si as u32, s.ports.clone()));
+                    targets
+                        .by_address
+                        .entry(*a)
+                        .or_default()
+                        .push((si as u32, s.ports.clone()));
                 }
                 for h in &s.hosts {
-                    targets.by_host.entry(h.as_bytes().into()).or_insert(si as u32);
+                    targets
+                        .by_host
+                        .entry(h.as_bytes().into())
+                        .or_insert(si as u32);
                 }
             }
             let own = lists.len() as u32;
@@ -522,11 +551,20 @@ fn bind_targets(
 }
 
 /// Builds the rule indexes for one target's policy list.
-fn build_set(compiled: &Compiled, sorted: &[&AuthorizationPolicy], list: &[u32], first_rule_of: &[(u32, u32)]) -> PolicySet {
+fn build_set(
+    compiled: &Compiled,
+    sorted: &[&AuthorizationPolicy],
+    list: &[u32],
+    first_rule_of: &[(u32, u32)],
+) -> PolicySet {
     let mut set = PolicySet::default();
     for pid in list {
-        let Some(policy) = sorted.get(*pid as usize) else { continue };
-        let Some((start, end)) = first_rule_of.get(*pid as usize) else { continue };
+        let Some(policy) = sorted.get(*pid as usize) else {
+            continue;
+        };
+        let Some((start, end)) = first_rule_of.get(*pid as usize) else {
+            continue;
+        };
         let index = match (policy.action, policy.dry_run) {
             (Action::Allow, false) => {
                 set.has_allow = true;
@@ -558,10 +596,16 @@ fn build_set(compiled: &Compiled, sorted: &[&AuthorizationPolicy], list: &[u32],
 /// Files a rule under the most selective attribute it requires.
 fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
     index.all.push(rid);
-    if let Some(keys) = required_exact(rule, |t| matches!(t.attr, Attr::Principal), |m| match m {
-        Matcher::Str(StrMatch::Exact(e)) => std::str::from_utf8(e).ok().map(|s| Key::Str(s.into())),
-        _ => None,
-    }) {
+    if let Some(keys) = required_exact(
+        rule,
+        |t| matches!(t.attr, Attr::Principal),
+        |m| match m {
+            Matcher::Str(StrMatch::Exact(e)) => {
+                std::str::from_utf8(e).ok().map(|s| Key::Str(s.into()))
+            }
+            _ => None,
+        },
+    ) {
         for k in keys {
             if let Key::Str(s) = k {
                 index.by_principal.entry(s).or_default().push(rid);
@@ -569,10 +613,16 @@ fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
         }
         return;
     }
-    if let Some(keys) = required_exact(rule, |t| matches!(t.attr, Attr::Namespace), |m| match m {
-        Matcher::Str(StrMatch::Exact(e)) => std::str::from_utf8(e).ok().map(|s| Key::Str(s.into())),
-        _ => None,
-    }) {
+    if let Some(keys) = required_exact(
+        rule,
+        |t| matches!(t.attr, Attr::Namespace),
+        |m| match m {
+            Matcher::Str(StrMatch::Exact(e)) => {
+                std::str::from_utf8(e).ok().map(|s| Key::Str(s.into()))
+            }
+            _ => None,
+        },
+    ) {
         for k in keys {
             if let Key::Str(s) = k {
                 index.by_namespace.entry(s).or_default().push(rid);
@@ -580,10 +630,14 @@ fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
         }
         return;
     }
-    if let Some(keys) = required_exact(rule, |t| matches!(t.attr, Attr::Port), |m| match m {
-        Matcher::Port(p) => Some(Key::Port(*p)),
-        _ => None,
-    }) {
+    if let Some(keys) = required_exact(
+        rule,
+        |t| matches!(t.attr, Attr::Port),
+        |m| match m {
+            Matcher::Port(p) => Some(Key::Port(*p)),
+            _ => None,
+        },
+    ) {
         for k in keys {
             if let Key::Port(p) = k {
                 index.by_port.entry(p).or_default().push(rid);
@@ -591,10 +645,14 @@ fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
         }
         return;
     }
-    if let Some(keys) = required_exact(rule, |t| matches!(t.attr, Attr::Method), |m| match m {
-        Matcher::Str(StrMatch::Exact(e)) => Some(Key::Bytes(e.clone())),
-        _ => None,
-    }) {
+    if let Some(keys) = required_exact(
+        rule,
+        |t| matches!(t.attr, Attr::Method),
+        |m| match m {
+            Matcher::Str(StrMatch::Exact(e)) => Some(Key::Bytes(e.clone())),
+            _ => None,
+        },
+    ) {
         for k in keys {
             if let Key::Bytes(b) = k {
                 index.by_method.entry(b).or_default().push(rid);
@@ -626,7 +684,11 @@ fn required_exact(
         }
         let mut keys = BTreeSet::new();
         for entry in &clause.entries {
-            let Some(test) = entry.tests.iter().find(|t| which(t) && !t.values.is_empty()) else {
+            let Some(test) = entry
+                .tests
+                .iter()
+                .find(|t| which(t) && !t.values.is_empty())
+            else {
                 continue 'clauses;
             };
             for m in &test.values {
@@ -654,7 +716,9 @@ fn compile_policy(
     bundle: &[String],
     notes: &mut Vec<LoadNote>,
 ) -> Vec<CompiledRule> {
-    let Some(rules) = &policy.rules else { return Vec::new() };
+    let Some(rules) = &policy.rules else {
+        return Vec::new();
+    };
     let mode = config.mode;
     let mut out = Vec::with_capacity(rules.len());
     let mut dropped: Vec<String> = Vec::new();
@@ -680,7 +744,10 @@ fn compile_policy(
         let mut clauses = Vec::new();
         for entries in [&rule.to, &rule.from].into_iter().flatten() {
             clauses.push(Clause {
-                entries: entries.iter().map(|e| compile_entry(e, point, mode, bundle)).collect(),
+                entries: entries
+                    .iter()
+                    .map(|e| compile_entry(e, point, mode, bundle))
+                    .collect(),
             });
         }
         for cond in &rule.when {
@@ -706,7 +773,9 @@ fn compile_policy(
     }
     let at = point.name();
     let remedy = match point {
-        Point::Ztunnel => " Attach the policy to a waypoint with targetRefs to enforce it as written.",
+        Point::Ztunnel => {
+            " Attach the policy to a waypoint with targetRefs to enforce it as written."
+        }
         _ => "",
     };
     if !dropped.is_empty() {
@@ -724,7 +793,10 @@ fn compile_policy(
         let effect = if widened_to_all.is_empty() {
             "they apply on their remaining conditions alone".to_string()
         } else {
-            format!("{} now match(es) all traffic in scope", widened_to_all.join(", "))
+            format!(
+                "{} now match(es) all traffic in scope",
+                widened_to_all.join(", ")
+            )
         };
         notes.push(LoadNote {
             policy: policy.key(),
@@ -852,7 +924,10 @@ fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
 fn expand_principal(value: &str, bundle: &[String]) -> Vec<String> {
     let parts: Vec<&str> = value.split('/').collect();
     if let [td, rest @ ..] = parts.as_slice() {
-        if parts.len() == 5 && !td.contains('*') && (*td == "cluster.local" || bundle.iter().any(|d| d == td)) {
+        if parts.len() == 5
+            && !td.contains('*')
+            && (*td == "cluster.local" || bundle.iter().any(|d| d == td))
+        {
             let tail = rest.join("/");
             let mut out: Vec<String> = bundle.iter().map(|d| format!("{d}/{tail}")).collect();
             out.dedup();
@@ -876,7 +951,10 @@ fn split_request_principal(value: &str) -> (StrMatch, StrMatch) {
             } else if let Some(s) = value.strip_prefix('*') {
                 (any(), StrMatch::Suffix(s.as_bytes().into()))
             } else {
-                (StrMatch::Exact(value.as_bytes().into()), StrMatch::Exact(Box::default()))
+                (
+                    StrMatch::Exact(value.as_bytes().into()),
+                    StrMatch::Exact(Box::default()),
+                )
             }
         }
         Some((iss, sub)) => {
@@ -920,10 +998,19 @@ mod tests {
         assert_eq!(split_request_principal("*/sub"), (any.clone(), e("sub")));
         assert_eq!(split_request_principal("*iss/sub"), (s("iss"), e("sub")));
         assert_eq!(split_request_principal("*x/y*"), (s("x"), e("y*")));
-        assert_eq!(split_request_principal("prefix*"), (p("prefix"), any.clone()));
-        assert_eq!(split_request_principal("*suffix"), (any.clone(), s("suffix")));
+        assert_eq!(
+            split_request_principal("prefix*"),
+            (p("prefix"), any.clone())
+        );
+        assert_eq!(
+            split_request_principal("*suffix"),
+            (any.clone(), s("suffix"))
+        );
         assert_eq!(split_request_principal("foo"), (e("foo"), e("")));
-        assert_eq!(split_request_principal("https://example.com/*"), (e("https://example.com"), any));
+        assert_eq!(
+            split_request_principal("https://example.com/*"),
+            (e("https://example.com"), any)
+        );
     }
 
     #[test]
@@ -931,10 +1018,16 @@ mod tests {
         let bundle = vec!["new-td".to_string(), "old-td".to_string()];
         assert_eq!(
             expand_principal("cluster.local/ns/foo/sa/x", &bundle),
-            vec!["new-td/ns/foo/sa/x".to_string(), "old-td/ns/foo/sa/x".to_string()]
+            vec![
+                "new-td/ns/foo/sa/x".to_string(),
+                "old-td/ns/foo/sa/x".to_string()
+            ]
         );
         assert_eq!(expand_principal("old-td/ns/foo/sa/x", &bundle).len(), 2);
-        assert_eq!(expand_principal("other/ns/foo/sa/x", &bundle), vec!["other/ns/foo/sa/x".to_string()]);
+        assert_eq!(
+            expand_principal("other/ns/foo/sa/x", &bundle),
+            vec!["other/ns/foo/sa/x".to_string()]
+        );
         assert_eq!(expand_principal("*", &bundle), vec!["*".to_string()]);
     }
 }

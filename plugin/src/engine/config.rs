@@ -2,7 +2,9 @@
 //! `configuration` deliver.
 
 use super::error::ConfigError;
-use super::json::{index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Result};
+use super::json::{
+    index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Result,
+};
 use super::matcher::Cidr;
 use super::policy::{check_port, AuthorizationPolicy};
 use serde_json::Value;
@@ -97,8 +99,12 @@ pub struct PluginConfig {
 
 impl PluginConfig {
     pub fn from_json(bytes: &[u8]) -> Result<PluginConfig> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| ConfigError::new("", format!("the plugin configuration is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            ConfigError::new(
+                "",
+                format!("the plugin configuration is not valid JSON: {e}"),
+            )
+        })?;
         PluginConfig::from_value(&value)
     }
 
@@ -123,8 +129,18 @@ impl PluginConfig {
         let mode = match opt_str(map, "mode", "")? {
             Some("ztunnel") => Mode::Ztunnel,
             Some("waypoint") => Mode::Waypoint,
-            Some(other) => return Err(ConfigError::new("mode", format!("\"{other}\" is not ztunnel or waypoint"))),
-            None => return Err(ConfigError::new("mode", "is required (ztunnel or waypoint)")),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "mode",
+                    format!("\"{other}\" is not ztunnel or waypoint"),
+                ))
+            }
+            None => {
+                return Err(ConfigError::new(
+                    "mode",
+                    "is required (ztunnel or waypoint)",
+                ))
+            }
         };
         let filter = match opt_str(map, "filter", "")? {
             Some("http") => Filter::Http,
@@ -133,7 +149,12 @@ impl PluginConfig {
                 Mode::Ztunnel => Filter::Network,
                 Mode::Waypoint => Filter::Http,
             },
-            Some(other) => return Err(ConfigError::new("filter", format!("\"{other}\" is not http or network"))),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "filter",
+                    format!("\"{other}\" is not http or network"),
+                ))
+            }
         };
         if mode == Mode::Ztunnel && filter == Filter::Http {
             return Err(ConfigError::new(
@@ -141,8 +162,12 @@ impl PluginConfig {
                 "mode ztunnel enforces Layer 4 only; load it as a network filter",
             ));
         }
-        let root_namespace = opt_str(map, "rootNamespace", "")?.unwrap_or("istio-system").to_string();
-        let trust_domain = opt_str(map, "trustDomain", "")?.unwrap_or("cluster.local").to_string();
+        let root_namespace = opt_str(map, "rootNamespace", "")?
+            .unwrap_or("istio-system")
+            .to_string();
+        let trust_domain = opt_str(map, "trustDomain", "")?
+            .unwrap_or("cluster.local")
+            .to_string();
         let trust_domain_aliases = opt_str_list(map, "trustDomainAliases", "")?.unwrap_or_default();
 
         let waypoint = match opt_object(map, "waypoint", "")? {
@@ -150,19 +175,33 @@ impl PluginConfig {
             Some(w) => {
                 only_keys(w, &["name", "namespace", "gatewayClass"], "waypoint")?;
                 Some(WaypointIdentity {
-                    name: opt_str(w, "name", "waypoint")?.unwrap_or("waypoint").to_string(),
-                    namespace: opt_str(w, "namespace", "waypoint")?.unwrap_or("default").to_string(),
-                    gateway_class: opt_str(w, "gatewayClass", "waypoint")?.unwrap_or("istio-waypoint").to_string(),
+                    name: opt_str(w, "name", "waypoint")?
+                        .unwrap_or("waypoint")
+                        .to_string(),
+                    namespace: opt_str(w, "namespace", "waypoint")?
+                        .unwrap_or("default")
+                        .to_string(),
+                    gateway_class: opt_str(w, "gatewayClass", "waypoint")?
+                        .unwrap_or("istio-waypoint")
+                        .to_string(),
                 })
             }
         };
 
         let mut services = Vec::new();
-        for (i, item) in opt_list(map, "services", "")?.unwrap_or_default().iter().enumerate() {
+        for (i, item) in opt_list(map, "services", "")?
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             services.push(parse_service(item, &index("services", i))?);
         }
         let mut workloads = Vec::new();
-        for (i, item) in opt_list(map, "workloads", "")?.unwrap_or_default().iter().enumerate() {
+        for (i, item) in opt_list(map, "workloads", "")?
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             workloads.push(parse_workload(item, &index("workloads", i))?);
         }
         if mode == Mode::Ztunnel && workloads.is_empty() {
@@ -181,13 +220,19 @@ impl PluginConfig {
                     metadata_namespace: opt_str(j, "metadataNamespace", "jwt")?
                         .map(str::to_string)
                         .unwrap_or(d.metadata_namespace),
-                    payload_key: opt_str(j, "payloadKey", "jwt")?.map(str::to_string).unwrap_or(d.payload_key),
+                    payload_key: opt_str(j, "payloadKey", "jwt")?
+                        .map(str::to_string)
+                        .unwrap_or(d.payload_key),
                 }
             }
         };
 
         let mut policies: Vec<AuthorizationPolicy> = Vec::new();
-        for (i, item) in opt_list(map, "policies", "")?.unwrap_or_default().iter().enumerate() {
+        for (i, item) in opt_list(map, "policies", "")?
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             let policy = AuthorizationPolicy::parse(item).map_err(|e| {
                 let mut e = e;
                 if e.policy.is_none() {
@@ -195,10 +240,16 @@ impl PluginConfig {
                 }
                 e
             })?;
-            if let Some(dup) = policies.iter().find(|p| p.namespace == policy.namespace && p.name == policy.name) {
+            if let Some(dup) = policies
+                .iter()
+                .find(|p| p.namespace == policy.namespace && p.name == policy.name)
+            {
                 return Err(ConfigError::new(
                     index("policies", i),
-                    format!("duplicate policy {}: a namespace/name may appear once", dup.key()),
+                    format!(
+                        "duplicate policy {}: a namespace/name may appear once",
+                        dup.key()
+                    ),
                 )
                 .in_policy(&dup.key()));
             }
@@ -222,7 +273,11 @@ impl PluginConfig {
 
 fn parse_addresses(map: &serde_json::Map<String, Value>, path: &str) -> Result<Vec<IpAddr>> {
     let mut out = Vec::new();
-    for (i, a) in opt_str_list(map, "addresses", path)?.unwrap_or_default().iter().enumerate() {
+    for (i, a) in opt_str_list(map, "addresses", path)?
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         match Cidr::parse(a) {
             Some(c) if !a.contains('/') => out.push(c.addr),
             _ => {
@@ -238,17 +293,26 @@ fn parse_addresses(map: &serde_json::Map<String, Value>, path: &str) -> Result<V
 
 fn parse_service(value: &Value, path: &str) -> Result<Service> {
     let map = object(value, path)?;
-    only_keys(map, &["name", "namespace", "kind", "hosts", "addresses", "ports"], path)?;
+    only_keys(
+        map,
+        &["name", "namespace", "kind", "hosts", "addresses", "ports"],
+        path,
+    )?;
     let name = opt_str(map, "name", path)?
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ConfigError::new(join(path, "name"), "is required"))?
         .to_string();
-    let namespace = opt_str(map, "namespace", path)?.unwrap_or("default").to_string();
+    let namespace = opt_str(map, "namespace", path)?
+        .unwrap_or("default")
+        .to_string();
     let kind = match opt_str(map, "kind", path)? {
         None | Some("Service") => ServiceKind::Service,
         Some("ServiceEntry") => ServiceKind::ServiceEntry,
         Some(other) => {
-            return Err(ConfigError::new(join(path, "kind"), format!("\"{other}\" is not Service or ServiceEntry")))
+            return Err(ConfigError::new(
+                join(path, "kind"),
+                format!("\"{other}\" is not Service or ServiceEntry"),
+            ))
         }
     };
     let mut hosts: Vec<String> = opt_str_list(map, "hosts", path)?
@@ -297,16 +361,29 @@ fn parse_service(value: &Value, path: &str) -> Result<Service> {
 
 fn parse_workload(value: &Value, path: &str) -> Result<Workload> {
     let map = object(value, path)?;
-    only_keys(map, &["name", "namespace", "serviceAccount", "labels", "addresses"], path)?;
+    only_keys(
+        map,
+        &["name", "namespace", "serviceAccount", "labels", "addresses"],
+        path,
+    )?;
     let name = opt_str(map, "name", path)?.unwrap_or("").to_string();
-    let namespace = opt_str(map, "namespace", path)?.unwrap_or("default").to_string();
-    let service_account = opt_str(map, "serviceAccount", path)?.unwrap_or("default").to_string();
+    let namespace = opt_str(map, "namespace", path)?
+        .unwrap_or("default")
+        .to_string();
+    let service_account = opt_str(map, "serviceAccount", path)?
+        .unwrap_or("default")
+        .to_string();
     let mut labels = Vec::new();
     if let Some(l) = opt_object(map, "labels", path)? {
         for (k, v) in l {
             match v {
                 Value::String(s) => labels.push((k.clone(), s.clone())),
-                _ => return Err(ConfigError::new(format!("{path}.labels[{k}]"), "must be a string")),
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("{path}.labels[{k}]"),
+                        "must be a string",
+                    ))
+                }
             }
         }
     }

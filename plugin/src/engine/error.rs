@@ -74,6 +74,12 @@ impl NoteKind {
 
 impl fmt::Display for LoadNote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "policy {} ({}): {}", self.policy, self.kind.as_str(), self.message)
+        write!(
+            f,
+            "policy {} ({}): {}",
+            self.policy,
+            self.kind.as_str(),
+            self.message
+        )
     }
 }

@@ -60,10 +60,15 @@ fn claim_matches(m: &StrMatch, claim: &Claim) -> bool {
 
 fn string_claim<'a>(jwt: &'a Claim, name: &str) -> Option<&'a str> {
     match jwt {
-        Claim::Object(fields) => fields.iter().find(|(k, _)| k == name).and_then(|(_, v)| match v {
-            Claim::String(s) => Some(s.as_str()),
-            _ => None,
-        }),
+        Claim::Object(fields) => {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| match v {
+                    Claim::String(s) => Some(s.as_str()),
+                    _ => None,
+                })
+        }
         _ => None,
     }
 }
@@ -78,8 +83,15 @@ fn trust_domain(principal: &str) -> Option<&str> {
 fn hits(m: &Matcher, attr: &Attr, value: &Value) -> bool {
     match (m, value) {
         (Matcher::Str(s), Value::Principal(Some(p))) => match attr {
-            Attr::Namespace => s.matches(Identity::parse(p).map(|i| i.namespace).unwrap_or("").as_bytes()),
-            _ => p.strip_prefix("spiffe://").is_some_and(|id| s.matches(id.as_bytes())),
+            Attr::Namespace => s.matches(
+                Identity::parse(p)
+                    .map(|i| i.namespace)
+                    .unwrap_or("")
+                    .as_bytes(),
+            ),
+            _ => p
+                .strip_prefix("spiffe://")
+                .is_some_and(|id| s.matches(id.as_bytes())),
         },
         (Matcher::Str(s), Value::Bytes(Some(b))) => s.matches(b),
         (Matcher::Str(s), Value::Claim(Some(c))) => claim_matches(s, c),
@@ -89,7 +101,9 @@ fn hits(m: &Matcher, attr: &Attr, value: &Value) -> bool {
         (Matcher::ServiceAccount(ns, sa), Value::Principal(Some(p))) => {
             Identity::parse(p).is_some_and(|i| i.namespace == &**ns && i.service_account == &**sa)
         }
-        (Matcher::TrustDomain(s), Value::Principal(Some(p))) => trust_domain(p).is_some_and(|td| s.matches(td.as_bytes())),
+        (Matcher::TrustDomain(s), Value::Principal(Some(p))) => {
+            trust_domain(p).is_some_and(|td| s.matches(td.as_bytes()))
+        }
         (Matcher::Cidr(c), Value::Ip(Some(ip))) => c.contains(*ip),
         (Matcher::Port(p), Value::Port(Some(port))) => p == port,
         (Matcher::Path(s), Value::Bytes(Some(b))) => s.matches(b),
@@ -112,9 +126,11 @@ fn test_matches(test: &Test, attrs: &dyn Attributes) -> bool {
 
 /// Rule = every clause; clause = some entry (from[] / to[] are OR-ed); entry = every test.
 fn rule_matches(rule: &CompiledRule, attrs: &dyn Attributes) -> bool {
-    rule.clauses
-        .iter()
-        .all(|c| c.entries.iter().any(|e| e.tests.iter().all(|t| test_matches(t, attrs))))
+    rule.clauses.iter().all(|c| {
+        c.entries
+            .iter()
+            .any(|e| e.tests.iter().all(|t| test_matches(t, attrs)))
+    })
 }
 
 impl RuleIndex {
@@ -134,7 +150,11 @@ impl RuleIndex {
                 if best.is_some_and(|b| *rid >= b) {
                     break;
                 }
-                if compiled.rules.get(*rid as usize).is_some_and(|r| rule_matches(r, attrs)) {
+                if compiled
+                    .rules
+                    .get(*rid as usize)
+                    .is_some_and(|r| rule_matches(r, attrs))
+                {
                     best = Some(*rid);
                     break;
                 }
@@ -183,17 +203,23 @@ impl Engine {
     fn target(&self, traffic: Traffic, attrs: &dyn Attributes) -> Option<u32> {
         let targets = &self.targets;
         if !targets.by_address.is_empty() {
-            if let Some(candidates) = attrs.destination_ip().and_then(|ip| targets.by_address.get(&ip)) {
+            if let Some(candidates) = attrs
+                .destination_ip()
+                .and_then(|ip| targets.by_address.get(&ip))
+            {
                 let port = attrs.destination_port();
-                let chosen = candidates
-                    .iter()
-                    .find(|(_, ports)| ports.is_empty() || port.is_some_and(|p| ports.contains(&p)));
+                let chosen = candidates.iter().find(|(_, ports)| {
+                    ports.is_empty() || port.is_some_and(|p| ports.contains(&p))
+                });
                 if let Some((t, _)) = chosen {
                     return Some(*t);
                 }
             }
         }
-        if self.config.mode == Mode::Waypoint && traffic == Traffic::Request && !targets.by_host.is_empty() {
+        if self.config.mode == Mode::Waypoint
+            && traffic == Traffic::Request
+            && !targets.by_host.is_empty()
+        {
             if let Some(host) = attrs.host() {
                 let mut buf = [0u8; 256];
                 if let Some(lower) = host_without_port(host, &mut buf) {
@@ -227,7 +253,8 @@ impl Engine {
         // whose SPIFFE trust domain is not its own" (contract.md §1).
         if self.config.mode == Mode::Ztunnel {
             if let Some(p) = attrs.peer_principal() {
-                let trusted = Identity::parse(p).is_some_and(|id| self.trusted_domains.iter().any(|d| d == id.trust_domain));
+                let trusted = Identity::parse(p)
+                    .is_some_and(|id| self.trusted_domains.iter().any(|d| d == id.trust_domain));
                 if !trusted {
                     return deny(Reason::UntrustedPeer);
                 }
@@ -271,7 +298,12 @@ impl Engine {
     }
 
     /// Istio's decision procedure over the enforced (or, for `dry`, the dry-run) policies.
-    fn procedure(compiled: &Compiled, set: &PolicySet, attrs: &dyn Attributes, dry: bool) -> (Verdict, Reason) {
+    fn procedure(
+        compiled: &Compiled,
+        set: &PolicySet,
+        attrs: &dyn Attributes,
+        dry: bool,
+    ) -> (Verdict, Reason) {
         let (custom, deny, allow, has_allow) = if dry {
             (None, &set.dry_deny, &set.dry_allow, set.has_dry_allow)
         } else {
@@ -306,14 +338,21 @@ impl Engine {
 
     /// `namespace/name` of the policy that decided, or `None` when decided by default.
     pub fn deciding_policy(&self, reason: &Reason) -> Option<&str> {
-        reason.rule().and_then(|r| self.policy(r.policy)).map(|p| p.key())
+        reason
+            .rule()
+            .and_then(|r| self.policy(r.policy))
+            .map(|p| p.key())
     }
 
     /// Decides and explains: the deciding policy and rule, the target, AUDIT matches, the
     /// dry-run result, and for a deny the ALLOW rule that came closest and what failed.
     pub fn explain(&self, traffic: Traffic, attrs: &dyn Attributes) -> Explanation {
         let decision = self.decide(traffic, attrs);
-        let key = |id: PolicyId| self.policy(id).map(|p| p.key().to_string()).unwrap_or_default();
+        let key = |id: PolicyId| {
+            self.policy(id)
+                .map(|p| p.key().to_string())
+                .unwrap_or_default()
+        };
         let compiled = self.compiled_for(traffic);
         let target_id = self.target(traffic, attrs);
         let target = target_id
@@ -352,7 +391,12 @@ impl Engine {
             reason,
             target,
             audit: decision.audit.iter().map(|p| key(*p)).collect(),
-            dry_run: decision.dry_run.map(|d| (d.verdict, self.deciding_policy(&d.reason).map(str::to_string))),
+            dry_run: decision.dry_run.map(|d| {
+                (
+                    d.verdict,
+                    self.deciding_policy(&d.reason).map(str::to_string),
+                )
+            }),
             near_miss,
             decision,
         }
@@ -363,7 +407,10 @@ impl Engine {
 /// `buf`; `None` when it does not fit.
 fn host_without_port<'b>(host: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
     let end = if host.starts_with(b"[") {
-        host.iter().position(|b| *b == b']').map(|i| i + 1).unwrap_or(host.len())
+        host.iter()
+            .position(|b| *b == b']')
+            .map(|i| i + 1)
+            .unwrap_or(host.len())
     } else {
         host.iter().rposition(|b| *b == b':').unwrap_or(host.len())
     };
@@ -377,14 +424,25 @@ fn host_without_port<'b>(host: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b [u8]
 
 /// The ALLOW rule that came closest: the most clauses satisfied, and the first condition of
 /// the first failing clause.
-fn near_miss(engine: &Engine, compiled: &Compiled, allow: &RuleIndex, attrs: &dyn Attributes) -> Option<NearMiss> {
+fn near_miss(
+    engine: &Engine,
+    compiled: &Compiled,
+    allow: &RuleIndex,
+    attrs: &dyn Attributes,
+) -> Option<NearMiss> {
     let mut best: Option<(usize, usize, &CompiledRule)> = None;
     for rid in &allow.all {
-        let Some(rule) = compiled.rules.get(*rid as usize) else { continue };
+        let Some(rule) = compiled.rules.get(*rid as usize) else {
+            continue;
+        };
         let passed = rule
             .clauses
             .iter()
-            .filter(|c| c.entries.iter().any(|e| e.tests.iter().all(|t| test_matches(t, attrs))))
+            .filter(|c| {
+                c.entries
+                    .iter()
+                    .any(|e| e.tests.iter().all(|t| test_matches(t, attrs)))
+            })
             .count();
         if passed == rule.clauses.len() {
             // It matches: a DENY decided, not a missing ALLOW.
@@ -392,17 +450,21 @@ fn near_miss(engine: &Engine, compiled: &Compiled, allow: &RuleIndex, attrs: &dy
         }
         let better = match best {
             None => true,
-            Some((bp, bt, _)) => passed * bt > bp * rule.clauses.len() || (passed * bt == bp * rule.clauses.len() && passed > bp),
+            Some((bp, bt, _)) => {
+                passed * bt > bp * rule.clauses.len()
+                    || (passed * bt == bp * rule.clauses.len() && passed > bp)
+            }
         };
         if better {
             best = Some((passed, rule.clauses.len(), rule));
         }
     }
     let (passed, total, rule) = best?;
-    let clause = rule
-        .clauses
-        .iter()
-        .find(|c| !c.entries.iter().any(|e| e.tests.iter().all(|t| test_matches(t, attrs))))?;
+    let clause = rule.clauses.iter().find(|c| {
+        !c.entries
+            .iter()
+            .any(|e| e.tests.iter().all(|t| test_matches(t, attrs)))
+    })?;
     // In the failing clause, the entry with the most tests passing, and its first failure.
     let entry = clause
         .entries
@@ -417,7 +479,10 @@ fn near_miss(engine: &Engine, compiled: &Compiled, allow: &RuleIndex, attrs: &dy
         wanted.push(format!("none of {:?}", test.written_not));
     }
     Some(NearMiss {
-        policy: engine.policy(rule.policy).map(|p| p.key().to_string()).unwrap_or_default(),
+        policy: engine
+            .policy(rule.policy)
+            .map(|p| p.key().to_string())
+            .unwrap_or_default(),
         rule: rule.index,
         clauses_matched: passed,
         clauses: total,
@@ -490,7 +555,12 @@ impl fmt::Display for Explanation {
             writeln!(f, "  audit:   {}", self.audit.join(", "))?;
         }
         if let Some((v, p)) = &self.dry_run {
-            writeln!(f, "  dry-run: would {} ({})", v, p.as_deref().unwrap_or("by default"))?;
+            writeln!(
+                f,
+                "  dry-run: would {} ({})",
+                v,
+                p.as_deref().unwrap_or("by default")
+            )?;
         }
         if let Some(m) = &self.near_miss {
             writeln!(

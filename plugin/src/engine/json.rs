@@ -36,7 +36,10 @@ pub fn index(path: &str, i: usize) -> String {
 pub fn object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>> {
     match value {
         Value::Object(map) => Ok(map),
-        other => Err(ConfigError::new(path, format!("must be an object, got {}", type_name(other)))),
+        other => Err(ConfigError::new(
+            path,
+            format!("must be an object, got {}", type_name(other)),
+        )),
     }
 }
 
@@ -47,7 +50,10 @@ pub fn only_keys(map: &Map<String, Value>, allowed: &[&str], path: &str) -> Resu
         if !allowed.contains(&key.as_str()) {
             return Err(ConfigError::new(
                 join(path, key),
-                format!("unknown field \"{key}\" (expected one of: {})", allowed.join(", ")),
+                format!(
+                    "unknown field \"{key}\" (expected one of: {})",
+                    allowed.join(", ")
+                ),
             ));
         }
     }
@@ -77,7 +83,11 @@ pub fn opt_object<'a>(
     }
 }
 
-pub fn opt_list<'a>(map: &'a Map<String, Value>, key: &str, path: &str) -> Result<Option<&'a [Value]>> {
+pub fn opt_list<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a [Value]>> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => Ok(Some(items.as_slice())),
@@ -89,7 +99,11 @@ pub fn opt_list<'a>(map: &'a Map<String, Value>, key: &str, path: &str) -> Resul
 }
 
 /// A list of strings; every element must be a non-empty string (istiod's `CheckEmptyValues`).
-pub fn opt_str_list(map: &Map<String, Value>, key: &str, path: &str) -> Result<Option<Vec<String>>> {
+pub fn opt_str_list(
+    map: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<Vec<String>>> {
     let Some(items) = opt_list(map, key, path)? else {
         return Ok(None);
     };
@@ -98,7 +112,10 @@ pub fn opt_str_list(map: &Map<String, Value>, key: &str, path: &str) -> Result<O
     for (i, item) in items.iter().enumerate() {
         match item {
             Value::String(s) if s.is_empty() => {
-                return Err(ConfigError::new(index(&list_path, i), "empty value is not allowed"))
+                return Err(ConfigError::new(
+                    index(&list_path, i),
+                    "empty value is not allowed",
+                ))
             }
             Value::String(s) => out.push(s.clone()),
             other => {

@@ -59,9 +59,17 @@ impl StrMatch {
     pub fn matches_ignore_case(&self, value: &[u8]) -> bool {
         match self {
             StrMatch::Exact(e) => value.eq_ignore_ascii_case(e),
-            StrMatch::Prefix(p) => value.len() >= p.len() && value.get(..p.len()).is_some_and(|v| v.eq_ignore_ascii_case(p)),
+            StrMatch::Prefix(p) => {
+                value.len() >= p.len()
+                    && value
+                        .get(..p.len())
+                        .is_some_and(|v| v.eq_ignore_ascii_case(p))
+            }
             StrMatch::Suffix(s) => {
-                value.len() >= s.len() && value.get(value.len() - s.len()..).is_some_and(|v| v.eq_ignore_ascii_case(s))
+                value.len() >= s.len()
+                    && value
+                        .get(value.len() - s.len()..)
+                        .is_some_and(|v| v.eq_ignore_ascii_case(s))
             }
             StrMatch::NonEmpty => !value.is_empty(),
             StrMatch::Present => true,
@@ -97,7 +105,11 @@ impl Cidr {
         let prefix = match prefix_part {
             None => max,
             Some(p) => {
-                if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+                if p.is_empty()
+                    || p.len() > 3
+                    || !p.bytes().all(|b| b.is_ascii_digit())
+                    || (p.len() > 1 && p.starts_with('0'))
+                {
                     return None;
                 }
                 let n: u8 = p.parse().ok()?;
@@ -173,7 +185,9 @@ impl PathTemplate {
                         ));
                     }
                     if !segment.bytes().all(is_pchar) {
-                        return Err(format!("segment \"{segment}\" has a character that is not a URI pchar"));
+                        return Err(format!(
+                            "segment \"{segment}\" has a character that is not a URI pchar"
+                        ));
                     }
                 }
             }
@@ -247,7 +261,10 @@ impl PathTemplate {
 
 /// The path without query string and fragment, as Envoy's `url_path` matcher sees it.
 pub fn url_path(path: &[u8]) -> &[u8] {
-    let end = path.iter().position(|b| *b == b'?' || *b == b'#').unwrap_or(path.len());
+    let end = path
+        .iter()
+        .position(|b| *b == b'?' || *b == b'#')
+        .unwrap_or(path.len());
     path.get(..end).unwrap_or(path)
 }
 
@@ -365,7 +382,9 @@ mod tests {
         let v6 = Cidr::parse("fd00::/8").unwrap();
         assert!(v6.contains("fd12::1".parse().unwrap()));
         assert!(!v6.contains("fe80::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("1.2.3.4".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("1.2.3.4".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.300").is_none());
         assert!(Cidr::parse("010.0.0.1").is_none());
         assert!(Cidr::parse("10.0.0.0/33").is_none());
@@ -431,7 +450,10 @@ mod tests {
     #[test]
     fn identity() {
         let id = Identity::parse("spiffe://cluster.local/ns/default/sa/curl").unwrap();
-        assert_eq!((id.trust_domain, id.namespace, id.service_account), ("cluster.local", "default", "curl"));
+        assert_eq!(
+            (id.trust_domain, id.namespace, id.service_account),
+            ("cluster.local", "default", "curl")
+        );
         assert!(Identity::parse("spiffe://cluster.local/ns/default/sa/curl/x").is_none());
         assert!(Identity::parse("cluster.local/ns/default/sa/curl").is_none());
     }

@@ -3,7 +3,9 @@
 //! `pkg/config/security/security.go`), so that what we accept is what a cluster accepts.
 
 use super::error::ConfigError;
-use super::json::{self, index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Result};
+use super::json::{
+    self, index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Result,
+};
 use super::matcher::{Cidr, PathTemplate};
 use serde_json::{Map, Value};
 
@@ -119,7 +121,12 @@ impl Attr {
     pub fn http_only(&self) -> bool {
         matches!(
             self,
-            Attr::RequestPrincipal | Attr::Claim(_) | Attr::Host | Attr::Method | Attr::Path | Attr::Header(_)
+            Attr::RequestPrincipal
+                | Attr::Claim(_)
+                | Attr::Host
+                | Attr::Method
+                | Attr::Path
+                | Attr::Header(_)
         )
     }
 }
@@ -203,8 +210,16 @@ fn parse_go_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn parse_policy(map: &Map<String, Value>, namespace: String, name: String) -> Result<AuthorizationPolicy> {
-    only_keys(map, &["apiVersion", "kind", "metadata", "spec", "status"], "")?;
+fn parse_policy(
+    map: &Map<String, Value>,
+    namespace: String,
+    name: String,
+) -> Result<AuthorizationPolicy> {
+    only_keys(
+        map,
+        &["apiVersion", "kind", "metadata", "spec", "status"],
+        "",
+    )?;
     match opt_str(map, "apiVersion", "")? {
         Some("security.istio.io/v1") | Some("security.istio.io/v1beta1") => {}
         Some(other) => {
@@ -217,7 +232,12 @@ fn parse_policy(map: &Map<String, Value>, namespace: String, name: String) -> Re
     }
     match opt_str(map, "kind", "")? {
         Some("AuthorizationPolicy") => {}
-        Some(other) => return Err(ConfigError::new("kind", format!("\"{other}\" is not AuthorizationPolicy"))),
+        Some(other) => {
+            return Err(ConfigError::new(
+                "kind",
+                format!("\"{other}\" is not AuthorizationPolicy"),
+            ))
+        }
         None => return Err(ConfigError::new("kind", "is required")),
     }
 
@@ -249,7 +269,18 @@ fn parse_policy(map: &Map<String, Value>, namespace: String, name: String) -> Re
 
     let empty = Map::new();
     let spec = opt_object(map, "spec", "")?.unwrap_or(&empty);
-    only_keys(spec, &["selector", "targetRef", "targetRefs", "action", "provider", "rules"], "spec")?;
+    only_keys(
+        spec,
+        &[
+            "selector",
+            "targetRef",
+            "targetRefs",
+            "action",
+            "provider",
+            "rules",
+        ],
+        "spec",
+    )?;
 
     let action = match opt_str(spec, "action", "spec")? {
         None | Some("ALLOW") => Action::Allow,
@@ -270,18 +301,30 @@ fn parse_policy(map: &Map<String, Value>, namespace: String, name: String) -> Re
         None => None,
         Some(p) => {
             only_keys(p, &["name"], "spec.provider")?;
-            Some(opt_str(p, "name", "spec.provider")?.unwrap_or("").to_string())
+            Some(
+                opt_str(p, "name", "spec.provider")?
+                    .unwrap_or("")
+                    .to_string(),
+            )
         }
     };
     if action == Action::Custom {
         match &provider {
             Some(n) if !n.is_empty() => {}
-            _ => return Err(ConfigError::new("spec.provider.name", "is required for action CUSTOM")),
+            _ => {
+                return Err(ConfigError::new(
+                    "spec.provider.name",
+                    "is required for action CUSTOM",
+                ))
+            }
         }
     } else if provider.is_some() {
         return Err(ConfigError::new(
             "spec.provider",
-            format!("is only allowed with action CUSTOM, not {}", action.as_str()),
+            format!(
+                "is only allowed with action CUSTOM, not {}",
+                action.as_str()
+            ),
         ));
     }
 
@@ -289,11 +332,19 @@ fn parse_policy(map: &Map<String, Value>, namespace: String, name: String) -> Re
         None => None,
         Some(items) => {
             if items.len() > 512 {
-                return Err(ConfigError::new("spec.rules", format!("has {} rules; at most 512", items.len())));
+                return Err(ConfigError::new(
+                    "spec.rules",
+                    format!("has {} rules; at most 512", items.len()),
+                ));
             }
             let mut rules = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                rules.push(parse_rule(item, &index("spec.rules", i), &namespace, action)?);
+                rules.push(parse_rule(
+                    item,
+                    &index("spec.rules", i),
+                    &namespace,
+                    action,
+                )?);
             }
             Some(rules)
         }
@@ -305,7 +356,10 @@ fn parse_policy(map: &Map<String, Value>, namespace: String, name: String) -> Re
         ));
     }
     if rules.is_none() && action == Action::Custom {
-        return Err(ConfigError::new("spec.rules", "a CUSTOM policy needs rules"));
+        return Err(ConfigError::new(
+            "spec.rules",
+            "a CUSTOM policy needs rules",
+        ));
     }
 
     Ok(AuthorizationPolicy {
@@ -324,9 +378,16 @@ fn parse_scope(spec: &Map<String, Value>) -> Result<Scope> {
     let selector = opt_object(spec, "selector", "spec")?;
     let target_ref = opt_object(spec, "targetRef", "spec")?;
     let target_refs = opt_list(spec, "targetRefs", "spec")?;
-    let set = [selector.is_some(), target_ref.is_some(), target_refs.is_some()];
+    let set = [
+        selector.is_some(),
+        target_ref.is_some(),
+        target_refs.is_some(),
+    ];
     if set.iter().filter(|b| **b).count() > 1 {
-        return Err(ConfigError::new("spec", "only one of selector, targetRef or targetRefs can be set"));
+        return Err(ConfigError::new(
+            "spec",
+            "only one of selector, targetRef or targetRefs can be set",
+        ));
     }
     if let Some(sel) = selector {
         only_keys(sel, &["matchLabels"], "spec.selector")?;
@@ -338,17 +399,31 @@ fn parse_scope(spec: &Map<String, Value>) -> Result<Scope> {
                     return Err(ConfigError::new(path, "label key must not be empty"));
                 }
                 if k.contains('*') {
-                    return Err(ConfigError::new(path, format!("wildcard not allowed in label key \"{k}\"")));
+                    return Err(ConfigError::new(
+                        path,
+                        format!("wildcard not allowed in label key \"{k}\""),
+                    ));
                 }
                 let v = match v {
                     Value::String(s) => s.clone(),
-                    other => return Err(ConfigError::new(path, format!("must be a string, got {}", json::type_name(other)))),
+                    other => {
+                        return Err(ConfigError::new(
+                            path,
+                            format!("must be a string, got {}", json::type_name(other)),
+                        ))
+                    }
                 };
                 if v.contains('*') {
-                    return Err(ConfigError::new(path, format!("wildcard not allowed in label value \"{v}\"")));
+                    return Err(ConfigError::new(
+                        path,
+                        format!("wildcard not allowed in label value \"{v}\""),
+                    ));
                 }
                 if v.len() > 63 {
-                    return Err(ConfigError::new(path, format!("label value \"{v}\" is longer than 63 characters")));
+                    return Err(ConfigError::new(
+                        path,
+                        format!("label value \"{v}\" is longer than 63 characters"),
+                    ));
                 }
                 labels.push((k.clone(), v));
             }
@@ -362,7 +437,10 @@ fn parse_scope(spec: &Map<String, Value>) -> Result<Scope> {
     }
     if let Some(items) = target_refs {
         if items.len() > 16 {
-            return Err(ConfigError::new("spec.targetRefs", format!("has {} entries; at most 16", items.len())));
+            return Err(ConfigError::new(
+                "spec.targetRefs",
+                format!("has {} entries; at most 16", items.len()),
+            ));
         }
         for (i, item) in items.iter().enumerate() {
             let path = index("spec.targetRefs", i);
@@ -401,12 +479,17 @@ fn parse_target_ref(map: &Map<String, Value>, path: &str) -> Result<TargetRef> {
     let valid_group = group.is_empty()
         || group.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
     if !valid_group {
-        return Err(ConfigError::new(join(path, "group"), format!("\"{group}\" is not a valid API group")));
+        return Err(ConfigError::new(
+            join(path, "group"),
+            format!("\"{group}\" is not a valid API group"),
+        ));
     }
     Ok(TargetRef {
         group: group.to_string(),
@@ -418,9 +501,17 @@ fn parse_target_ref(map: &Map<String, Value>, path: &str) -> Result<TargetRef> {
 /// Source fields: (positive name, negative name, attribute).
 const SOURCE_FIELDS: &[(&str, &str, SourceAttr)] = &[
     ("principals", "notPrincipals", SourceAttr::Principal),
-    ("requestPrincipals", "notRequestPrincipals", SourceAttr::RequestPrincipal),
+    (
+        "requestPrincipals",
+        "notRequestPrincipals",
+        SourceAttr::RequestPrincipal,
+    ),
     ("namespaces", "notNamespaces", SourceAttr::Namespace),
-    ("serviceAccounts", "notServiceAccounts", SourceAttr::ServiceAccount),
+    (
+        "serviceAccounts",
+        "notServiceAccounts",
+        SourceAttr::ServiceAccount,
+    ),
     ("ipBlocks", "notIpBlocks", SourceAttr::SourceIp),
     ("remoteIpBlocks", "notRemoteIpBlocks", SourceAttr::RemoteIp),
     ("trustDomains", "notTrustDomains", SourceAttr::TrustDomain),
@@ -466,7 +557,10 @@ fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Res
     if let Some(items) = opt_list(map, "from", path)? {
         let from_path = join(path, "from");
         if items.is_empty() {
-            return Err(ConfigError::new(from_path, "must not be empty when present"));
+            return Err(ConfigError::new(
+                from_path,
+                "must not be empty when present",
+            ));
         }
         if items.len() > 512 {
             return Err(ConfigError::new(from_path, "at most 512 entries"));
@@ -506,14 +600,23 @@ fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Res
         let when_path = join(path, "when");
         for (i, item) in items.iter().enumerate() {
             let cond_path = index(&when_path, i);
-            rule.when.push(parse_condition(item, &cond_path, namespace, action)?);
+            rule.when
+                .push(parse_condition(item, &cond_path, namespace, action)?);
         }
     }
     Ok(rule)
 }
 
-fn parse_source(map: &Map<String, Value>, path: &str, namespace: &str, action: Action) -> Result<Entry> {
-    let allowed: Vec<&str> = SOURCE_FIELDS.iter().flat_map(|(p, n, _)| [*p, *n]).collect();
+fn parse_source(
+    map: &Map<String, Value>,
+    path: &str,
+    namespace: &str,
+    action: Action,
+) -> Result<Entry> {
+    let allowed: Vec<&str> = SOURCE_FIELDS
+        .iter()
+        .flat_map(|(p, n, _)| [*p, *n])
+        .collect();
     only_keys(map, &allowed, path)?;
     let mut fields = Vec::new();
     for (pos, neg, attr) in SOURCE_FIELDS {
@@ -558,7 +661,10 @@ fn parse_source(map: &Map<String, Value>, path: &str, namespace: &str, action: A
         let values = values.unwrap_or_default();
         let not_values = not_values.unwrap_or_default();
         let (values, not_values) = if attr == Attr::ServiceAccount {
-            (qualify_sa(values, namespace), qualify_sa(not_values, namespace))
+            (
+                qualify_sa(values, namespace),
+                qualify_sa(not_values, namespace),
+            )
         } else {
             (values, not_values)
         };
@@ -574,10 +680,16 @@ fn parse_source(map: &Map<String, Value>, path: &str, namespace: &str, action: A
     if (has("serviceAccounts") || has("notServiceAccounts"))
         && (has("principals") || has("notPrincipals") || has("namespaces") || has("notNamespaces"))
     {
-        return Err(ConfigError::new(path, "cannot set serviceAccounts with namespaces or principals"));
+        return Err(ConfigError::new(
+            path,
+            "cannot set serviceAccounts with namespaces or principals",
+        ));
     }
     if fields.is_empty() {
-        return Err(ConfigError::new(path, "a source must set at least one field"));
+        return Err(ConfigError::new(
+            path,
+            "a source must set at least one field",
+        ));
     }
     Ok(Entry {
         path: path.to_string(),
@@ -589,12 +701,21 @@ fn parse_source(map: &Map<String, Value>, path: &str, namespace: &str, action: A
 fn qualify_sa(values: Vec<String>, namespace: &str) -> Vec<String> {
     values
         .into_iter()
-        .map(|v| if v.contains('/') { v } else { format!("{namespace}/{v}") })
+        .map(|v| {
+            if v.contains('/') {
+                v
+            } else {
+                format!("{namespace}/{v}")
+            }
+        })
         .collect()
 }
 
 fn parse_operation(map: &Map<String, Value>, path: &str) -> Result<Entry> {
-    let allowed: Vec<&str> = OPERATION_FIELDS.iter().flat_map(|(p, n, _)| [*p, *n]).collect();
+    let allowed: Vec<&str> = OPERATION_FIELDS
+        .iter()
+        .flat_map(|(p, n, _)| [*p, *n])
+        .collect();
     only_keys(map, &allowed, path)?;
     let mut fields = Vec::new();
     for (pos, neg, attr) in OPERATION_FIELDS {
@@ -628,7 +749,10 @@ fn parse_operation(map: &Map<String, Value>, path: &str) -> Result<Entry> {
         });
     }
     if fields.is_empty() {
-        return Err(ConfigError::new(path, "an operation must set at least one field"));
+        return Err(ConfigError::new(
+            path,
+            "an operation must set at least one field",
+        ));
     }
     Ok(Entry {
         path: path.to_string(),
@@ -645,15 +769,25 @@ fn parse_condition(value: &Value, path: &str, namespace: &str, action: Action) -
     }
     let values = opt_str_list(map, "values", path)?;
     let not_values = opt_str_list(map, "notValues", path)?;
-    if values.as_ref().is_none_or(|v| v.is_empty()) && not_values.as_ref().is_none_or(|v| v.is_empty()) {
-        return Err(ConfigError::new(path, format!("condition \"{key}\" needs values or notValues")));
+    if values.as_ref().is_none_or(|v| v.is_empty())
+        && not_values.as_ref().is_none_or(|v| v.is_empty())
+    {
+        return Err(ConfigError::new(
+            path,
+            format!("condition \"{key}\" needs values or notValues"),
+        ));
     }
     let key_path = join(path, "key");
     let attr = parse_when_key(key, &key_path)?;
     if action == Action::Custom
         && matches!(
             attr,
-            Attr::Namespace | Attr::ServiceAccount | Attr::TrustDomain | Attr::Principal | Attr::RequestPrincipal | Attr::Claim(_)
+            Attr::Namespace
+                | Attr::ServiceAccount
+                | Attr::TrustDomain
+                | Attr::Principal
+                | Attr::RequestPrincipal
+                | Attr::Claim(_)
         )
     {
         return Err(ConfigError::new(
@@ -676,7 +810,10 @@ fn parse_condition(value: &Value, path: &str, namespace: &str, action: Action) -
         }
     }
     let (values, not_values) = if attr == Attr::ServiceAccount {
-        (qualify_sa(values, namespace), qualify_sa(not_values, namespace))
+        (
+            qualify_sa(values, namespace),
+            qualify_sa(not_values, namespace),
+        )
     } else {
         (values, not_values)
     };
@@ -705,10 +842,16 @@ fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
         "destination.port" => Attr::Port,
         "connection.sni" => Attr::Sni,
         "destination.namespace" => {
-            return Err(ConfigError::new(path, "\"destination.namespace\" is not supported, replaced by metadata.namespace"))
+            return Err(ConfigError::new(
+                path,
+                "\"destination.namespace\" is not supported, replaced by metadata.namespace",
+            ))
         }
         "destination.name" | "destination.user" => {
-            return Err(ConfigError::new(path, format!("\"{key}\" is only supported in v1alpha1")))
+            return Err(ConfigError::new(
+                path,
+                format!("\"{key}\" is only supported in v1alpha1"),
+            ))
         }
         _ => {
             if let Some(rest) = key.strip_prefix("request.headers") {
@@ -716,18 +859,28 @@ fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
                 Attr::Header(name.to_ascii_lowercase().into())
             } else if let Some(rest) = key.strip_prefix("request.auth.claims") {
                 let inner = bracket_key(rest, key, path)?;
-                let claim_path = claim_path(inner)
-                    .ok_or_else(|| ConfigError::new(path, format!("\"{key}\": malformed claim path")))?;
+                let claim_path = claim_path(inner).ok_or_else(|| {
+                    ConfigError::new(path, format!("\"{key}\": malformed claim path"))
+                })?;
                 Attr::Claim(claim_path)
             } else if key.starts_with("destination.labels") {
-                return Err(ConfigError::new(path, "\"destination.labels\" is not supported, replaced by the workload selector"));
+                return Err(ConfigError::new(
+                    path,
+                    "\"destination.labels\" is not supported, replaced by the workload selector",
+                ));
             } else if let Some(rest) = key.strip_prefix("experimental.envoy.filters.") {
                 if !rest.contains('[') || !key.ends_with(']') {
-                    return Err(ConfigError::new(path, format!("\"{key}\": expected experimental.envoy.filters.<filter>[<key>]")));
+                    return Err(ConfigError::new(
+                        path,
+                        format!("\"{key}\": expected experimental.envoy.filters.<filter>[<key>]"),
+                    ));
                 }
                 Attr::Experimental(key.into())
             } else {
-                return Err(ConfigError::new(path, format!("unknown attribute \"{key}\"")));
+                return Err(ConfigError::new(
+                    path,
+                    format!("unknown attribute \"{key}\""),
+                ));
             }
         }
     };
@@ -738,7 +891,10 @@ fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
 fn bracket_key<'a>(rest: &'a str, key: &str, path: &str) -> Result<&'a str> {
     match rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
         Some(inner) if !inner.is_empty() => Ok(inner),
-        _ => Err(ConfigError::new(path, format!("\"{key}\": expected a non-empty [name] after the attribute"))),
+        _ => Err(ConfigError::new(
+            path,
+            format!("\"{key}\": expected a non-empty [name] after the attribute"),
+        )),
     }
 }
 
@@ -746,7 +902,11 @@ fn bracket_key<'a>(rest: &'a str, key: &str, path: &str) -> Result<&'a str> {
 /// is one name (istiod `extractNameInNestedBrackets`: `[[good]` → `[good`).
 fn claim_path(inner: &str) -> Option<Vec<Box<str>>> {
     let parts: Vec<&str> = inner.split("][").collect();
-    if parts.len() > 1 && parts.iter().all(|p| !p.is_empty() && !p.contains('[') && !p.contains(']')) {
+    if parts.len() > 1
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && !p.contains('[') && !p.contains(']'))
+    {
         return Some(parts.into_iter().map(Box::from).collect());
     }
     Some(vec![inner.into()])
@@ -754,7 +914,10 @@ fn claim_path(inner: &str) -> Option<Vec<Box<str>>> {
 
 pub(crate) fn check_ip(v: &str, path: &str) -> Result<()> {
     if Cidr::parse(v).is_none() {
-        return Err(ConfigError::new(path, format!("\"{v}\" is not a valid IP address or CIDR block")));
+        return Err(ConfigError::new(
+            path,
+            format!("\"{v}\" is not a valid IP address or CIDR block"),
+        ));
     }
     Ok(())
 }
@@ -762,19 +925,33 @@ pub(crate) fn check_ip(v: &str, path: &str) -> Result<()> {
 /// Go `strconv.ParseUint(v, 10, 32)` ≤ 65535: digits only, leading zeros accepted.
 pub(crate) fn check_port(v: &str, path: &str) -> Result<u16> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ConfigError::new(path, format!("\"{v}\" is not a port number")));
+        return Err(ConfigError::new(
+            path,
+            format!("\"{v}\" is not a port number"),
+        ));
     }
     let trimmed = v.trim_start_matches('0');
     if trimmed.len() > 5 {
-        return Err(ConfigError::new(path, format!("port \"{v}\" is out of range 0-65535")));
+        return Err(ConfigError::new(
+            path,
+            format!("port \"{v}\" is out of range 0-65535"),
+        ));
     }
-    let n: u32 = if trimmed.is_empty() { 0 } else { trimmed.parse().map_err(|_| ConfigError::new(path, format!("\"{v}\" is not a port number")))? };
-    u16::try_from(n).map_err(|_| ConfigError::new(path, format!("port \"{v}\" is out of range 0-65535")))
+    let n: u32 = if trimmed.is_empty() {
+        0
+    } else {
+        trimmed
+            .parse()
+            .map_err(|_| ConfigError::new(path, format!("\"{v}\" is not a port number")))?
+    };
+    u16::try_from(n)
+        .map_err(|_| ConfigError::new(path, format!("port \"{v}\" is out of range 0-65535")))
 }
 
 fn check_path(v: &str, path: &str) -> Result<()> {
     if v.contains('{') || v.contains('}') {
-        PathTemplate::parse(v).map_err(|e| ConfigError::new(path, format!("invalid path template \"{v}\": {e}")))?;
+        PathTemplate::parse(v)
+            .map_err(|e| ConfigError::new(path, format!("invalid path template \"{v}\": {e}")))?;
     }
     Ok(())
 }
@@ -782,16 +959,28 @@ fn check_path(v: &str, path: &str) -> Result<()> {
 /// istiod `CheckServiceAccount`: no `*`, at most one `/`, at most 320 characters.
 fn check_service_account(v: &str, path: &str) -> Result<()> {
     if v.contains('*') {
-        return Err(ConfigError::new(path, format!("\"{v}\": wildcards are not allowed in service accounts")));
+        return Err(ConfigError::new(
+            path,
+            format!("\"{v}\": wildcards are not allowed in service accounts"),
+        ));
     }
     if v.matches('/').count() > 1 {
-        return Err(ConfigError::new(path, format!("\"{v}\": a service account is <namespace>/<name> or <name>")));
+        return Err(ConfigError::new(
+            path,
+            format!("\"{v}\": a service account is <namespace>/<name> or <name>"),
+        ));
     }
     if v.len() > 320 {
-        return Err(ConfigError::new(path, format!("\"{v}\" is longer than 320 characters")));
+        return Err(ConfigError::new(
+            path,
+            format!("\"{v}\" is longer than 320 characters"),
+        ));
     }
     if v.starts_with('/') || v.ends_with('/') {
-        return Err(ConfigError::new(path, format!("\"{v}\": empty namespace or name")));
+        return Err(ConfigError::new(
+            path,
+            format!("\"{v}\": empty namespace or name"),
+        ));
     }
     Ok(())
 }
@@ -799,11 +988,17 @@ fn check_service_account(v: &str, path: &str) -> Result<()> {
 /// istiod `CheckTrustDomainValues`: no `/`, at most one `*`, only at the start or end.
 fn check_trust_domain(v: &str, path: &str) -> Result<()> {
     if v.contains('/') {
-        return Err(ConfigError::new(path, format!("\"{v}\": a trust domain has no \"/\"")));
+        return Err(ConfigError::new(
+            path,
+            format!("\"{v}\": a trust domain has no \"/\""),
+        ));
     }
     let stars = v.matches('*').count();
     if stars > 1 || (stars == 1 && v != "*" && !v.starts_with('*') && !v.ends_with('*')) {
-        return Err(ConfigError::new(path, format!("\"{v}\": at most one \"*\", at the start or the end")));
+        return Err(ConfigError::new(
+            path,
+            format!("\"{v}\": at most one \"*\", at the start or the end"),
+        ));
     }
     Ok(())
 }
@@ -828,27 +1023,51 @@ mod tests {
 
     #[test]
     fn errors_name_policy_field_and_value() {
-        let e = err(json!({"rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8", "10.0.0.300/8"]}}]}]}));
+        let e = err(
+            json!({"rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8", "10.0.0.300/8"]}}]}]}),
+        );
         assert_eq!(
             e,
             "policy ns/p: spec.rules[0].from[0].source.ipBlocks[1]: \"10.0.0.300/8\" is not a valid IP address or CIDR block"
         );
-        assert!(err(json!({"rules": [{"to": [{"operation": {"ports": ["65536"]}}]}]})).contains("spec.rules[0].to[0].operation.ports[0]"));
-        assert!(err(json!({"rules": [{"when": [{"key": "request.foo", "values": ["x"]}]}]})).contains("unknown attribute \"request.foo\""));
-        assert!(err(json!({"rules": [{"to": [{"operation": {"paths": ["/foo/{*}.txt"]}}]}]})).contains("paths[0]"));
+        assert!(
+            err(json!({"rules": [{"to": [{"operation": {"ports": ["65536"]}}]}]}))
+                .contains("spec.rules[0].to[0].operation.ports[0]")
+        );
+        assert!(
+            err(json!({"rules": [{"when": [{"key": "request.foo", "values": ["x"]}]}]}))
+                .contains("unknown attribute \"request.foo\"")
+        );
+        assert!(
+            err(json!({"rules": [{"to": [{"operation": {"paths": ["/foo/{*}.txt"]}}]}]}))
+                .contains("paths[0]")
+        );
         assert!(err(json!({"action": "REJECT"})).contains("spec.action: \"REJECT\""));
         assert!(err(json!({"action": "DENY"})).contains("spec.rules"));
         assert!(err(json!({"rules": [{"from": [{"source": {"serviceAccounts": ["a"], "principals": ["b"]}}]}]})).contains("serviceAccounts"));
-        assert!(err(json!({"rules": [{"from": [{"source": {"principals": [""]}}]}]})).contains("principals[0]: empty value"));
+        assert!(
+            err(json!({"rules": [{"from": [{"source": {"principals": [""]}}]}]}))
+                .contains("principals[0]: empty value")
+        );
         assert!(err(json!({"rules": [{"from": []}]})).contains("spec.rules[0].from"));
         assert!(err(json!({"rules": [{"from": [{"source": {}}]}]})).contains("at least one field"));
-        assert!(err(json!({"rules": [{"from": [{"source": {"principal": ["x"]}}]}]})).contains("unknown field \"principal\""));
+        assert!(
+            err(json!({"rules": [{"from": [{"source": {"principal": ["x"]}}]}]}))
+                .contains("unknown field \"principal\"")
+        );
         assert!(err(json!({"selector": {"matchLabels": {"a": "b"}}, "targetRefs": [{"kind": "Service", "name": "x"}]})).contains("only one of"));
-        assert!(err(json!({"targetRefs": [{"kind": "Service", "name": "x", "namespace": "other"}]})).contains("cross namespace"));
-        assert!(err(json!({"rules": [{"when": [{"key": "request.headers[]", "values": ["x"]}]}]})).contains("request.headers[]"));
+        assert!(err(
+            json!({"targetRefs": [{"kind": "Service", "name": "x", "namespace": "other"}]})
+        )
+        .contains("cross namespace"));
+        assert!(
+            err(json!({"rules": [{"when": [{"key": "request.headers[]", "values": ["x"]}]}]}))
+                .contains("request.headers[]")
+        );
         assert!(err(json!({"rules": [{"when": [{"key": "source.ip"}]}]})).contains("needs values"));
         assert!(err(json!({"action": "CUSTOM", "rules": [{}]})).contains("provider.name"));
-        assert!(err(json!({"provider": {"name": "x"}, "rules": [{}]})).contains("only allowed with action CUSTOM"));
+        assert!(err(json!({"provider": {"name": "x"}, "rules": [{}]}))
+            .contains("only allowed with action CUSTOM"));
     }
 
     #[test]
@@ -856,17 +1075,32 @@ mod tests {
         assert!(policy(json!({})).is_ok());
         assert!(policy(json!({"rules": [{}]})).is_ok());
         assert!(policy(json!({"action": "DENY", "rules": [{}]})).is_ok());
-        assert!(policy(json!({"rules": [{"to": [{"operation": {"ports": ["080", "0", "65535"]}}]}]})).is_ok());
-        assert!(policy(json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}]})).is_ok());
-        let p = policy(json!({"rules": [{"from": [{"source": {"serviceAccounts": ["curl", "other/sa"]}}]}]})).unwrap();
+        assert!(policy(
+            json!({"rules": [{"to": [{"operation": {"ports": ["080", "0", "65535"]}}]}]})
+        )
+        .is_ok());
+        assert!(policy(
+            json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}]})
+        )
+        .is_ok());
+        let p = policy(
+            json!({"rules": [{"from": [{"source": {"serviceAccounts": ["curl", "other/sa"]}}]}]}),
+        )
+        .unwrap();
         let rules = p.rules.unwrap();
         let from = rules[0].from.as_ref().unwrap();
-        assert_eq!(from[0].fields[0].values, vec!["ns/curl".to_string(), "other/sa".to_string()]);
+        assert_eq!(
+            from[0].fields[0].values,
+            vec!["ns/curl".to_string(), "other/sa".to_string()]
+        );
     }
 
     #[test]
     fn claim_paths() {
-        assert_eq!(claim_path("a][b][c"), Some(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(
+            claim_path("a][b][c"),
+            Some(vec!["a".into(), "b".into(), "c".into()])
+        );
         assert_eq!(claim_path("a.b"), Some(vec!["a.b".into()]));
         assert_eq!(claim_path("[good"), Some(vec!["[good".into()]));
         assert_eq!(claim_path("good]"), Some(vec!["good]".into()]));

@@ -1,0 +1,226 @@
+//! The engine's [`Attributes`] read from Envoy, lazily and at most once each.
+//!
+//! Every accessor fetches its property on the engine's first call and caches it in a
+//! [`OnceCell`]; the engine only asks for what a candidate rule needs, so a connection that
+//! no rule inspects costs no host call at all. Encodings are Envoy's (proxy-wasm.md §1.7,
+//! §2.2): strings as raw bytes, `destination.port` as an 8-byte little-endian int64,
+//! addresses as `ip:port` (`[v6]:port`), the request as the header map of the ABI, and the
+//! JWT payload inside the dynamic-metadata message. Identity comes only from the peer
+//! certificate and the verified JWT, never from a header.
+
+use super::proto;
+use crate::engine::config::JwtSource;
+use crate::engine::{Attributes, Claim};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MapType;
+use std::cell::OnceCell;
+use std::net::{IpAddr, SocketAddr};
+
+/// One `get_property`; `None` when absent, empty or unreadable (logged).
+fn property(path: &[&str]) -> Option<Vec<u8>> {
+    match hostcalls::get_property(path.to_vec()) {
+        Ok(Some(bytes)) if !bytes.is_empty() => Some(bytes),
+        Ok(_) => None,
+        Err(status) => {
+            log::warn!(
+                "authz: property {} unreadable: {:?}",
+                path.join("."),
+                status
+            );
+            None
+        }
+    }
+}
+
+fn string_property(path: &[&str]) -> Option<String> {
+    let bytes = property(path)?;
+    match String::from_utf8(bytes) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            log::warn!("authz: property {} is not UTF-8", path.join("."));
+            None
+        }
+    }
+}
+
+/// `ip:port`, `[v6]:port`, or a bare address; anything else (a pipe, an internal listener
+/// name) has no IP.
+pub(crate) fn parse_address(text: &str) -> Option<IpAddr> {
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    bare.parse::<IpAddr>().ok()
+}
+
+/// Envoy's int64 property encoding: exactly 8 bytes, little-endian.
+fn int64(bytes: &[u8]) -> Option<i64> {
+    let array: [u8; 8] = bytes.try_into().ok()?;
+    Some(i64::from_le_bytes(array))
+}
+
+/// The request as the engine sees it, built from one read of the header map.
+#[derive(Default)]
+struct Request {
+    method: Option<Vec<u8>>,
+    path: Option<Vec<u8>>,
+    authority: Option<Vec<u8>>,
+    /// Lower-case name → every occurrence joined with `,` (RBAC's `getAllOfHeaderAsString`).
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Request {
+    fn read() -> Request {
+        // The byte-based read: a non-UTF-8 header value must not panic the SDK.
+        let pairs = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(pairs) => pairs,
+            Err(status) => {
+                log::warn!("authz: request headers unreadable: {status:?}");
+                Vec::new()
+            }
+        };
+        let mut request = Request::default();
+        for (name, value) in pairs {
+            let name = name.to_ascii_lowercase();
+            match name.as_str() {
+                ":method" if request.method.is_none() => request.method = Some(value.clone()),
+                ":path" if request.path.is_none() => request.path = Some(value.clone()),
+                ":authority" if request.authority.is_none() => {
+                    request.authority = Some(value.clone())
+                }
+                _ => {}
+            }
+            match request.headers.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, joined)) => {
+                    joined.push(b',');
+                    joined.extend_from_slice(&value);
+                }
+                None => request.headers.push((name, value)),
+            }
+        }
+        request
+    }
+}
+
+/// The attributes of the current stream context.
+pub(crate) struct HostAttributes<'a> {
+    jwt_source: &'a JwtSource,
+    /// An HTTP filter's request; a network filter has no request attributes.
+    http: bool,
+    principal: OnceCell<Option<String>>,
+    source: OnceCell<Option<IpAddr>>,
+    destination: OnceCell<Option<IpAddr>>,
+    port: OnceCell<Option<u16>>,
+    sni: OnceCell<Option<String>>,
+    request: OnceCell<Request>,
+    jwt: OnceCell<Option<Claim>>,
+}
+
+impl<'a> HostAttributes<'a> {
+    pub(crate) fn new(jwt_source: &'a JwtSource, http: bool) -> HostAttributes<'a> {
+        HostAttributes {
+            jwt_source,
+            http,
+            principal: OnceCell::new(),
+            source: OnceCell::new(),
+            destination: OnceCell::new(),
+            port: OnceCell::new(),
+            sni: OnceCell::new(),
+            request: OnceCell::new(),
+            jwt: OnceCell::new(),
+        }
+    }
+
+    fn request(&self) -> Option<&Request> {
+        if !self.http {
+            return None;
+        }
+        Some(self.request.get_or_init(Request::read))
+    }
+
+    fn read_jwt(&self) -> Option<Claim> {
+        let metadata = property(&["metadata"])?;
+        let source = self.jwt_source;
+        match proto::jwt_payload(&metadata, &source.metadata_namespace, &source.payload_key) {
+            Ok(claim) => claim,
+            Err(proto::Malformed) => {
+                log::warn!(
+                    "authz: dynamic metadata {}.{} is not a valid protobuf Struct; treating the request as carrying no JWT",
+                    source.metadata_namespace,
+                    source.payload_key
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Attributes for HostAttributes<'_> {
+    fn peer_principal(&self) -> Option<&str> {
+        self.principal
+            .get_or_init(|| string_property(&["connection", "uri_san_peer_certificate"]))
+            .as_deref()
+    }
+
+    fn source_ip(&self) -> Option<IpAddr> {
+        *self
+            .source
+            .get_or_init(|| string_property(&["source", "address"]).and_then(|a| parse_address(&a)))
+    }
+
+    fn destination_ip(&self) -> Option<IpAddr> {
+        *self.destination.get_or_init(|| {
+            string_property(&["destination", "address"]).and_then(|a| parse_address(&a))
+        })
+    }
+
+    fn destination_port(&self) -> Option<u16> {
+        *self.port.get_or_init(|| {
+            property(&["destination", "port"])
+                .and_then(|b| int64(&b))
+                .and_then(|p| u16::try_from(p).ok())
+        })
+    }
+
+    fn sni(&self) -> Option<&str> {
+        self.sni
+            .get_or_init(|| string_property(&["connection", "requested_server_name"]))
+            .as_deref()
+    }
+
+    fn method(&self) -> Option<&[u8]> {
+        self.request()?.method.as_deref()
+    }
+
+    fn path(&self) -> Option<&[u8]> {
+        self.request()?.path.as_deref()
+    }
+
+    fn host(&self) -> Option<&[u8]> {
+        self.request()?.authority.as_deref()
+    }
+
+    fn header(&self, lowercase_name: &str) -> Option<&[u8]> {
+        let request = self.request()?;
+        let name = if lowercase_name == "host" {
+            ":authority"
+        } else {
+            lowercase_name
+        };
+        request
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn jwt(&self) -> Option<&Claim> {
+        if !self.http {
+            return None;
+        }
+        self.jwt.get_or_init(|| self.read_jwt()).as_ref()
+    }
+}
