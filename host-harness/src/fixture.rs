@@ -61,7 +61,8 @@ impl Case {
 /// Reads YAML or JSON into a JSON value (YAML is a superset of JSON, but `.json` files get
 /// serde_json's stricter parser and better positions).
 pub fn read_value(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
     } else {
@@ -71,9 +72,11 @@ pub fn read_value(path: &Path) -> Result<Value> {
 
 /// Every YAML document of a file (a policy file may hold several).
 pub fn read_documents(path: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "json") {
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid JSON", path.display()))?;
         return Ok(match v {
             Value::Array(items) => items,
             other => vec![other],
@@ -96,9 +99,11 @@ pub fn read_policies(path: &Path) -> Result<Vec<Value>> {
         .into_iter()
         .flat_map(|d| match d {
             // A `kubectl get -o yaml` list.
-            Value::Object(ref m) if m.get("kind").and_then(Value::as_str) == Some("List") => {
-                m.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
-            }
+            Value::Object(ref m) if m.get("kind").and_then(Value::as_str) == Some("List") => m
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
             other => vec![other],
         })
         .filter(|d| d.get("kind").and_then(Value::as_str) == Some("AuthorizationPolicy"))
@@ -110,7 +115,9 @@ pub fn append_policy_files(config: &mut Value, files: &[PathBuf]) -> Result<()> 
     let map = config
         .as_object_mut()
         .ok_or_else(|| anyhow!("the plugin configuration must be a mapping"))?;
-    let policies = map.entry("policies").or_insert_with(|| Value::Array(Vec::new()));
+    let policies = map
+        .entry("policies")
+        .or_insert_with(|| Value::Array(Vec::new()));
     if policies.is_null() {
         *policies = Value::Array(Vec::new());
     }
@@ -143,7 +150,9 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             let mut stack = vec![p.clone()];
             let mut found = Vec::new();
             while let Some(dir) = stack.pop() {
-                for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+                for entry in
+                    std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+                {
                     let path = entry?.path();
                     if path.is_dir() {
                         stack.push(path);
@@ -194,8 +203,12 @@ impl Fixture {
                 .collect::<Result<_>>()?,
             Some(_) => bail!("{}: policyFiles must be a list", path.display()),
         };
-        append_policy_files(&mut config, &policy_files).with_context(|| format!("{}", path.display()))?;
-        let expect_error = map.get("expectError").and_then(Value::as_str).map(str::to_string);
+        append_policy_files(&mut config, &policy_files)
+            .with_context(|| format!("{}", path.display()))?;
+        let expect_error = map
+            .get("expectError")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let mut cases = Vec::new();
         for (i, c) in map
             .get("cases")
@@ -236,7 +249,9 @@ fn port(v: &Value, field: &str) -> Result<u16> {
 
 /// An address, as `10.0.0.5`, `fd00::5`, or with a port (`10.0.0.5:80`, `[fd00::5]:80`).
 fn address(v: &Value, field: &str) -> Result<(IpAddr, Option<u16>)> {
-    let s = v.as_str().ok_or_else(|| anyhow!("{field}: must be a string"))?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| anyhow!("{field}: must be a string"))?;
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok((ip, None));
     }
@@ -257,13 +272,24 @@ fn header_value(v: &Value) -> Vec<Vec<u8>> {
 
 impl Case {
     pub fn parse(value: &Value) -> Result<Case> {
-        let map: &Map<String, Value> = value.as_object().ok_or_else(|| anyhow!("a case must be a mapping"))?;
-        let name = map.get("name").and_then(Value::as_str).unwrap_or("(unnamed)").to_string();
+        let map: &Map<String, Value> = value
+            .as_object()
+            .ok_or_else(|| anyhow!("a case must be a mapping"))?;
+        let name = map
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("(unnamed)")
+            .to_string();
         let mut attrs = OwnedAttributes::default();
         let mut source_port = None;
         if let Some(src) = map.get("source").filter(|v| !v.is_null()) {
-            let src = src.as_object().ok_or_else(|| anyhow!("source must be a mapping"))?;
-            attrs.peer_principal = src.get("principal").and_then(Value::as_str).map(str::to_string);
+            let src = src
+                .as_object()
+                .ok_or_else(|| anyhow!("source must be a mapping"))?;
+            attrs.peer_principal = src
+                .get("principal")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             if let Some(a) = src.get("address") {
                 let (ip, p) = address(a, "source.address")?;
                 attrs.source_ip = Some(ip);
@@ -277,7 +303,9 @@ impl Case {
             }
         }
         if let Some(dst) = map.get("destination").filter(|v| !v.is_null()) {
-            let dst = dst.as_object().ok_or_else(|| anyhow!("destination must be a mapping"))?;
+            let dst = dst
+                .as_object()
+                .ok_or_else(|| anyhow!("destination must be a mapping"))?;
             if let Some(a) = dst.get("address") {
                 let (ip, p) = address(a, "destination.address")?;
                 attrs.destination_ip = Some(ip);
@@ -289,21 +317,44 @@ impl Case {
         }
         attrs.sni = map.get("sni").and_then(Value::as_str).map(str::to_string);
         if let Some(http) = map.get("http").filter(|v| !v.is_null()) {
-            let http = http.as_object().ok_or_else(|| anyhow!("http must be a mapping"))?;
-            let s = |k: &str, d: &str| http.get(k).and_then(Value::as_str).unwrap_or(d).as_bytes().to_vec();
+            let http = http
+                .as_object()
+                .ok_or_else(|| anyhow!("http must be a mapping"))?;
+            let s = |k: &str, d: &str| {
+                http.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or(d)
+                    .as_bytes()
+                    .to_vec()
+            };
             let mut headers = Vec::new();
             if let Some(h) = http.get("headers").filter(|v| !v.is_null()) {
-                let h = h.as_object().ok_or_else(|| anyhow!("http.headers must be a mapping"))?;
+                let h = h
+                    .as_object()
+                    .ok_or_else(|| anyhow!("http.headers must be a mapping"))?;
                 for (k, v) in h {
                     for value in header_value(v) {
                         headers.push((k.to_ascii_lowercase(), value));
                     }
                 }
             }
-            let jwt = http.get("jwt").filter(|v| !v.is_null()).map(Claim::from_json);
-            attrs.http = Some(OwnedHttp::new(&s("method", "GET"), &s("path", "/"), &s("host", ""), headers, jwt));
+            let jwt = http
+                .get("jwt")
+                .filter(|v| !v.is_null())
+                .map(Claim::from_json);
+            attrs.http = Some(OwnedHttp::new(
+                &s("method", "GET"),
+                &s("path", "/"),
+                &s("host", ""),
+                headers,
+                jwt,
+            ));
         }
-        let expect = verdict(map.get("expect").ok_or_else(|| anyhow!("expect is required"))?, "expect")?;
+        let expect = verdict(
+            map.get("expect")
+                .ok_or_else(|| anyhow!("expect is required"))?,
+            "expect",
+        )?;
         let policy = match map.get("policy") {
             None => None,
             Some(Value::Null) => Some(String::new()),
@@ -316,7 +367,11 @@ impl Case {
             Some(Value::Array(items)) => Some(
                 items
                     .iter()
-                    .map(|i| i.as_str().map(str::to_string).ok_or_else(|| anyhow!("audit: expected names")))
+                    .map(|i| {
+                        i.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| anyhow!("audit: expected names"))
+                    })
                     .collect::<Result<_>>()?,
             ),
             Some(v) => bail!("audit: expected a list, got {v}"),
@@ -324,11 +379,19 @@ impl Case {
         let dry_run = match map.get("dryRun") {
             None | Some(Value::Null) => None,
             Some(d) => Some(DryRunExpect {
-                verdict: verdict(d.get("expect").ok_or_else(|| anyhow!("dryRun.expect is required"))?, "dryRun.expect")?,
+                verdict: verdict(
+                    d.get("expect")
+                        .ok_or_else(|| anyhow!("dryRun.expect is required"))?,
+                    "dryRun.expect",
+                )?,
                 policy: match d.get("policy") {
                     None => None,
                     Some(Value::Null) => Some(String::new()),
-                    Some(v) => Some(v.as_str().ok_or_else(|| anyhow!("dryRun.policy: expected a string"))?.to_string()),
+                    Some(v) => Some(
+                        v.as_str()
+                            .ok_or_else(|| anyhow!("dryRun.policy: expected a string"))?
+                            .to_string(),
+                    ),
                 },
             }),
         };

@@ -1,6 +1,7 @@
 //! The authz harness: fixtures, the native engine check, the Wasmtime proxy-wasm host
 //! and the Envoy driver, shared by the `authz-harness` binary and the integration tests.
 
+pub mod envoy;
 pub mod fixture;
 pub mod replay;
 pub mod wasm;

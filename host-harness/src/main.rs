@@ -56,7 +56,9 @@ fn parse_args() -> Result<Args> {
         paths: Vec::new(),
     };
     let value = |it: &mut dyn Iterator<Item = String>, flag: &str| -> Result<PathBuf> {
-        it.next().map(PathBuf::from).ok_or_else(|| anyhow!("{flag} needs a value"))
+        it.next()
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow!("{flag} needs a value"))
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -111,7 +113,11 @@ fn run() -> Result<ExitCode> {
 fn default_wasm() -> Option<PathBuf> {
     let mut candidates = vec![PathBuf::from("dist/authz_plugin.wasm")];
     if let Ok(exe) = std::env::current_exe() {
-        if let Some(root) = exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()) {
+        if let Some(root) = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .and_then(|p| p.parent())
+        {
             candidates.push(root.join("dist/authz_plugin.wasm"));
         }
     }
@@ -129,9 +135,18 @@ fn deciders(args: &Args) -> Result<Vec<Box<dyn Decider>>> {
             anyhow!("no module found at dist/authz_plugin.wasm: run ./build.sh, pass --wasm FILE, or use --native-only")
         })?,
     };
-    out.push(Box::new(authz_harness::wasm_decider::WasmDecider::load(&wasm)?));
+    out.push(Box::new(authz_harness::wasm_decider::WasmDecider::load(
+        &wasm,
+    )?));
     if args.envoy {
-        bail!("--envoy is not available in this build yet");
+        let bin = args
+            .envoy_bin
+            .clone()
+            .or_else(authz_harness::envoy::find_envoy)
+            .ok_or_else(|| anyhow!("no Envoy found: run scripts/install-envoy.sh, set ENVOY_BIN, or pass --envoy-bin FILE"))?;
+        out.push(Box::new(authz_harness::envoy::replay::EnvoyDecider::new(
+            bin, wasm,
+        )?));
     }
     Ok(out)
 }
@@ -142,7 +157,10 @@ fn replay(args: &Args) -> Result<ExitCode> {
     }
     let files = fixture::collect(&args.paths)?;
     let mut boxed = deciders(args)?;
-    let mut refs: Vec<&mut dyn Decider> = boxed.iter_mut().map(|b| b.as_mut() as &mut dyn Decider).collect();
+    let mut refs: Vec<&mut dyn Decider> = boxed
+        .iter_mut()
+        .map(|b| b.as_mut() as &mut dyn Decider)
+        .collect();
     let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
     for file in &files {
         let fixture = match Fixture::load(file) {
@@ -150,7 +168,10 @@ fn replay(args: &Args) -> Result<ExitCode> {
             Err(e) => {
                 failed += 1;
                 if args.json {
-                    println!("{}", serde_json::json!({"file": file.display().to_string(), "result": "failed", "failures": [format!("{e:#}")]}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"file": file.display().to_string(), "result": "failed", "failures": [format!("{e:#}")]})
+                    );
                 } else {
                     println!("FAIL {}: {e:#}", file.display());
                 }
@@ -173,7 +194,11 @@ fn replay(args: &Args) -> Result<ExitCode> {
     } else {
         println!("{passed} passed, {failed} failed");
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_report(r: &CaseReport, json: bool) {
@@ -182,13 +207,25 @@ fn print_report(r: &CaseReport, json: bool) {
     } else if let Some(reason) = &r.skipped {
         println!("SKIP {}: {} / {}: {reason}", r.file, r.fixture, r.case);
     } else if !r.passed() {
-        println!("FAIL {}: {} / {}: {}", r.file, r.fixture, r.case, r.failures.join("; "));
+        println!(
+            "FAIL {}: {} / {}: {}",
+            r.file,
+            r.fixture,
+            r.case,
+            r.failures.join("; ")
+        );
     }
 }
 
 fn check(args: &Args) -> Result<ExitCode> {
-    let config_path = args.config.as_ref().ok_or_else(|| anyhow!("check needs --config FILE"))?;
-    let case_path = args.case.as_ref().ok_or_else(|| anyhow!("check needs --case CASE.yaml"))?;
+    let config_path = args
+        .config
+        .as_ref()
+        .ok_or_else(|| anyhow!("check needs --config FILE"))?;
+    let case_path = args
+        .case
+        .as_ref()
+        .ok_or_else(|| anyhow!("check needs --case CASE.yaml"))?;
     let mut config = fixture::read_value(config_path)?;
     fixture::append_policy_files(&mut config, &args.policy_files)?;
     let case_value = fixture::read_value(case_path)?;
@@ -198,8 +235,10 @@ fn check(args: &Args) -> Result<ExitCode> {
         m.entry("expect").or_insert_with(|| "allow".into());
     }
     let case = Case::parse(&case_value).with_context(|| format!("{}", case_path.display()))?;
-    let parsed = PluginConfig::from_value(&config).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
-    let engine = Engine::from_config_all_points(parsed).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
+    let parsed =
+        PluginConfig::from_value(&config).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
+    let engine = Engine::from_config_all_points(parsed)
+        .map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
     let explanation = engine.explain(case.traffic_for(engine.mode()), &case.attributes);
 
     let wasm = match (&args.wasm, args.native_only) {
@@ -216,8 +255,12 @@ fn check(args: &Args) -> Result<ExitCode> {
             expect_error: None,
             cases: vec![case.clone()],
         };
-        d.configure(&fixture).map_err(|e| anyhow!("the module rejected the configuration: {e}"))?;
-        module_view = Some(d.explain(&case).map_err(|e| anyhow!("the module failed: {e}"))?);
+        d.configure(&fixture)
+            .map_err(|e| anyhow!("the module rejected the configuration: {e}"))?;
+        module_view = Some(
+            d.explain(&case)
+                .map_err(|e| anyhow!("the module failed: {e}"))?,
+        );
     }
 
     if args.json {

@@ -53,15 +53,22 @@ impl Decider for Native {
         let engine = self.engine.as_ref().ok_or("not configured")?;
         let traffic = case.traffic_for(engine.mode());
         let d = engine.decide(traffic, &case.attributes);
-        let key = |id| engine.policy(id).map(|p| p.key().to_string()).unwrap_or_default();
+        let key = |id| {
+            engine
+                .policy(id)
+                .map(|p| p.key().to_string())
+                .unwrap_or_default()
+        };
         Ok(Ok(Observed {
             verdict: d.verdict,
             policy: Some(engine.deciding_policy(&d.reason).unwrap_or("").to_string()),
             audit: Some(d.audit.iter().map(|p| key(*p)).collect()),
-            dry_run: Some(
-                d.dry_run
-                    .map(|r| (r.verdict, engine.deciding_policy(&r.reason).unwrap_or("").to_string())),
-            ),
+            dry_run: Some(d.dry_run.map(|r| {
+                (
+                    r.verdict,
+                    engine.deciding_policy(&r.reason).unwrap_or("").to_string(),
+                )
+            })),
         }))
     }
 }
@@ -70,7 +77,11 @@ impl Decider for Native {
 /// filter, connections to the network filter.
 pub fn config_for_traffic(config: &Value, case: &Case) -> Value {
     let mut config = config.clone();
-    let mode = config.get("mode").and_then(Value::as_str).unwrap_or("").to_string();
+    let mode = config
+        .get("mode")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if let Some(map) = config.as_object_mut() {
         let filter = match (mode.as_str(), case.attributes.http.is_some()) {
             ("waypoint", true) => "http",
@@ -146,10 +157,12 @@ pub fn replay_fixture(fixture: &Fixture, deciders: &mut [&mut dyn Decider]) -> V
         let mut r = report("configuration is rejected");
         for (label, res) in &config_errors {
             match res {
-                Ok(()) => r.failures.push(format!("{label}: configuration was accepted, expected an error containing {want:?}")),
-                Err(e) if !e.contains(want.as_str()) => {
-                    r.failures.push(format!("{label}: error {e:?} does not contain {want:?}"))
-                }
+                Ok(()) => r.failures.push(format!(
+                    "{label}: configuration was accepted, expected an error containing {want:?}"
+                )),
+                Err(e) if !e.contains(want.as_str()) => r
+                    .failures
+                    .push(format!("{label}: error {e:?} does not contain {want:?}")),
                 Err(_) => {}
             }
         }
@@ -163,7 +176,8 @@ pub fn replay_fixture(fixture: &Fixture, deciders: &mut [&mut dyn Decider]) -> V
         for (i, d) in deciders.iter_mut().enumerate() {
             let label = d.label().to_string();
             if let Some((_, Err(e))) = config_errors.get(i) {
-                r.failures.push(format!("{label}: configuration rejected: {e}"));
+                r.failures
+                    .push(format!("{label}: configuration rejected: {e}"));
                 continue;
             }
             let observed = match d.decide(case) {
@@ -191,7 +205,9 @@ pub fn replay_fixture(fixture: &Fixture, deciders: &mut [&mut dyn Decider]) -> V
                     }
                     if let (Some(a), Some(b)) = (&observed.policy, &ref_obs.policy) {
                         if a != b {
-                            r.failures.push(format!("{label} reports policy {a:?} but {ref_label} reports {b:?}"));
+                            r.failures.push(format!(
+                                "{label} reports policy {a:?} but {ref_label} reports {b:?}"
+                            ));
                         }
                     }
                 }
@@ -217,7 +233,9 @@ fn check_expectations(case: &Case, label: &str, o: &Observed, failures: &mut Vec
     }
     if let (Some(want), Some(got)) = (&case.policy, &o.policy) {
         if want != got {
-            failures.push(format!("{label}: expected policy {want:?} but {got:?} decided"));
+            failures.push(format!(
+                "{label}: expected policy {want:?} but {got:?} decided"
+            ));
         }
     }
     if let (Some(want), Some(got)) = (&case.audit, &o.audit) {
@@ -227,14 +245,21 @@ fn check_expectations(case: &Case, label: &str, o: &Observed, failures: &mut Vec
     }
     if let (Some(want), Some(got)) = (&case.dry_run, &o.dry_run) {
         match got {
-            None => failures.push(format!("{label}: expected a dry-run result but no dry-run policy applied")),
+            None => failures.push(format!(
+                "{label}: expected a dry-run result but no dry-run policy applied"
+            )),
             Some((v, p)) => {
                 if *v != want.verdict {
-                    failures.push(format!("{label}: expected dry-run {} but got {v}", want.verdict));
+                    failures.push(format!(
+                        "{label}: expected dry-run {} but got {v}",
+                        want.verdict
+                    ));
                 }
                 if let Some(wp) = &want.policy {
                     if wp != p {
-                        failures.push(format!("{label}: expected dry-run policy {wp:?} but got {p:?}"));
+                        failures.push(format!(
+                            "{label}: expected dry-run policy {wp:?} but got {p:?}"
+                        ));
                     }
                 }
             }

@@ -31,7 +31,10 @@ fn validators() -> Vec<(String, jsonschema::Validator)> {
         .map(|v| {
             let name = v["name"].as_str().unwrap().to_string();
             let schema = v["schema"]["openAPIV3Schema"].clone();
-            (name, jsonschema::validator_for(&schema).expect("the CRD schema compiles"))
+            (
+                name,
+                jsonschema::validator_for(&schema).expect("the CRD schema compiles"),
+            )
         })
         .collect()
 }
@@ -41,16 +44,31 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.unwrap().path();
         if p.is_dir() {
             yaml_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json") {
+        } else if p
+            .extension()
+            .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+        {
             out.push(p);
         }
     }
 }
 
-fn check(policy: &Value, origin: &str, validators: &[(String, jsonschema::Validator)]) -> Vec<String> {
-    let version = policy["apiVersion"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_string();
+fn check(
+    policy: &Value,
+    origin: &str,
+    validators: &[(String, jsonschema::Validator)],
+) -> Vec<String> {
+    let version = policy["apiVersion"]
+        .as_str()
+        .unwrap_or("")
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
     let Some((_, v)) = validators.iter().find(|(n, _)| *n == version) else {
-        return vec![format!("{origin}: apiVersion {version:?} is not served by the CRD")];
+        return vec![format!(
+            "{origin}: apiVersion {version:?} is not served by the CRD"
+        )];
     };
     v.iter_errors(policy)
         .map(|e| format!("{origin}: {} at {}", e, e.instance_path()))
@@ -86,7 +104,11 @@ fn every_policy_in_a_valid_fixture_is_valid_against_the_crd() {
         if fx.expect_error.is_some() {
             continue;
         }
-        for p in fx.config["policies"].as_array().cloned().unwrap_or_default() {
+        for p in fx.config["policies"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             count += 1;
             errors.extend(check(&p, &f.display().to_string(), &validators));
         }

@@ -13,7 +13,11 @@ fn harness(args: &[&str]) -> (i32, String) {
         .current_dir(root())
         .output()
         .expect("run authz-harness");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -54,7 +58,13 @@ fn a_wrong_expectation_makes_replay_fail() {
 
 #[test]
 fn replay_json_prints_one_object_per_case() {
-    let (code, out) = harness(&["replay", "--native-only", "--format", "json", "tests/fixtures/seeds/000-l7-productpage-waypoint.yaml"]);
+    let (code, out) = harness(&[
+        "replay",
+        "--native-only",
+        "--format",
+        "json",
+        "tests/fixtures/seeds/000-l7-productpage-waypoint.yaml",
+    ]);
     assert_eq!(code, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     let (last, objects) = lines.split_last().unwrap();
@@ -94,9 +104,18 @@ fn check_explains_a_denied_request_with_the_nearest_miss() {
     ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("decision: DENY"), "{out}");
-    assert!(out.contains("ALLOW policies apply and none matched"), "{out}");
-    assert!(out.contains("nearest miss: ALLOW policy default/productpage-waypoint spec.rules[0]"), "{out}");
-    assert!(out.contains("operation.methods wanted one of [\"GET\"], got \"DELETE\""), "{out}");
+    assert!(
+        out.contains("ALLOW policies apply and none matched"),
+        "{out}"
+    );
+    assert!(
+        out.contains("nearest miss: ALLOW policy default/productpage-waypoint spec.rules[0]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("operation.methods wanted one of [\"GET\"], got \"DELETE\""),
+        "{out}"
+    );
 }
 
 #[test]
@@ -110,8 +129,19 @@ fn a_bad_configuration_names_the_file_policy_and_field() {
     .unwrap();
     let case = dir.path().join("case.yaml");
     std::fs::write(&case, "destination: {port: 80}\n").unwrap();
-    let (code, out) = harness(&["check", "--config", config.to_str().unwrap(), "--case", case.to_str().unwrap()]);
+    let (code, out) = harness(&[
+        "check",
+        "--config",
+        config.to_str().unwrap(),
+        "--case",
+        case.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("config.yaml"), "{out}");
-    assert!(out.contains("policy default/bad: spec.rules[0].from[0].source.ipBlocks[0]: \"10.0.0.0/33\""), "{out}");
+    assert!(
+        out.contains(
+            "policy default/bad: spec.rules[0].from[0].source.ipBlocks[0]: \"10.0.0.0/33\""
+        ),
+        "{out}"
+    );
 }

@@ -375,8 +375,14 @@ impl Engine {
             ),
             Reason::UnknownDestination => "the destination is not a workload this proxy enforces for".into(),
         };
-        let near_miss = match (decision.verdict, compiled, target_id) {
-            (Verdict::Deny, Some(c), Some(t)) => self
+        // The nearest miss only means something when ALLOW policies were consulted or a
+        // DENY/CUSTOM rule decided; not for a refused peer or an unknown destination.
+        let consulted = matches!(
+            decision.reason,
+            Reason::NoAllowMatched | Reason::Denied(_) | Reason::Custom(_)
+        );
+        let near_miss = match (consulted, compiled, target_id) {
+            (true, Some(c), Some(t)) => self
                 .targets
                 .set_of
                 .get(t as usize)

@@ -1,0 +1,72 @@
+//! Where the module is, and building it.
+
+use anyhow::{bail, Context as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root (the directory holding the workspace `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| manifest.to_path_buf())
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR`, else `<workspace>/target`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// The release module: `cargo build -p authz-plugin --target wasm32-wasip1 --profile wasm`.
+pub fn default_module_path() -> PathBuf {
+    target_dir()
+        .join("wasm32-wasip1")
+        .join("wasm")
+        .join("authz_plugin.wasm")
+}
+
+/// Builds the module with the release profile and returns its path. Cargo makes this a
+/// no-op when it is up to date.
+pub fn build_module() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "-p",
+            "authz-plugin",
+            "--target",
+            "wasm32-wasip1",
+            "--profile",
+            "wasm",
+        ])
+        .status()
+        .context("running cargo build for the wasm module")?;
+    if !status.success() {
+        bail!("cargo build -p authz-plugin --target wasm32-wasip1 --profile wasm failed ({status}); is the target installed (rustup target add wasm32-wasip1)?");
+    }
+    let path = default_module_path();
+    if !path.is_file() {
+        bail!("the build succeeded but {} is missing", path.display());
+    }
+    Ok(path)
+}
+
+/// The module for tests: `$AUTHZ_WASM` if set, else a fresh build of the release profile.
+pub fn module_for_tests() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("AUTHZ_WASM") {
+        return Ok(PathBuf::from(path));
+    }
+    build_module()
+}

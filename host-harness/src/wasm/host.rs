@@ -1,0 +1,1386 @@
+//! The host side of proxy-wasm ABI 0.2.1 as Envoy (through proxy-wasm-cpp-host) implements
+//! it: every `env.proxy_*` function the Rust SDK imports, and the WASI functions a
+//! `wasm32-wasip1` Rust module imports.
+//!
+//! Rules kept throughout (proxy-wasm.md §1.4–§1.5, §5):
+//! * every guest pointer is bounds-checked; a bad one traps the guest (cpp-host would return
+//!   `INVALID_MEMORY_ACCESS`, a status the Rust SDK cannot represent);
+//! * results are allocated inside the guest through its `proxy_on_memory_allocate` (or
+//!   `malloc`), and empty results are returned as `(0, 0)` without allocating;
+//! * only statuses the Rust SDK knows are returned (never 6 or 12); where Envoy would answer
+//!   `UNIMPLEMENTED` (`continue_stream(UPSTREAM)`) the guest is trapped instead;
+//! * side effects that Envoy defers until the callback returns (local replies, closes,
+//!   continues) are recorded as [`Effects`] and interpreted by the caller afterwards.
+
+use super::codec::{deserialize_pairs, serialize_pairs, Pairs};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use wasmtime::{bail, format_err, Caller, Linker, Memory, StoreLimits, TypedFunc};
+
+type HostResult<T> = wasmtime::Result<T>;
+
+/// `proxy_status_t` values the Rust SDK knows.
+pub mod status {
+    pub const OK: i32 = 0;
+    pub const NOT_FOUND: i32 = 1;
+    pub const BAD_ARGUMENT: i32 = 2;
+    pub const EMPTY: i32 = 7;
+    pub const CAS_MISMATCH: i32 = 8;
+}
+
+mod errno {
+    pub const SUCCESS: i32 = 0;
+    pub const BADF: i32 = 8;
+    pub const INVAL: i32 = 28;
+    pub const NOTSUP: i32 = 58;
+}
+
+/// `proxy_stream_type_t`.
+pub mod stream_type {
+    pub const HTTP_REQUEST: u32 = 0;
+    pub const HTTP_RESPONSE: u32 = 1;
+    pub const DOWNSTREAM: u32 = 2;
+    pub const UPSTREAM: u32 = 3;
+}
+
+/// Which module callback is running: decides which buffers are readable (spec "Buffers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callback {
+    None,
+    Initialize,
+    ContextCreate,
+    VmStart,
+    Configure,
+    Tick,
+    NewConnection,
+    DownstreamData,
+    UpstreamData,
+    ConnectionClose,
+    RequestHeaders,
+    ResponseHeaders,
+    ResponseBody,
+    Log,
+    Done,
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Root,
+    Http,
+    Tcp,
+}
+
+/// A local reply requested with `proxy_send_local_response`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    pub status: u32,
+    pub details: Vec<u8>,
+    pub body: Vec<u8>,
+    pub headers: Pairs,
+    pub grpc_status: i32,
+}
+
+/// Deferred side effects of one callback.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub local_response: Option<LocalResponse>,
+    pub closed: Vec<u32>,
+    pub continued: Vec<u32>,
+}
+
+/// One context (root or stream) the host knows.
+#[derive(Debug)]
+pub struct ContextState {
+    pub kind: Kind,
+    pub properties: HashMap<Vec<u8>, Vec<u8>>,
+    pub set_properties: HashMap<Vec<u8>, Vec<u8>>,
+    pub request_headers: Option<Pairs>,
+    /// Test hook: served verbatim by `get_header_map_pairs(HTTP_REQUEST_HEADERS)`.
+    pub raw_request_headers: Option<Vec<u8>>,
+    pub response_headers: Option<Pairs>,
+    pub downstream_data: Vec<u8>,
+    pub upstream_data: Vec<u8>,
+    pub response_body: Vec<u8>,
+    pub effects: Effects,
+    pub local_response_sent: bool,
+}
+
+impl ContextState {
+    pub fn new(kind: Kind) -> ContextState {
+        ContextState {
+            kind,
+            properties: HashMap::new(),
+            set_properties: HashMap::new(),
+            request_headers: None,
+            raw_request_headers: None,
+            response_headers: None,
+            downstream_data: Vec::new(),
+            upstream_data: Vec::new(),
+            response_body: Vec::new(),
+            effects: Effects::default(),
+            local_response_sent: false,
+        }
+    }
+}
+
+/// `proxy_metric_type_t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub name: String,
+    pub kind: MetricKind,
+    pub value: i64,
+}
+
+/// Shared data and queues: process-wide per VM id in Envoy, so shared by the canary and the
+/// worker VMs of one [`super::WasmModule`].
+#[derive(Debug, Default)]
+pub struct SharedData {
+    kv: HashMap<Vec<u8>, (Vec<u8>, u32)>,
+    next_cas: u32,
+    queues: Vec<(Vec<u8>, VecDeque<Vec<u8>>)>,
+}
+
+/// Per-VM host state (the wasmtime `Store` data).
+pub struct HostState {
+    pub limits: StoreLimits,
+    pub log_level: u32,
+    pub logs: Vec<(u32, String)>,
+    fd_buffers: [Vec<u8>; 2],
+    pub memory: Option<Memory>,
+    pub allocator: Option<TypedFunc<i32, i32>>,
+    pub contexts: HashMap<u32, ContextState>,
+    pub current: u32,
+    pub effective: u32,
+    pub callback: Callback,
+    pub vm_configuration: Vec<u8>,
+    pub plugin_configuration: Vec<u8>,
+    pub plugin_properties: HashMap<Vec<u8>, Vec<u8>>,
+    pub metrics: Vec<Metric>,
+    pub shared: Arc<Mutex<SharedData>>,
+    pub vm_id: String,
+    pub tick_period_ms: u32,
+    started: Instant,
+    rng: u64,
+}
+
+impl HostState {
+    pub fn new(
+        limits: StoreLimits,
+        log_level: u32,
+        shared: Arc<Mutex<SharedData>>,
+        plugin_properties: HashMap<Vec<u8>, Vec<u8>>,
+        vm_id: String,
+    ) -> HostState {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        HostState {
+            limits,
+            log_level,
+            logs: Vec::new(),
+            fd_buffers: [Vec::new(), Vec::new()],
+            memory: None,
+            allocator: None,
+            contexts: HashMap::new(),
+            current: 0,
+            effective: 0,
+            callback: Callback::None,
+            vm_configuration: Vec::new(),
+            plugin_configuration: Vec::new(),
+            plugin_properties,
+            metrics: Vec::new(),
+            shared,
+            vm_id,
+            tick_period_ms: 0,
+            started: Instant::now(),
+            rng: seed | 1,
+        }
+    }
+
+    /// Takes the captured log lines (flushing partial stdout/stderr lines).
+    pub fn drain_logs(&mut self) -> Vec<(u32, String)> {
+        for fd in 0..2 {
+            let rest = std::mem::take(&mut self.fd_buffers[fd]);
+            if !rest.is_empty() {
+                self.logs
+                    .push((fd_level(fd), String::from_utf8_lossy(&rest).into_owned()));
+            }
+        }
+        std::mem::take(&mut self.logs)
+    }
+
+    fn context(&mut self) -> Option<&mut ContextState> {
+        self.contexts.get_mut(&self.effective)
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: WASI asks for randomness, not for cryptographic strength, here.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn fd_level(index: usize) -> u32 {
+    // stdout → info, stderr → error (spec v0.2.1 "fd_write").
+    if index == 0 {
+        2
+    } else {
+        4
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Guest memory.
+
+fn memory(caller: &Caller<'_, HostState>) -> HostResult<Memory> {
+    caller
+        .data()
+        .memory
+        .ok_or_else(|| format_err!("the module exports no memory"))
+}
+
+fn range(func: &str, ptr: i32, len: usize, size: usize) -> HostResult<std::ops::Range<usize>> {
+    let start = ptr as u32 as usize;
+    match start.checked_add(len) {
+        Some(end) if end <= size => Ok(start..end),
+        _ => bail!(
+            "{func}: invalid memory access: {len} bytes at {start:#x}, memory is {size} bytes"
+        ),
+    }
+}
+
+fn read(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, len: i32) -> HostResult<Vec<u8>> {
+    let mem = memory(caller)?;
+    let data = mem.data(&*caller);
+    let r = range(func, ptr, len as u32 as usize, data.len())?;
+    Ok(data.get(r).map(<[u8]>::to_vec).unwrap_or_default())
+}
+
+fn write(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, bytes: &[u8]) -> HostResult<()> {
+    let mem = memory(caller)?;
+    let data = mem.data_mut(&mut *caller);
+    let r = range(func, ptr, bytes.len(), data.len())?;
+    if let Some(slot) = data.get_mut(r) {
+        slot.copy_from_slice(bytes);
+    }
+    Ok(())
+}
+
+fn check(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, len: usize) -> HostResult<()> {
+    let mem = memory(caller)?;
+    let size = mem.data_size(&*caller);
+    range(func, ptr, len, size).map(|_| ())
+}
+
+fn write_u32(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, v: u32) -> HostResult<()> {
+    write(caller, func, ptr, &v.to_le_bytes())
+}
+
+fn write_u64(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, v: u64) -> HostResult<()> {
+    write(caller, func, ptr, &v.to_le_bytes())
+}
+
+/// Copies `bytes` into guest memory allocated by the guest's own allocator and writes the
+/// address and length to the out-pointers; `(0, 0)` for nothing.
+fn return_bytes(
+    caller: &mut Caller<'_, HostState>,
+    func: &str,
+    bytes: &[u8],
+    ptr_out: i32,
+    len_out: i32,
+) -> HostResult<i32> {
+    check(caller, func, ptr_out, 4)?;
+    check(caller, func, len_out, 4)?;
+    if bytes.is_empty() {
+        write_u32(caller, func, ptr_out, 0)?;
+        write_u32(caller, func, len_out, 0)?;
+        return Ok(status::OK);
+    }
+    let alloc = caller.data().allocator.clone().ok_or_else(|| {
+        format_err!("{func}: the module exports no proxy_on_memory_allocate or malloc")
+    })?;
+    let len = i32::try_from(bytes.len())
+        .map_err(|_| format_err!("{func}: result of {} bytes too large", bytes.len()))?;
+    let ptr = alloc.call(&mut *caller, len)?;
+    if ptr == 0 {
+        bail!("{func}: the module's allocator returned 0 for {len} bytes");
+    }
+    write(caller, func, ptr, bytes)?;
+    write_u32(caller, func, ptr_out, ptr as u32)?;
+    write_u32(caller, func, len_out, len as u32)?;
+    Ok(status::OK)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Buffers and header maps.
+
+const VM_CONFIGURATION: i32 = 6;
+const PLUGIN_CONFIGURATION: i32 = 7;
+
+/// The buffer readable in the current callback, `None` outside its window, `Err` for a type
+/// the ABI does not define.
+fn buffer(state: &mut HostState, buffer_type: i32) -> Result<Option<Vec<u8>>, ()> {
+    let cb = state.callback;
+    Ok(match buffer_type {
+        VM_CONFIGURATION if cb == Callback::VmStart => Some(state.vm_configuration.clone()),
+        PLUGIN_CONFIGURATION if cb == Callback::Configure => {
+            Some(state.plugin_configuration.clone())
+        }
+        2 if cb == Callback::DownstreamData => state.context().map(|c| c.downstream_data.clone()),
+        3 if cb == Callback::UpstreamData => state.context().map(|c| c.upstream_data.clone()),
+        1 if cb == Callback::ResponseBody => state.context().map(|c| c.response_body.clone()),
+        0..=8 => None,
+        _ => return Err(()),
+    })
+}
+
+fn buffer_mut(state: &mut HostState, buffer_type: i32) -> Option<&mut Vec<u8>> {
+    let cb = state.callback;
+    let ctx = state.context()?;
+    match buffer_type {
+        2 if cb == Callback::DownstreamData => Some(&mut ctx.downstream_data),
+        3 if cb == Callback::UpstreamData => Some(&mut ctx.upstream_data),
+        1 if cb == Callback::ResponseBody => Some(&mut ctx.response_body),
+        _ => None,
+    }
+}
+
+/// The header map `map_type` of the effective context: `Err` = BAD_ARGUMENT (unknown type or
+/// a map this context does not have, as Envoy answers).
+fn header_map(state: &mut HostState, map_type: i32) -> Result<&mut Pairs, ()> {
+    let ctx = state.context().ok_or(())?;
+    if ctx.kind != Kind::Http {
+        return Err(());
+    }
+    match map_type {
+        0 => ctx.request_headers.as_mut().ok_or(()),
+        2 => ctx.response_headers.as_mut().ok_or(()),
+        _ => Err(()),
+    }
+}
+
+fn lower(bytes: &[u8]) -> Vec<u8> {
+    bytes.to_ascii_lowercase()
+}
+
+// ---------------------------------------------------------------------------------------
+// The linker.
+
+/// Host calls Envoy allows while `_initialize` runs (cpp-host restricts to logging, time and
+/// WASI before any root context exists).
+fn check_init(caller: &Caller<'_, HostState>, func: &str) -> HostResult<()> {
+    if caller.data().callback == Callback::Initialize {
+        bail!("{func} called during _initialize: Envoy allows only logging, time and WASI before the root context exists");
+    }
+    Ok(())
+}
+
+/// Defines every host function on `linker`.
+pub fn define(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    define_env(linker)?;
+    for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
+        define_wasi(linker, module)?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_lines)]
+fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
+    // ---- logging, time, lifecycle ----
+    l.func_wrap(
+        "env",
+        "proxy_log",
+        |mut c: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> HostResult<i32> {
+            let msg = read(&mut c, "proxy_log", ptr, len)?;
+            if !(0..=5).contains(&level) {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            let level = level as u32;
+            if level >= c.data().log_level {
+                c.data_mut().logs.push((level, text(&msg)));
+            }
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_log_level",
+        |mut c: Caller<'_, HostState>, out: i32| -> HostResult<i32> {
+            let level = c.data().log_level;
+            write_u32(&mut c, "proxy_get_log_level", out, level)?;
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_current_time_nanoseconds",
+        |mut c: Caller<'_, HostState>, out: i32| -> HostResult<i32> {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            write_u64(&mut c, "proxy_get_current_time_nanoseconds", out, now)?;
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_tick_period_milliseconds",
+        |mut c: Caller<'_, HostState>, period: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_set_tick_period_milliseconds")?;
+            c.data_mut().tick_period_ms = period as u32;
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_done",
+        |c: Caller<'_, HostState>| -> HostResult<i32> {
+            check_init(&c, "proxy_done")?;
+            // No context is ever left pending finalization (the harness refuses on_done = false).
+            Ok(status::NOT_FOUND)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_effective_context",
+        |mut c: Caller<'_, HostState>, id: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_set_effective_context")?;
+            let id = id as u32;
+            if c.data().contexts.contains_key(&id) {
+                c.data_mut().effective = id;
+                Ok(status::OK)
+            } else {
+                Ok(status::BAD_ARGUMENT)
+            }
+        },
+    )?;
+
+    // ---- buffers ----
+    l.func_wrap(
+        "env",
+        "proxy_get_buffer_bytes",
+        |mut c: Caller<'_, HostState>,
+         ty: i32,
+         start: i32,
+         max: i32,
+         ptr_out: i32,
+         len_out: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_get_buffer_bytes")?;
+            let Ok(buf) = buffer(c.data_mut(), ty) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(buf) = buf else {
+                return Ok(status::NOT_FOUND);
+            };
+            // cpp-host clamps start and size to the buffer.
+            let start = (start as u32 as usize).min(buf.len());
+            let end = start.saturating_add(max as u32 as usize).min(buf.len());
+            let slice = buf.get(start..end).unwrap_or_default().to_vec();
+            return_bytes(&mut c, "proxy_get_buffer_bytes", &slice, ptr_out, len_out)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_buffer_status",
+        |mut c: Caller<'_, HostState>, ty: i32, len_out: i32, flags_out: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_get_buffer_status")?;
+            let Ok(buf) = buffer(c.data_mut(), ty) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(buf) = buf else {
+                return Ok(status::NOT_FOUND);
+            };
+            write_u32(&mut c, "proxy_get_buffer_status", len_out, buf.len() as u32)?;
+            write_u32(&mut c, "proxy_get_buffer_status", flags_out, 0)?;
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_buffer_bytes",
+        |mut c: Caller<'_, HostState>,
+         ty: i32,
+         start: i32,
+         size: i32,
+         ptr: i32,
+         len: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_set_buffer_bytes")?;
+            let data = read(&mut c, "proxy_set_buffer_bytes", ptr, len)?;
+            if !(0..=8).contains(&ty) {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            let Some(buf) = buffer_mut(c.data_mut(), ty) else {
+                return Ok(status::NOT_FOUND);
+            };
+            let (start, size) = (start as u32 as usize, size as u32 as usize);
+            // Envoy supports prepend, replace-all and append only.
+            if start == 0 && size == 0 {
+                let mut next = data;
+                next.extend_from_slice(buf);
+                *buf = next;
+            } else if start == 0 && size >= buf.len() {
+                *buf = data;
+            } else if start >= buf.len() {
+                buf.extend_from_slice(&data);
+            } else {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            Ok(status::OK)
+        },
+    )?;
+
+    // ---- header maps ----
+    l.func_wrap(
+        "env",
+        "proxy_get_header_map_pairs",
+        |mut c: Caller<'_, HostState>, ty: i32, ptr_out: i32, len_out: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_get_header_map_pairs")?;
+            if ty == 0 {
+                if let Some(raw) = c
+                    .data_mut()
+                    .context()
+                    .and_then(|ctx| ctx.raw_request_headers.clone())
+                {
+                    return return_bytes(
+                        &mut c,
+                        "proxy_get_header_map_pairs",
+                        &raw,
+                        ptr_out,
+                        len_out,
+                    );
+                }
+            }
+            let Ok(map) = header_map(c.data_mut(), ty) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            // Empty map: (0, 0), as cpp-host does (the SDK panics on the 1-byte form).
+            let bytes = if map.is_empty() {
+                Vec::new()
+            } else {
+                serialize_pairs(map)
+            };
+            return_bytes(
+                &mut c,
+                "proxy_get_header_map_pairs",
+                &bytes,
+                ptr_out,
+                len_out,
+            )
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_header_map_size",
+        |mut c: Caller<'_, HostState>, ty: i32, out: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_get_header_map_size")?;
+            let Ok(map) = header_map(c.data_mut(), ty) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let size = serialize_pairs(map).len() as u32;
+            write_u32(&mut c, "proxy_get_header_map_size", out, size)?;
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_header_map_pairs",
+        |mut c: Caller<'_, HostState>, ty: i32, ptr: i32, len: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_set_header_map_pairs")?;
+            let bytes = read(&mut c, "proxy_set_header_map_pairs", ptr, len)?;
+            let Ok(pairs) = deserialize_pairs(&bytes) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Ok(map) = header_map(c.data_mut(), ty) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            *map = pairs.into_iter().map(|(k, v)| (lower(&k), v)).collect();
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_header_map_value",
+        |mut c: Caller<'_, HostState>,
+         ty: i32,
+         kp: i32,
+         kl: i32,
+         ptr_out: i32,
+         len_out: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_get_header_map_value")?;
+            let key = lower(&read(&mut c, "proxy_get_header_map_value", kp, kl)?);
+            let Ok(map) = header_map(c.data_mut(), ty) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            // Envoy returns only the first occurrence.
+            let Some(value) = map.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()) else {
+                return Ok(status::NOT_FOUND);
+            };
+            return_bytes(
+                &mut c,
+                "proxy_get_header_map_value",
+                &value,
+                ptr_out,
+                len_out,
+            )
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_add_header_map_value",
+        |mut c: Caller<'_, HostState>,
+         ty: i32,
+         kp: i32,
+         kl: i32,
+         vp: i32,
+         vl: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_add_header_map_value")?;
+            let key = lower(&read(&mut c, "proxy_add_header_map_value", kp, kl)?);
+            let value = read(&mut c, "proxy_add_header_map_value", vp, vl)?;
+            let Ok(map) = header_map(c.data_mut(), ty) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            map.push((key, value));
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_replace_header_map_value",
+        |mut c: Caller<'_, HostState>,
+         ty: i32,
+         kp: i32,
+         kl: i32,
+         vp: i32,
+         vl: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_replace_header_map_value")?;
+            let key = lower(&read(&mut c, "proxy_replace_header_map_value", kp, kl)?);
+            let value = read(&mut c, "proxy_replace_header_map_value", vp, vl)?;
+            let Ok(map) = header_map(c.data_mut(), ty) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            // Envoy's setCopy: one entry with the new value, where the first one was.
+            match map.iter().position(|(k, _)| *k == key) {
+                Some(i) => {
+                    let mut seen = 0usize;
+                    map.retain(|(k, _)| {
+                        let keep = *k != key || seen == 0;
+                        if *k == key {
+                            seen += 1;
+                        }
+                        keep
+                    });
+                    if let Some(slot) = map.get_mut(i) {
+                        slot.1 = value;
+                    }
+                }
+                None => map.push((key, value)),
+            }
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_remove_header_map_value",
+        |mut c: Caller<'_, HostState>, ty: i32, kp: i32, kl: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_remove_header_map_value")?;
+            let key = lower(&read(&mut c, "proxy_remove_header_map_value", kp, kl)?);
+            let Ok(map) = header_map(c.data_mut(), ty) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            map.retain(|(k, _)| *k != key);
+            Ok(status::OK)
+        },
+    )?;
+
+    // ---- properties ----
+    l.func_wrap(
+        "env",
+        "proxy_get_property",
+        |mut c: Caller<'_, HostState>,
+         pp: i32,
+         pl: i32,
+         ptr_out: i32,
+         len_out: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_get_property")?;
+            let path = read(&mut c, "proxy_get_property", pp, pl)?;
+            let state = c.data_mut();
+            let value = {
+                let plugin = state.plugin_properties.get(&path).cloned();
+                match state.contexts.get(&state.effective) {
+                    Some(ctx) => ctx
+                        .set_properties
+                        .get(&path)
+                        .or_else(|| ctx.properties.get(&path))
+                        .cloned()
+                        .or(plugin),
+                    None => plugin,
+                }
+            };
+            match value {
+                Some(v) => return_bytes(&mut c, "proxy_get_property", &v, ptr_out, len_out),
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_property",
+        |mut c: Caller<'_, HostState>, pp: i32, pl: i32, vp: i32, vl: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_set_property")?;
+            let path = read(&mut c, "proxy_set_property", pp, pl)?;
+            let value = read(&mut c, "proxy_set_property", vp, vl)?;
+            match c.data_mut().context() {
+                Some(ctx) => {
+                    ctx.set_properties.insert(path, value);
+                    Ok(status::OK)
+                }
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+
+    // ---- stream control ----
+    l.func_wrap(
+        "env",
+        "proxy_continue_stream",
+        |mut c: Caller<'_, HostState>, ty: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_continue_stream")?;
+            let ty = ty as u32;
+            if ty == stream_type::UPSTREAM {
+                bail!("proxy_continue_stream(UPSTREAM): Envoy answers UNIMPLEMENTED, a status the Rust SDK cannot handle");
+            }
+            let Some(ctx) = c.data_mut().context() else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let fits = match ctx.kind {
+                Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
+                Kind::Tcp => ty == stream_type::DOWNSTREAM,
+                Kind::Root => false,
+            };
+            if !fits {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            ctx.effects.continued.push(ty);
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_close_stream",
+        |mut c: Caller<'_, HostState>, ty: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_close_stream")?;
+            let ty = ty as u32;
+            let Some(ctx) = c.data_mut().context() else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let fits = match ctx.kind {
+                Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
+                Kind::Tcp => ty == stream_type::DOWNSTREAM || ty == stream_type::UPSTREAM,
+                Kind::Root => false,
+            };
+            if !fits {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            ctx.effects.closed.push(ty);
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_send_local_response",
+        |mut c: Caller<'_, HostState>,
+         code: i32,
+         dp: i32,
+         dl: i32,
+         bp: i32,
+         bl: i32,
+         hp: i32,
+         hl: i32,
+         grpc: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_send_local_response")?;
+            let details = read(&mut c, "proxy_send_local_response", dp, dl)?;
+            let body = read(&mut c, "proxy_send_local_response", bp, bl)?;
+            let headers = read(&mut c, "proxy_send_local_response", hp, hl)?;
+            let Ok(headers) = deserialize_pairs(&headers) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(ctx) = c.data_mut().context() else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            if ctx.kind != Kind::Http || ctx.local_response_sent {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            ctx.local_response_sent = true;
+            ctx.effects.local_response = Some(LocalResponse {
+                status: code as u32,
+                details,
+                body,
+                headers,
+                grpc_status: grpc,
+            });
+            Ok(status::OK)
+        },
+    )?;
+
+    // ---- outbound calls: the harness configures no upstream clusters ----
+    l.func_wrap(
+        "env",
+        "proxy_http_call",
+        |c: Caller<'_, HostState>,
+         _up: i32,
+         _ul: i32,
+         _hp: i32,
+         _hl: i32,
+         _bp: i32,
+         _bl: i32,
+         _tp: i32,
+         _tl: i32,
+         _timeout: i32,
+         _token: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_http_call")?;
+            // Envoy: unknown cluster ⇒ BAD_ARGUMENT.
+            Ok(status::BAD_ARGUMENT)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_call",
+        |c: Caller<'_, HostState>,
+         _sp: i32,
+         _sl: i32,
+         _np: i32,
+         _nl: i32,
+         _mp: i32,
+         _ml: i32,
+         _ip: i32,
+         _il: i32,
+         _gp: i32,
+         _gl: i32,
+         _timeout: i32,
+         _token: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_grpc_call")?;
+            Ok(status::BAD_ARGUMENT)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_stream",
+        |c: Caller<'_, HostState>,
+         _sp: i32,
+         _sl: i32,
+         _np: i32,
+         _nl: i32,
+         _mp: i32,
+         _ml: i32,
+         _ip: i32,
+         _il: i32,
+         _token: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_grpc_stream")?;
+            Ok(status::BAD_ARGUMENT)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_send",
+        |c: Caller<'_, HostState>, _t: i32, _p: i32, _l: i32, _end: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_grpc_send")?;
+            Ok(status::NOT_FOUND)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_cancel",
+        |c: Caller<'_, HostState>, _t: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_grpc_cancel")?;
+            Ok(status::NOT_FOUND)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_close",
+        |c: Caller<'_, HostState>, _t: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_grpc_close")?;
+            Ok(status::NOT_FOUND)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_status",
+        |c: Caller<'_, HostState>, _code: i32, _mp: i32, _ml: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_get_status")?;
+            Ok(status::NOT_FOUND)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_call_foreign_function",
+        |mut c: Caller<'_, HostState>,
+         np: i32,
+         nl: i32,
+         _ap: i32,
+         _al: i32,
+         _rp: i32,
+         _rl: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_call_foreign_function")?;
+            let _name = read(&mut c, "proxy_call_foreign_function", np, nl)?;
+            Ok(status::NOT_FOUND)
+        },
+    )?;
+
+    // ---- shared data and queues ----
+    l.func_wrap(
+        "env",
+        "proxy_get_shared_data",
+        |mut c: Caller<'_, HostState>,
+         kp: i32,
+         kl: i32,
+         ptr_out: i32,
+         len_out: i32,
+         cas_out: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_get_shared_data")?;
+            let key = read(&mut c, "proxy_get_shared_data", kp, kl)?;
+            let found = {
+                let shared = c
+                    .data()
+                    .shared
+                    .lock()
+                    .map_err(|_| format_err!("shared data lock poisoned"))?;
+                shared.kv.get(&key).cloned()
+            };
+            let Some((value, cas)) = found else {
+                return Ok(status::NOT_FOUND);
+            };
+            check(&mut c, "proxy_get_shared_data", cas_out, 4)?;
+            return_bytes(&mut c, "proxy_get_shared_data", &value, ptr_out, len_out)?;
+            write_u32(&mut c, "proxy_get_shared_data", cas_out, cas)?;
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_shared_data",
+        |mut c: Caller<'_, HostState>,
+         kp: i32,
+         kl: i32,
+         vp: i32,
+         vl: i32,
+         cas: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_set_shared_data")?;
+            let key = read(&mut c, "proxy_set_shared_data", kp, kl)?;
+            let value = read(&mut c, "proxy_set_shared_data", vp, vl)?;
+            let mut shared = c
+                .data()
+                .shared
+                .lock()
+                .map_err(|_| format_err!("shared data lock poisoned"))?;
+            let cas = cas as u32;
+            if let Some((_, current)) = shared.kv.get(&key) {
+                if cas != 0 && cas != *current {
+                    return Ok(status::CAS_MISMATCH);
+                }
+            }
+            shared.next_cas = shared.next_cas.wrapping_add(1).max(1);
+            let next = shared.next_cas;
+            shared.kv.insert(key, (value, next));
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_register_shared_queue",
+        |mut c: Caller<'_, HostState>, np: i32, nl: i32, id_out: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_register_shared_queue")?;
+            let name = read(&mut c, "proxy_register_shared_queue", np, nl)?;
+            let id = {
+                let mut shared = c
+                    .data()
+                    .shared
+                    .lock()
+                    .map_err(|_| format_err!("shared data lock poisoned"))?;
+                match shared.queues.iter().position(|(n, _)| *n == name) {
+                    Some(i) => i + 1,
+                    None => {
+                        shared.queues.push((name, VecDeque::new()));
+                        shared.queues.len()
+                    }
+                }
+            };
+            write_u32(&mut c, "proxy_register_shared_queue", id_out, id as u32)?;
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_resolve_shared_queue",
+        |mut c: Caller<'_, HostState>,
+         vp: i32,
+         vl: i32,
+         np: i32,
+         nl: i32,
+         id_out: i32|
+         -> HostResult<i32> {
+            check_init(&c, "proxy_resolve_shared_queue")?;
+            let vm_id = read(&mut c, "proxy_resolve_shared_queue", vp, vl)?;
+            let name = read(&mut c, "proxy_resolve_shared_queue", np, nl)?;
+            if vm_id != c.data().vm_id.as_bytes() && !vm_id.is_empty() {
+                return Ok(status::NOT_FOUND);
+            }
+            let found = {
+                let shared = c
+                    .data()
+                    .shared
+                    .lock()
+                    .map_err(|_| format_err!("shared data lock poisoned"))?;
+                shared.queues.iter().position(|(n, _)| *n == name)
+            };
+            match found {
+                Some(i) => {
+                    write_u32(&mut c, "proxy_resolve_shared_queue", id_out, (i + 1) as u32)?;
+                    Ok(status::OK)
+                }
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_enqueue_shared_queue",
+        |mut c: Caller<'_, HostState>, id: i32, vp: i32, vl: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_enqueue_shared_queue")?;
+            let value = read(&mut c, "proxy_enqueue_shared_queue", vp, vl)?;
+            let mut shared = c
+                .data()
+                .shared
+                .lock()
+                .map_err(|_| format_err!("shared data lock poisoned"))?;
+            match (id as u32 as usize)
+                .checked_sub(1)
+                .and_then(|i| shared.queues.get_mut(i))
+            {
+                Some((_, q)) => {
+                    q.push_back(value);
+                    Ok(status::OK)
+                }
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_dequeue_shared_queue",
+        |mut c: Caller<'_, HostState>, id: i32, ptr_out: i32, len_out: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_dequeue_shared_queue")?;
+            let item = {
+                let mut shared = c
+                    .data()
+                    .shared
+                    .lock()
+                    .map_err(|_| format_err!("shared data lock poisoned"))?;
+                (id as u32 as usize)
+                    .checked_sub(1)
+                    .and_then(|i| shared.queues.get_mut(i))
+                    .map(|(_, q)| q.pop_front())
+            };
+            match item {
+                None => Ok(status::NOT_FOUND),
+                Some(None) => Ok(status::EMPTY),
+                Some(Some(v)) => {
+                    return_bytes(&mut c, "proxy_dequeue_shared_queue", &v, ptr_out, len_out)
+                }
+            }
+        },
+    )?;
+
+    // ---- metrics ----
+    l.func_wrap(
+        "env",
+        "proxy_define_metric",
+        |mut c: Caller<'_, HostState>, ty: i32, np: i32, nl: i32, id_out: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_define_metric")?;
+            let name = text(&read(&mut c, "proxy_define_metric", np, nl)?);
+            let kind = match ty {
+                0 => MetricKind::Counter,
+                1 => MetricKind::Gauge,
+                2 => MetricKind::Histogram,
+                _ => return Ok(status::BAD_ARGUMENT),
+            };
+            let metrics = &mut c.data_mut().metrics;
+            let id = match metrics
+                .iter()
+                .position(|m| m.name == name && m.kind == kind)
+            {
+                Some(i) => i + 1,
+                None => {
+                    metrics.push(Metric {
+                        name,
+                        kind,
+                        value: 0,
+                    });
+                    metrics.len()
+                }
+            };
+            write_u32(&mut c, "proxy_define_metric", id_out, id as u32)?;
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_increment_metric",
+        |mut c: Caller<'_, HostState>, id: i32, delta: i64| -> HostResult<i32> {
+            check_init(&c, "proxy_increment_metric")?;
+            let metrics = &mut c.data_mut().metrics;
+            let Some(m) = (id as u32 as usize)
+                .checked_sub(1)
+                .and_then(|i| metrics.get_mut(i))
+            else {
+                return Ok(status::NOT_FOUND);
+            };
+            match m.kind {
+                // Envoy: a counter only goes up.
+                MetricKind::Counter if delta > 0 => m.value = m.value.saturating_add(delta),
+                MetricKind::Gauge => m.value = m.value.saturating_add(delta),
+                _ => return Ok(status::BAD_ARGUMENT),
+            }
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_record_metric",
+        |mut c: Caller<'_, HostState>, id: i32, value: i64| -> HostResult<i32> {
+            check_init(&c, "proxy_record_metric")?;
+            let metrics = &mut c.data_mut().metrics;
+            let Some(m) = (id as u32 as usize)
+                .checked_sub(1)
+                .and_then(|i| metrics.get_mut(i))
+            else {
+                return Ok(status::NOT_FOUND);
+            };
+            match m.kind {
+                MetricKind::Counter => m.value = m.value.saturating_add(value),
+                MetricKind::Gauge | MetricKind::Histogram => m.value = value,
+            }
+            Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_metric",
+        |mut c: Caller<'_, HostState>, id: i32, out: i32| -> HostResult<i32> {
+            check_init(&c, "proxy_get_metric")?;
+            let found = (id as u32 as usize)
+                .checked_sub(1)
+                .and_then(|i| c.data().metrics.get(i))
+                .map(|m| (m.kind, m.value));
+            match found {
+                None => Ok(status::NOT_FOUND),
+                Some((MetricKind::Histogram, _)) => Ok(status::BAD_ARGUMENT),
+                Some((_, v)) => {
+                    write_u64(&mut c, "proxy_get_metric", out, v as u64)?;
+                    Ok(status::OK)
+                }
+            }
+        },
+    )?;
+    Ok(())
+}
+
+fn define_wasi(l: &mut Linker<HostState>, m: &str) -> anyhow::Result<()> {
+    l.func_wrap(
+        m,
+        "fd_write",
+        |mut c: Caller<'_, HostState>,
+         fd: i32,
+         iovs: i32,
+         iovs_len: i32,
+         written_out: i32|
+         -> HostResult<i32> {
+            if !(1..=2).contains(&fd) {
+                return Ok(errno::BADF);
+            }
+            if !(0..=1024).contains(&iovs_len) {
+                return Ok(errno::INVAL);
+            }
+            let table = read(&mut c, "fd_write", iovs, iovs_len * 8)?;
+            let mut data = Vec::new();
+            for iov in table.chunks_exact(8) {
+                let mut word = [0u8; 4];
+                word.copy_from_slice(iov.get(0..4).unwrap_or(&[0; 4]));
+                let ptr = u32::from_le_bytes(word) as i32;
+                word.copy_from_slice(iov.get(4..8).unwrap_or(&[0; 4]));
+                let len = u32::from_le_bytes(word) as i32;
+                data.extend(read(&mut c, "fd_write", ptr, len)?);
+            }
+            write_u32(&mut c, "fd_write", written_out, data.len() as u32)?;
+            let index = (fd - 1) as usize;
+            let state = c.data_mut();
+            state.fd_buffers[index].extend_from_slice(&data);
+            while let Some(nl) = state.fd_buffers[index].iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = state.fd_buffers[index].drain(..=nl).collect();
+                let line = text(line.get(..line.len() - 1).unwrap_or_default());
+                state.logs.push((fd_level(index), line));
+            }
+            Ok(errno::SUCCESS)
+        },
+    )?;
+    for name in ["fd_close", "fd_sync", "fd_datasync"] {
+        l.func_wrap(
+            m,
+            name,
+            |_c: Caller<'_, HostState>, _fd: i32| -> HostResult<i32> { Ok(errno::BADF) },
+        )?;
+    }
+    l.func_wrap(
+        m,
+        "fd_read",
+        |_c: Caller<'_, HostState>, _fd: i32, _iovs: i32, _n: i32, _out: i32| -> HostResult<i32> {
+            Ok(errno::BADF)
+        },
+    )?;
+    l.func_wrap(
+        m,
+        "fd_seek",
+        |_c: Caller<'_, HostState>,
+         _fd: i32,
+         _off: i64,
+         _whence: i32,
+         _out: i32|
+         -> HostResult<i32> { Ok(errno::BADF) },
+    )?;
+    l.func_wrap(
+        m,
+        "fd_fdstat_get",
+        |_c: Caller<'_, HostState>, _fd: i32, _out: i32| -> HostResult<i32> { Ok(errno::BADF) },
+    )?;
+    l.func_wrap(
+        m,
+        "fd_prestat_get",
+        |_c: Caller<'_, HostState>, _fd: i32, _out: i32| -> HostResult<i32> { Ok(errno::BADF) },
+    )?;
+    l.func_wrap(
+        m,
+        "fd_prestat_dir_name",
+        |_c: Caller<'_, HostState>, _fd: i32, _p: i32, _l: i32| -> HostResult<i32> {
+            Ok(errno::BADF)
+        },
+    )?;
+    l.func_wrap(
+        m,
+        "clock_time_get",
+        |mut c: Caller<'_, HostState>, id: i32, _precision: i64, out: i32| -> HostResult<i32> {
+            let now = match id {
+                0 => SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0),
+                1..=3 => c.data().started.elapsed().as_nanos() as u64 + 1,
+                _ => return Ok(errno::INVAL),
+            };
+            write_u64(&mut c, "clock_time_get", out, now)?;
+            Ok(errno::SUCCESS)
+        },
+    )?;
+    l.func_wrap(
+        m,
+        "clock_res_get",
+        |mut c: Caller<'_, HostState>, id: i32, out: i32| -> HostResult<i32> {
+            if !(0..=3).contains(&id) {
+                return Ok(errno::INVAL);
+            }
+            write_u64(&mut c, "clock_res_get", out, 1)?;
+            Ok(errno::SUCCESS)
+        },
+    )?;
+    l.func_wrap(
+        m,
+        "random_get",
+        |mut c: Caller<'_, HostState>, buf: i32, len: i32| -> HostResult<i32> {
+            let len = len as u32 as usize;
+            // cpp-host: at most 64 KiB per call.
+            if len > 65536 {
+                return Ok(errno::INVAL);
+            }
+            let mut bytes = Vec::with_capacity(len + 8);
+            while bytes.len() < len {
+                let r = c.data_mut().next_random();
+                bytes.extend_from_slice(&r.to_le_bytes());
+            }
+            bytes.truncate(len);
+            write(&mut c, "random_get", buf, &bytes)?;
+            Ok(errno::SUCCESS)
+        },
+    )?;
+    for (name, what) in [
+        ("environ_sizes_get", "environ_sizes_get"),
+        ("args_sizes_get", "args_sizes_get"),
+    ] {
+        l.func_wrap(
+            m,
+            name,
+            move |mut c: Caller<'_, HostState>, count: i32, size: i32| -> HostResult<i32> {
+                write_u32(&mut c, what, count, 0)?;
+                write_u32(&mut c, what, size, 0)?;
+                Ok(errno::SUCCESS)
+            },
+        )?;
+    }
+    for name in ["environ_get", "args_get"] {
+        l.func_wrap(
+            m,
+            name,
+            |_c: Caller<'_, HostState>, _a: i32, _b: i32| -> HostResult<i32> { Ok(errno::SUCCESS) },
+        )?;
+    }
+    l.func_wrap(
+        m,
+        "proc_exit",
+        |_c: Caller<'_, HostState>, code: i32| -> HostResult<()> {
+            bail!("proc_exit({code}): the module tried to exit")
+        },
+    )?;
+    l.func_wrap(
+        m,
+        "sched_yield",
+        |_c: Caller<'_, HostState>| -> HostResult<i32> { Ok(errno::SUCCESS) },
+    )?;
+    l.func_wrap(
+        m,
+        "poll_oneoff",
+        |_c: Caller<'_, HostState>, _i: i32, _o: i32, _n: i32, _out: i32| -> HostResult<i32> {
+            Ok(errno::NOTSUP)
+        },
+    )?;
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! Layer 4 and Layer 7 decisions of the module in the Wasmtime host, checked against the
+//! native engine on the same attributes, plus the attribute encodings they depend on (IPv6
+//! addresses, repeated headers, the JWT payload in dynamic metadata, server-first protocols)
+//! and the module's counters and log lines.
+
+use authz_harness::wasm::{
+    shared_module, FirstData, HostError, PluginInstance, StreamOptions, WasmOutcome,
+};
+use authz_plugin::engine::{Claim, Engine, OwnedAttributes, OwnedHttp, Traffic, Verdict};
+use serde_json::{json, Value};
+
+fn policy(name: &str, namespace: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    })
+}
+
+fn ztunnel_config(policies: Vec<Value>) -> Value {
+    json!({
+        "mode": "ztunnel",
+        "workloads": [{
+            "name": "productpage-v1", "namespace": "default", "serviceAccount": "bookinfo-productpage",
+            "labels": {"app": "productpage"}, "addresses": ["10.0.0.10", "fd00::10"],
+        }],
+        "policies": policies,
+    })
+}
+
+fn waypoint_config(policies: Vec<Value>) -> Value {
+    json!({
+        "mode": "waypoint",
+        "waypoint": {"name": "waypoint", "namespace": "default"},
+        "services": [{
+            "name": "productpage", "namespace": "default",
+            "hosts": ["productpage.default.svc.cluster.local"],
+            "addresses": ["10.96.0.10"], "ports": [9080],
+        }],
+        "policies": policies,
+    })
+}
+
+fn configure(config: &Value) -> PluginInstance {
+    let module = shared_module().unwrap_or_else(|e| panic!("module: {e}"));
+    let bytes = serde_json::to_vec(config).expect("json");
+    module
+        .configure(&bytes)
+        .unwrap_or_else(|e| panic!("configure: {e}"))
+}
+
+fn native(config: &Value) -> Engine {
+    Engine::from_json(&serde_json::to_vec(config).expect("json"))
+        .unwrap_or_else(|e| panic!("engine: {e}"))
+}
+
+fn conn(principal: Option<&str>, src: &str, dst: &str, port: u16) -> OwnedAttributes {
+    OwnedAttributes {
+        peer_principal: principal.map(str::to_string),
+        source_ip: Some(src.parse().expect("ip")),
+        remote_ip: None,
+        destination_ip: Some(dst.parse().expect("ip")),
+        destination_port: Some(port),
+        sni: None,
+        http: None,
+    }
+}
+
+fn req(
+    principal: Option<&str>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    jwt: Option<Claim>,
+) -> OwnedAttributes {
+    let mut a = conn(principal, "10.1.0.7", "10.96.0.10", 9080);
+    a.http = Some(OwnedHttp::new(
+        method.as_bytes(),
+        path.as_bytes(),
+        b"productpage:9080",
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        jwt,
+    ));
+    a
+}
+
+/// The module's verdict and deciding policy equal the native engine's.
+fn assert_same(engine: &Engine, traffic: Traffic, attrs: &OwnedAttributes, got: &WasmOutcome) {
+    let want = engine.decide(traffic, attrs);
+    let want_policy = engine.deciding_policy(&want.reason).map(str::to_string);
+    assert_eq!(
+        got.verdict, want.verdict,
+        "verdict for {attrs:?}; logs: {:?}",
+        got.logs
+    );
+    assert_eq!(
+        got.logged_verdict,
+        Some(want.verdict),
+        "logged verdict; logs: {:?}",
+        got.logs
+    );
+    assert_eq!(
+        got.policy, want_policy,
+        "deciding policy for {attrs:?}; logs: {:?}",
+        got.logs
+    );
+}
+
+const GATEWAY: &str = "spiffe://cluster.local/ns/default/sa/bookinfo-gateway-istio";
+const CURL: &str = "spiffe://cluster.local/ns/default/sa/curl";
+
+fn l4_policies() -> Vec<Value> {
+    vec![
+        policy(
+            "productpage-ztunnel",
+            "default",
+            json!({"selector": {"matchLabels": {"app": "productpage"}}, "action": "ALLOW",
+                   "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/bookinfo-gateway-istio"]}}]}]}),
+        ),
+        policy(
+            "deny-admin-port",
+            "default",
+            json!({"action": "DENY", "rules": [{"to": [{"operation": {"ports": ["9999"]}}]}]}),
+        ),
+    ]
+}
+
+#[test]
+fn l4_decisions_match_the_native_engine() {
+    let config = ztunnel_config(l4_policies());
+    let engine = native(&config);
+    let mut wasm = configure(&config);
+    let cases = [
+        conn(Some(GATEWAY), "10.1.0.7", "10.0.0.10", 9080),
+        conn(Some(CURL), "10.1.0.7", "10.0.0.10", 9080),
+        conn(None, "10.1.0.7", "10.0.0.10", 9080),
+        conn(Some(GATEWAY), "10.1.0.7", "10.0.0.10", 9999),
+        conn(Some(GATEWAY), "fd00::7", "fd00::10", 9080),
+        conn(
+            Some("spiffe://evil.example/ns/default/sa/bookinfo-gateway-istio"),
+            "10.1.0.7",
+            "10.0.0.10",
+            9080,
+        ),
+        conn(Some(GATEWAY), "10.1.0.7", "10.0.0.99", 9080),
+    ];
+    for attrs in &cases {
+        let got = wasm.connection(attrs).unwrap_or_else(|e| panic!("{e}"));
+        assert_same(&engine, Traffic::Connection, attrs, &got);
+        assert_eq!(got.closed, got.verdict == Verdict::Deny);
+        assert_eq!(got.status, None);
+    }
+    assert_eq!(wasm.live_streams(), 0, "every context was deleted");
+
+    // The ALLOW policy decided the first, and denied nothing by itself: its counters say so.
+    assert_eq!(
+        wasm.metric("authz.policy.default.productpage-ztunnel.allow"),
+        Some(2)
+    );
+    assert_eq!(
+        wasm.metric("authz.policy.default.deny-admin-port.deny"),
+        Some(1)
+    );
+    assert_eq!(wasm.metric("authz.default.deny"), Some(4));
+}
+
+#[test]
+fn l4_deny_log_line_is_parseable() {
+    let config = ztunnel_config(l4_policies());
+    let mut wasm = configure(&config);
+    let got = wasm
+        .connection(&conn(Some(GATEWAY), "10.1.0.7", "10.0.0.10", 9999))
+        .expect("connection");
+    assert_eq!(got.verdict, Verdict::Deny);
+    assert_eq!(got.policy.as_deref(), Some("default/deny-admin-port"));
+    assert_eq!(got.rule, Some(0));
+    assert_eq!(got.reason.as_deref(), Some("deny-matched"));
+    assert!(
+        got.logs.iter().any(|(level, line)| *level == 2
+            && line
+                == "authz: deny policy=default/deny-admin-port rule=0 reason=deny-matched layer=4"),
+        "{:?}",
+        got.logs
+    );
+}
+
+#[test]
+fn l4_server_first_protocol_is_decided_on_upstream_data() {
+    let config = ztunnel_config(l4_policies());
+    let mut wasm = configure(&config);
+    let opts = StreamOptions {
+        first_data: FirstData::Upstream,
+        ..StreamOptions::default()
+    };
+    let denied = wasm
+        .connection_with(&conn(Some(CURL), "10.1.0.7", "10.0.0.10", 9080), &opts)
+        .expect("deny");
+    assert_eq!(denied.verdict, Verdict::Deny);
+    assert!(denied.closed);
+    let allowed = wasm
+        .connection_with(&conn(Some(GATEWAY), "10.1.0.7", "10.0.0.10", 9080), &opts)
+        .expect("allow");
+    assert_eq!(allowed.verdict, Verdict::Allow);
+    assert_eq!(
+        allowed.policy.as_deref(),
+        Some("default/productpage-ztunnel")
+    );
+}
+
+fn l7_policies() -> Vec<Value> {
+    vec![
+        policy(
+            "productpage-waypoint",
+            "default",
+            json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}], "action": "ALLOW",
+            "rules": [
+                {"from": [{"source": {"principals": ["cluster.local/ns/default/sa/curl"]}}],
+                 "to": [{"operation": {"methods": ["GET"], "paths": ["/api/*", "/productpage"]}}]},
+                {"when": [{"key": "request.auth.claims[groups]", "values": ["admins"]}]},
+                {"when": [{"key": "request.headers[x-token]", "values": ["a,b"]}]},
+            ]}),
+        ),
+        policy(
+            "deny-delete",
+            "default",
+            json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}], "action": "DENY",
+                   "rules": [{"to": [{"operation": {"methods": ["DELETE"]}}]}]}),
+        ),
+    ]
+}
+
+fn claims(groups: &[&str]) -> Claim {
+    Claim::Object(vec![
+        ("iss".into(), Claim::String("https://issuer.example".into())),
+        ("sub".into(), Claim::String("alice".into())),
+        ("num".into(), Claim::Other),
+        (
+            "groups".into(),
+            Claim::List(
+                groups
+                    .iter()
+                    .map(|g| Claim::String(g.to_string()))
+                    .collect(),
+            ),
+        ),
+        (
+            "nested".into(),
+            Claim::Object(vec![("tier".into(), Claim::String("gold".into()))]),
+        ),
+    ])
+}
+
+#[test]
+fn l7_decisions_match_the_native_engine() {
+    let config = waypoint_config(l7_policies());
+    let engine = native(&config);
+    let mut wasm = configure(&config);
+    let cases = [
+        req(Some(CURL), "GET", "/productpage", &[], None),
+        req(Some(CURL), "GET", "/api/v1/products?x=1", &[], None),
+        req(Some(CURL), "POST", "/productpage", &[], None),
+        req(Some(GATEWAY), "GET", "/productpage", &[], None),
+        req(None, "GET", "/productpage", &[], None),
+        req(Some(CURL), "DELETE", "/productpage", &[], None),
+        // The JWT payload from dynamic metadata.
+        req(None, "POST", "/x", &[], Some(claims(&["dev", "admins"]))),
+        req(None, "POST", "/x", &[], Some(claims(&["dev"]))),
+        // Repeated headers are joined with "," as RBAC sees them.
+        req(
+            None,
+            "POST",
+            "/x",
+            &[("x-token", "a"), ("x-token", "b")],
+            None,
+        ),
+        req(None, "POST", "/x", &[("x-token", "a")], None),
+        // Identity never comes from a header.
+        req(
+            None,
+            "GET",
+            "/productpage",
+            &[("x-forwarded-client-cert", CURL)],
+            None,
+        ),
+    ];
+    for attrs in &cases {
+        let got = wasm.request(attrs).unwrap_or_else(|e| panic!("{e}"));
+        assert_same(&engine, Traffic::Request, attrs, &got);
+        match got.verdict {
+            Verdict::Deny => {
+                assert_eq!(got.status, Some(403));
+                assert_eq!(got.body, b"RBAC: access denied");
+            }
+            Verdict::Allow => assert_eq!(got.status, None),
+        }
+    }
+    assert_eq!(wasm.live_streams(), 0);
+    assert_eq!(
+        wasm.metric("authz.policy.default.deny-delete.deny"),
+        Some(1)
+    );
+}
+
+#[test]
+fn l7_non_utf8_header_values_do_not_panic() {
+    let config = waypoint_config(l7_policies());
+    let mut wasm = configure(&config);
+    let mut attrs = req(Some(CURL), "GET", "/productpage", &[], None);
+    if let Some(http) = attrs.http.as_mut() {
+        *http = OwnedHttp::new(
+            b"GET",
+            b"/productpage",
+            b"productpage:9080",
+            vec![("x-bin".into(), vec![0xff, 0xfe, 0x00, 0x80])],
+            None,
+        );
+    }
+    let got = wasm.request(&attrs).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.verdict, Verdict::Allow);
+}
+
+#[test]
+fn each_stream_gets_a_fresh_context_id() {
+    let config = waypoint_config(l7_policies());
+    let mut wasm = configure(&config);
+    let a = wasm
+        .request(&req(Some(CURL), "GET", "/productpage", &[], None))
+        .expect("a");
+    let b = wasm
+        .request(&req(Some(CURL), "GET", "/productpage", &[], None))
+        .expect("b");
+    assert!(
+        b.context_id > a.context_id,
+        "{} then {}",
+        a.context_id,
+        b.context_id
+    );
+}
+
+#[test]
+fn audit_and_dry_run_are_logged() {
+    let mut dry = policy(
+        "trial-deny",
+        "default",
+        json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}], "action": "DENY",
+               "rules": [{"to": [{"operation": {"methods": ["POST"]}}]}]}),
+    );
+    dry["metadata"]["annotations"] = json!({"istio.io/dry-run": "true"});
+    let audit = policy(
+        "audit-posts",
+        "default",
+        json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}], "action": "AUDIT",
+               "rules": [{"to": [{"operation": {"methods": ["POST"]}}]}]}),
+    );
+    let config = waypoint_config(vec![dry, audit]);
+    let engine = native(&config);
+    let mut wasm = configure(&config);
+    let attrs = req(Some(CURL), "POST", "/x", &[], None);
+    let got = wasm.request(&attrs).expect("request");
+    let want = engine.decide(Traffic::Request, &attrs);
+    assert_eq!(got.verdict, want.verdict);
+    assert_eq!(got.audit, vec!["default/audit-posts".to_string()]);
+    let dry_run = got.dry_run.clone().expect("dry-run line");
+    assert_eq!(dry_run.verdict, Verdict::Deny);
+    assert_eq!(dry_run.policy.as_deref(), Some("default/trial-deny"));
+    assert_eq!(
+        wasm.metric("authz.policy.default.audit-posts.audit"),
+        Some(1)
+    );
+    assert_eq!(
+        wasm.metric("authz.policy.default.trial-deny.dry_run"),
+        Some(1)
+    );
+}
+
+#[test]
+fn the_filter_kind_decides_the_context_kind() {
+    // A network-filter configuration creates stream contexts: driving an HTTP request into
+    // one is what Envoy would do with a misconfigured filter, and the SDK traps.
+    let mut config = waypoint_config(l7_policies());
+    config["filter"] = json!("network");
+    let mut wasm = configure(&config);
+    let tcp = wasm
+        .connection(&conn(Some(CURL), "10.1.0.7", "10.96.0.10", 9080))
+        .expect("tcp");
+    assert_eq!(tcp.logged_verdict, Some(tcp.verdict));
+    match wasm.request(&req(Some(CURL), "GET", "/productpage", &[], None)) {
+        Err(HostError::Trap { callback, .. }) => assert_eq!(callback, "proxy_on_request_headers"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
