@@ -110,23 +110,12 @@ fi
 cargo build --locked --release -p authz-harness
 harness="$target_dir/release/authz-harness"
 
-set +e
-replay_out=$("$harness" replay --wasm dist/authz_plugin.wasm tests/ 2>&1)
-replay_rc=$?
-set -e
-if [ $replay_rc -ne 0 ] && grep -q "not built into this harness yet" <<<"$replay_out"; then
-  # TODO(lead): the Wasmtime host is not in `replay --wasm` yet (host-harness/src/wasm_decider.rs).
-  # Once it is, delete this branch: the `replay --wasm` above is then the check.
-  echo "build.sh: TODO(lead): replay --wasm is not available yet; replaying through the native engine only" >&2
-  "$harness" replay --native-only tests/ | tail -n 1
-  echo "         (the module itself is checked to load in Wasmtime by oci-layout below)" >&2
-elif [ $replay_rc -ne 0 ]; then
+if ! replay_out=$("$harness" replay --wasm dist/authz_plugin.wasm tests/ 2>&1); then
   printf '%s\n' "$replay_out"
   echo "build.sh: the optimised module fails the fixture replay" >&2
   exit 1
-else
-  echo "replay (optimised module): $(tail -n 1 <<<"$replay_out")"
 fi
+echo "replay (optimised module in Wasmtime, and the native engine): $(tail -n 1 <<<"$replay_out")"
 
 # --- the OCI image ---------------------------------------------------------------------------
 if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
@@ -142,17 +131,8 @@ if [ -z "${OCI_REVISION:-}" ] && [ -n "$(git status --porcelain 2>/dev/null | he
 fi
 source_url=$(sed -n 's/^repository *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-set +e
-oci_out=$("$harness" oci-layout --wasm dist/authz_plugin.wasm --out dist/oci --tar dist/authz-plugin-oci.tar \
-  --source "${source_url:-unknown}" --revision "$revision" --created "$created" 2>&1)
-oci_rc=$?
-set -e
-if [ $oci_rc -ne 0 ] && grep -q 'unknown command "oci-layout"' <<<"$oci_out"; then
-  # TODO(lead): wire `oci-layout` and `render` into host-harness/src/main.rs
-  # (authz_harness::oci::cli, see the oci helper's report); then this branch goes.
-  echo "build.sh: TODO(lead): authz-harness has no oci-layout command yet: no OCI image written" >&2
-  (cd dist && sha256sum authz_plugin.wasm > SHA256SUMS)
-elif [ $oci_rc -ne 0 ]; then
+if ! oci_out=$("$harness" oci-layout --wasm dist/authz_plugin.wasm --out dist/oci --tar dist/authz-plugin-oci.tar \
+       --source "${source_url:-unknown}" --revision "$revision" --created "$created" 2>&1); then
   printf '%s\n' "$oci_out" >&2
   exit 1
 else

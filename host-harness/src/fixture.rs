@@ -178,6 +178,19 @@ impl Fixture {
         let map = value
             .as_object()
             .ok_or_else(|| anyhow!("{}: a fixture must be a mapping", path.display()))?;
+        only_keys(
+            map,
+            &[
+                "name",
+                "config",
+                "configFile",
+                "policyFiles",
+                "cases",
+                "expectError",
+            ],
+            "",
+        )
+        .with_context(|| format!("{}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let name = map
             .get("name")
@@ -230,6 +243,23 @@ impl Fixture {
     }
 }
 
+fn only_keys(map: &Map<String, Value>, allowed: &[&str], within: &str) -> Result<()> {
+    for k in map.keys() {
+        if !allowed.contains(&k.as_str()) {
+            let at = if within.is_empty() {
+                String::new()
+            } else {
+                format!(" in {within}")
+            };
+            bail!(
+                "unknown key {k:?}{at} (expected one of: {})",
+                allowed.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 fn verdict(v: &Value, field: &str) -> Result<Verdict> {
     match v.as_str() {
         Some("allow") | Some("ALLOW") => Ok(Verdict::Allow),
@@ -275,6 +305,35 @@ impl Case {
         let map: &Map<String, Value> = value
             .as_object()
             .ok_or_else(|| anyhow!("a case must be a mapping"))?;
+        // An unknown key is a typo whose expectation would silently go unchecked.
+        only_keys(
+            map,
+            &[
+                "name",
+                "source",
+                "destination",
+                "sni",
+                "http",
+                "expect",
+                "policy",
+                "audit",
+                "dryRun",
+            ],
+            "",
+        )?;
+        for (key, allowed) in [
+            (
+                "source",
+                &["principal", "address", "port", "remoteAddress"][..],
+            ),
+            ("destination", &["address", "port"][..]),
+            ("http", &["method", "path", "host", "headers", "jwt"][..]),
+            ("dryRun", &["expect", "policy"][..]),
+        ] {
+            if let Some(Value::Object(m)) = map.get(key) {
+                only_keys(m, allowed, key)?;
+            }
+        }
         let name = map
             .get("name")
             .and_then(Value::as_str)

@@ -15,12 +15,19 @@ USAGE:
   authz-harness replay [--wasm FILE | --native-only] [--format json] FIXTURE...
   authz-harness replay --envoy [--envoy-bin FILE] [--wasm FILE] [--format json] FIXTURE...
   authz-harness check --config FILE [--policy-file FILE]... --case CASE.yaml [--wasm FILE] [--format json]
+  authz-harness render --kind WasmPlugin|EnvoyExtensionPolicy|envoy-filter --mode ztunnel|waypoint ... --policy-file FILE...
+  authz-harness oci-layout --wasm FILE --out DIR [--tar FILE] [--source URL] [--revision REV] [--version V] [--created RFC3339]
+  authz-harness bench-gen --n N --seed S --out DIR
 
 replay   runs every case of every fixture (a directory stands for every fixture file under
          it) through each implementation, prints one line per failing case and a last line
          `N passed, M failed`; exits 0 only when every case passed.
 check    explains one connection or request: the decision, the policy and rule that
          decided, and for a deny the ALLOW rule that came closest and what failed.
+
+render       turns AuthorizationPolicy files into a ready WasmPlugin, EnvoyExtensionPolicy or
+             Envoy filter (`render --help`).
+oci-layout   packs the module as the OCI image Istio and Envoy Gateway pull.
 
 --wasm FILE     the module (default: the one build.sh produces, dist/authz_plugin.wasm)
 --native-only   replay through the native engine only
@@ -96,6 +103,13 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<ExitCode> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    match argv.first().map(String::as_str) {
+        // Packaging and manifests have their own options (host-harness/src/oci).
+        Some("oci-layout" | "render") => return authz_harness::oci::cli(&argv),
+        Some("bench-gen") => return authz_harness::benchgen::cli(&argv),
+        _ => {}
+    }
     let args = parse_args()?;
     match args.command.as_str() {
         "replay" => replay(&args),
@@ -235,10 +249,13 @@ fn check(args: &Args) -> Result<ExitCode> {
         m.entry("expect").or_insert_with(|| "allow".into());
     }
     let case = Case::parse(&case_value).with_context(|| format!("{}", case_path.display()))?;
-    let parsed =
-        PluginConfig::from_value(&config).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
-    let engine = Engine::from_config_all_points(parsed)
+    // The engine as the filter this traffic reaches compiles it, so that the load notes
+    // printed are the ones that filter reports.
+    let filtered = authz_harness::replay::config_for_traffic(&config, &case);
+    let parsed = PluginConfig::from_value(&filtered)
         .map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
+    let engine =
+        Engine::from_config(parsed).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
     let explanation = engine.explain(case.traffic_for(engine.mode()), &case.attributes);
 
     let wasm = match (&args.wasm, args.native_only) {
@@ -284,7 +301,23 @@ fn check(args: &Args) -> Result<ExitCode> {
     } else {
         print!("{explanation}");
         if let Some(m) = &module_view {
-            println!("module (Wasmtime): {}", m);
+            let what = match (m["status"].as_u64(), m["closed"].as_bool()) {
+                (Some(status), _) => {
+                    format!(
+                        "local reply {status} {:?}",
+                        m["body"].as_str().unwrap_or("")
+                    )
+                }
+                (None, Some(true)) => "closed the connection before any byte passed".to_string(),
+                _ => "let it through".to_string(),
+            };
+            println!(
+                "module (in Wasmtime, driven as Envoy drives it): {} - {what}",
+                m["verdict"].as_str().unwrap_or("?").to_uppercase()
+            );
+            for line in m["log"].as_array().into_iter().flatten() {
+                println!("  {}", line.as_str().unwrap_or(""));
+            }
         }
         for n in engine.notes() {
             println!("note: {n}");

@@ -55,6 +55,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// A stable token for logs and tools (`deny-matched`, `no-allow-matched`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::Custom(_) => "custom-matched",
+            Reason::Denied(_) => "deny-matched",
+            Reason::NoAllowPolicies => "no-allow-policies",
+            Reason::Allowed(_) => "allow-matched",
+            Reason::NoAllowMatched => "no-allow-matched",
+            Reason::UntrustedPeer => "untrusted-peer",
+            Reason::UnknownDestination => "unknown-destination",
+        }
+    }
+
     /// The policy that decided, if one did.
     pub fn rule(&self) -> Option<RuleRef> {
         match *self {

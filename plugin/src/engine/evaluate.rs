@@ -207,10 +207,19 @@ impl Engine {
                 .destination_ip()
                 .and_then(|ip| targets.by_address.get(&ip))
             {
-                let port = attrs.destination_port();
-                let chosen = candidates.iter().find(|(_, ports)| {
-                    ports.is_empty() || port.is_some_and(|p| ports.contains(&p))
-                });
+                // The address alone chooses the service: passing over a service's own
+                // policies because the port is not one it lists would let that traffic
+                // past them. Ports only break a tie between services sharing an address.
+                let chosen = match candidates.as_slice() {
+                    [only] => Some(only),
+                    several => {
+                        let port = attrs.destination_port();
+                        several
+                            .iter()
+                            .find(|(_, ports)| port.is_some_and(|p| ports.contains(&p)))
+                            .or(several.first())
+                    }
+                };
                 if let Some((t, _)) = chosen {
                     return Some(*t);
                 }

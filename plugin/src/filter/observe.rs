@@ -106,15 +106,7 @@ impl Metrics {
 
 /// A stable token for each step of the decision procedure.
 pub(crate) fn reason_token(reason: &Reason) -> &'static str {
-    match reason {
-        Reason::Custom(_) => "custom-matched",
-        Reason::Denied(_) => "deny-matched",
-        Reason::NoAllowPolicies => "no-allow-policies",
-        Reason::Allowed(_) => "allow-matched",
-        Reason::NoAllowMatched => "no-allow-matched",
-        Reason::UntrustedPeer => "untrusted-peer",
-        Reason::UnknownDestination => "unknown-destination",
-    }
+    reason.as_str()
 }
 
 /// `policy=… rule=… reason=…` for one reason, written without allocating.

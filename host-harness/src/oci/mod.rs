@@ -1,0 +1,268 @@
+//! Shipping the module as an OCI artifact that Istio's `WasmPlugin` and Envoy Gateway's
+//! `EnvoyExtensionPolicy` pull (research: /work/shared/reference/oci.md).
+//!
+//! - [`layout`]: a byte-reproducible OCI image layout (`oci-layout`, `index.json`,
+//!   `blobs/sha256/…`) holding one image manifest whose single `tar+gzip` layer contains
+//!   `plugin.wasm` — the "compat" format both consumers accept — and a tarball of it.
+//! - [`check`]: the pull rules of Istio's (and Envoy Gateway's copied) image fetcher, applied to
+//!   a layout or a registry: which images they accept, which module they extract, and which
+//!   checksum `sha256:` is compared with.
+//! - [`registry`]: a loopback-only registry client (plain HTTP, Distribution API v2), a
+//!   throwaway Debian `docker-registry`, and `skopeo` pushes.
+//! - [`variants`]: deliberately wrong images (uncompressed layer, CNCF artifact, wrong file
+//!   name, …) for the checker's negative tests.
+//! - [`module`]: compiles the module in Wasmtime and checks its proxy-wasm ABI surface.
+//! - [`render`]: turns AuthorizationPolicy files into ready `WasmPlugin`,
+//!   `EnvoyExtensionPolicy` or Envoy filter manifests.
+//!
+//! The command line ([`cli`]): `authz-harness oci-layout …` and `authz-harness render …`.
+
+pub mod check;
+pub mod layout;
+pub mod module;
+pub mod registry;
+pub mod render;
+pub mod time;
+pub mod variants;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// OCI image configuration (the config blob of the compat image; never read by Istio/EG).
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// The only layer type the compat path of Istio's and Envoy Gateway's fetcher accepts.
+pub const OCI_LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// An uncompressed OCI layer (what `buildah commit` writes by default): rejected by both.
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Docker image manifest (schema 2).
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker image configuration.
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// The layer of the Docker path of the fetcher.
+pub const DOCKER_LAYER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// solo.io "oci" variant: the raw module as a layer (the fetcher's third path).
+pub const SOLO_WASM_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
+/// solo.io "oci" variant: the runtime configuration layer.
+pub const SOLO_CONFIG_LAYER: &str = "application/vnd.module.wasm.config.v1+json";
+/// CNCF TAG-Runtime Wasm OCI artifact: config media type (not accepted by Istio/EG).
+pub const CNCF_WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+/// CNCF TAG-Runtime Wasm OCI artifact: layer media type (not accepted by Istio/EG).
+pub const CNCF_WASM_LAYER: &str = "application/wasm";
+
+/// The file name the compat path looks for (by basename) inside the layer.
+pub const PLUGIN_FILE: &str = "plugin.wasm";
+/// Annotation naming the tag of a manifest in `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Our annotation recording the inner module's digest (the value `sha256:` wants for an
+/// `http(s)://` URL, and what Envoy Gateway hands to Envoy after extracting it).
+pub const MODULE_DIGEST_ANNOTATION: &str = "io.github.istio-authz-wasm.module.digest";
+
+/// Lower-case hex sha256 of `bytes` (64 characters, no prefix).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in d.iter() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// `sha256:<hex>` of `bytes`, the OCI digest form.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(bytes))
+}
+
+/// The hex part of a `sha256:<hex>` digest, checked (64 lower-case hex characters).
+pub fn digest_hex(digest: &str) -> Result<&str> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| anyhow!("{digest:?} is not a sha256 digest (sha256:<64 hex>)"))?;
+    if !is_sha256_hex(hex) {
+        bail!("{digest:?} is not a sha256 digest (sha256:<64 hex>)");
+    }
+    Ok(hex)
+}
+
+/// Whether `s` is 64 lower-case hex characters (the CRDs' `^[a-f0-9]{64}$`).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// JSON with object keys sorted, no whitespace, no trailing newline: the exact bytes whose
+/// sha256 is a manifest's digest. Independent of serde_json's `preserve_order` feature.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*k).clone()).to_string());
+                out.push(':');
+                if let Some(v) = map.get(*k) {
+                    write_canonical(v, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+const USAGE: &str = "\
+authz-harness oci-layout --wasm FILE --out DIR [--tar FILE] [--tag TAG] [--source URL]
+                         [--revision REV] [--version V] [--created RFC3339] [--no-load-check]
+    Writes a byte-reproducible OCI image layout of the module in the format Istio's WasmPlugin
+    and Envoy Gateway pull (one image manifest, one tar+gzip layer holding plugin.wasm), and
+    optionally a tarball of the layout (an oci-archive). Prints the manifest digest (sha256 for
+    oci:// URLs) and the module digest (sha256 for http(s):// URLs).
+    --created   the image's creation time (default: $SOURCE_DATE_EPOCH, else 1970-01-01T00:00:00Z);
+                also the tar entries' mtime. Use the commit time for reproducible releases.
+    --version   org.opencontainers.image.version (default: the crate version); --tag defaults to it.
+
+authz-harness render --kind WasmPlugin|EnvoyExtensionPolicy|envoy-filter --mode ztunnel|waypoint
+                     [--service NS/NAME[:HOST,...]]... [--workload NS/NAME[:label=value,...]]...
+                     [--waypoint NS/NAME] [--gateway-class NAME] --policy-file FILE...
+                     [--image oci://REF | https://URL] [--sha256 DIGEST] [--name NAME]
+                     [--namespace NS] [--target-kind Gateway|Service|...] [--target NAME]...
+                     [--wasm-path FILE] [--trust-domain TD] [--root-namespace NS]
+    Turns AuthorizationPolicy files into a ready manifest (YAML on stdout) whose plugin
+    configuration the module accepts. See host-harness/src/oci/render.rs for the defaults.
+";
+
+/// The `oci-layout` and `render` commands. `args` are the arguments after the program name,
+/// starting with the command (`["oci-layout", "--wasm", …]`).
+pub fn cli(args: &[String]) -> Result<ExitCode> {
+    let Some((command, rest)) = args.split_first() else {
+        bail!("{USAGE}");
+    };
+    if rest.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match command.as_str() {
+        "oci-layout" => oci_layout_cli(rest),
+        "render" => {
+            let opts = render::Options::parse(rest)?;
+            let base = std::env::current_dir().context("the working directory")?;
+            let text = render::render(&opts, &base)?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unknown command {other:?} (oci-layout or render)\n\n{USAGE}"),
+    }
+}
+
+/// Parsed `oci-layout` arguments.
+#[derive(Debug, Clone, Default)]
+pub struct LayoutArgs {
+    pub wasm: PathBuf,
+    pub out: PathBuf,
+    pub tar: Option<PathBuf>,
+    pub options: layout::ReleaseOptions,
+    pub load_check: bool,
+}
+
+impl LayoutArgs {
+    pub fn parse(args: &[String]) -> Result<LayoutArgs> {
+        let mut wasm = None;
+        let mut out = None;
+        let mut tar = None;
+        let mut tag = None;
+        let mut load_check = true;
+        let mut o = layout::ReleaseOptions::default();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |flag: &str| -> Result<String> {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| anyhow!("{flag} needs a value"))
+            };
+            match arg.as_str() {
+                "--wasm" => wasm = Some(PathBuf::from(value("--wasm")?)),
+                "--out" => out = Some(PathBuf::from(value("--out")?)),
+                "--tar" => tar = Some(PathBuf::from(value("--tar")?)),
+                "--tag" => tag = Some(value("--tag")?),
+                "--source" => o.source = value("--source")?,
+                "--revision" => o.revision = value("--revision")?,
+                "--version" => o.version = value("--version")?,
+                "--created" => o.created = time::Timestamp::parse(&value("--created")?)?,
+                "--no-load-check" => load_check = false,
+                other => bail!("oci-layout: unknown argument {other:?}\n\n{USAGE}"),
+            }
+        }
+        o.tag = tag.unwrap_or_else(|| o.version.clone());
+        Ok(LayoutArgs {
+            wasm: wasm.ok_or_else(|| anyhow!("oci-layout needs --wasm FILE"))?,
+            out: out.ok_or_else(|| anyhow!("oci-layout needs --out DIR"))?,
+            tar,
+            options: o,
+            load_check,
+        })
+    }
+}
+
+fn oci_layout_cli(args: &[String]) -> Result<ExitCode> {
+    let a = LayoutArgs::parse(args)?;
+    let wasm = std::fs::read(&a.wasm).with_context(|| format!("reading {}", a.wasm.display()))?;
+    if a.load_check {
+        let info = module::inspect(&wasm).with_context(|| format!("{}", a.wasm.display()))?;
+        println!("module loads in Wasmtime: {info}");
+    }
+    let release = layout::write_release(&wasm, &a.out, &a.options)?;
+    println!("layout:   {} (tag {})", a.out.display(), release.tag);
+    if let Some(tar) = &a.tar {
+        layout::write_layout_tar(&a.out, tar, a.options.created.epoch())?;
+        println!(
+            "tarball:  {} (oci-archive:{}:{})",
+            tar.display(),
+            tar.display(),
+            release.tag
+        );
+    }
+    println!("created:  {}", a.options.created);
+    println!(
+        "manifest: {}  <- WasmPlugin.spec.sha256 / EnvoyExtensionPolicy image.sha256 for oci:// URLs",
+        release.manifest_digest
+    );
+    println!(
+        "module:   {}  <- sha256 for http(s):// URLs ({} bytes)",
+        release.module_digest,
+        wasm.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,745 @@
+//! `authz-harness render`: AuthorizationPolicy files → a ready `WasmPlugin`,
+//! `EnvoyExtensionPolicy` or Envoy filter, whose plugin configuration (contract.md §1) the
+//! module's own parser has accepted. Users should not write `pluginConfig` by hand.
+//!
+//! Defaults:
+//! - `--kind WasmPlugin --mode waypoint`: `type: HTTP`, `phase: AUTHZ` (after Istio authn,
+//!   before Istio RBAC), `targetRefs: [Gateway <waypoint>]` (or `--target-kind`/`--target`),
+//!   in the waypoint's namespace. `--filter network` makes it `type: NETWORK` (the waypoint's
+//!   TCP chains).
+//! - `--kind WasmPlugin --mode ztunnel`: `type: NETWORK`, `phase: AUTHZ`, `selector` = the
+//!   workload's labels, `match: [{mode: SERVER}]`: the Layer 4 (ztunnel) policies enforced by
+//!   the Envoy in front of the workload (ztunnel itself runs no Wasm).
+//! - `--kind EnvoyExtensionPolicy` (waypoint mode only: Envoy Gateway builds HTTP Wasm filters
+//!   only): `targetRefs: [Gateway <waypoint>]`, `code.type: Image`, `failOpen: false`.
+//! - `--service NS/NAME[:HOST,...]`: a service the waypoint fronts, matched by
+//!   `NAME.NS.svc.cluster.local`, its short forms and the extra HOSTs (`:authority`).
+//! - `--kind envoy-filter`: the `envoy.filters.{http,network}.wasm` entry for a static Envoy
+//!   configuration (`code.local.filename` = `--wasm-path`), `failure_policy: FAIL_CLOSED`.
+//! - Every kind fails closed: `failStrategy: FAIL_CLOSE` / `failOpen: false` /
+//!   `failure_policy: FAIL_CLOSED`. A fetch failure then installs Istio's deny-all RBAC filter.
+//! - `--image` defaults to `oci://ghcr.io/istio-authz-wasm/authz-plugin:<version>`; `--sha256`
+//!   is the **image manifest** digest for `oci://` and the module's for `http(s)://`.
+//!
+//! The output starts with a comment holding the exact command; [`recorded_args`] reads it
+//! back, so a generated file can be checked and regenerated.
+
+use super::is_sha256_hex;
+use anyhow::{anyhow, bail, Context, Result};
+use serde_norway::{Mapping, Value};
+use std::path::{Path, PathBuf};
+
+/// The default image repository (the project's GitHub organisation on ghcr.io).
+pub const DEFAULT_REPOSITORY: &str = "ghcr.io/istio-authz-wasm/authz-plugin";
+/// Envoy `root_id` / `PluginConfig.name` / `WasmPlugin.pluginName` / EG `rootID`.
+pub const PLUGIN_NAME: &str = "istio-authz";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    WasmPlugin,
+    EnvoyExtensionPolicy,
+    EnvoyFilter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Ztunnel,
+    Waypoint,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    /// Extra `:authority` names (besides NAME.NS.svc.cluster.local and the short forms).
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+}
+
+/// Parsed `render` arguments.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The arguments as given (recorded in the output's header).
+    pub args: Vec<String>,
+    pub kind: Kind,
+    pub mode: Mode,
+    pub services: Vec<Service>,
+    pub workloads: Vec<Workload>,
+    pub waypoint: Option<(String, String)>,
+    pub gateway_class: Option<String>,
+    pub policy_files: Vec<PathBuf>,
+    pub image: Option<String>,
+    pub sha256: Option<String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub target_kind: Option<String>,
+    pub targets: Vec<String>,
+    pub filter: Option<String>,
+    pub wasm_path: String,
+    pub trust_domain: Option<String>,
+    pub root_namespace: Option<String>,
+}
+
+fn ns_name(s: &str, flag: &str) -> Result<(String, String)> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => bail!("{flag} takes NAMESPACE/NAME, not {s:?}"),
+    }
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Options> {
+        let mut kind = None;
+        let mut mode = None;
+        let mut o = Options {
+            args: args.to_vec(),
+            kind: Kind::WasmPlugin,
+            mode: Mode::Waypoint,
+            services: Vec::new(),
+            workloads: Vec::new(),
+            waypoint: None,
+            gateway_class: None,
+            policy_files: Vec::new(),
+            image: None,
+            sha256: None,
+            name: None,
+            namespace: None,
+            target_kind: None,
+            targets: Vec::new(),
+            filter: None,
+            wasm_path: "/etc/envoy/authz_plugin.wasm".into(),
+            trust_domain: None,
+            root_namespace: None,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |flag: &str| -> Result<String> {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| anyhow!("{flag} needs a value"))
+            };
+            match arg.as_str() {
+                "--kind" => {
+                    kind = Some(match value("--kind")?.as_str() {
+                        "WasmPlugin" => Kind::WasmPlugin,
+                        "EnvoyExtensionPolicy" => Kind::EnvoyExtensionPolicy,
+                        "envoy-filter" => Kind::EnvoyFilter,
+                        other => bail!("--kind takes WasmPlugin, EnvoyExtensionPolicy or envoy-filter, not {other:?}"),
+                    })
+                }
+                "--mode" => {
+                    mode = Some(match value("--mode")?.as_str() {
+                        "ztunnel" => Mode::Ztunnel,
+                        "waypoint" => Mode::Waypoint,
+                        other => bail!("--mode takes ztunnel or waypoint, not {other:?}"),
+                    })
+                }
+                "--service" => {
+                    let v = value("--service")?;
+                    let (id, hosts) = match v.split_once(':') {
+                        Some((id, h)) => (id, h.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect()),
+                        None => (v.as_str(), Vec::new()),
+                    };
+                    let (namespace, name) = ns_name(id, "--service")?;
+                    o.services.push(Service { namespace, name, hosts });
+                }
+                "--workload" => {
+                    let v = value("--workload")?;
+                    let (id, labels) = match v.split_once(':') {
+                        Some((id, l)) => (id, Some(l)),
+                        None => (v.as_str(), None),
+                    };
+                    let (namespace, name) = ns_name(id, "--workload")?;
+                    let mut w = Workload { namespace, name, labels: Vec::new() };
+                    for pair in labels.unwrap_or("").split(',').filter(|p| !p.is_empty()) {
+                        let (k, v) = pair.split_once('=').ok_or_else(|| anyhow!("--workload labels are label=value, not {pair:?}"))?;
+                        w.labels.push((k.to_string(), v.to_string()));
+                    }
+                    o.workloads.push(w);
+                }
+                "--waypoint" => o.waypoint = Some(ns_name(&value("--waypoint")?, "--waypoint")?),
+                "--gateway-class" => o.gateway_class = Some(value("--gateway-class")?),
+                "--policy-file" => o.policy_files.push(PathBuf::from(value("--policy-file")?)),
+                "--image" => o.image = Some(value("--image")?),
+                "--sha256" => {
+                    let v = value("--sha256")?;
+                    let hex = v.strip_prefix("sha256:").unwrap_or(&v).to_string();
+                    if !is_sha256_hex(&hex) {
+                        bail!("--sha256 takes 64 lower-case hex digits (optionally sha256:-prefixed), not {v:?}");
+                    }
+                    o.sha256 = Some(hex);
+                }
+                "--name" => o.name = Some(value("--name")?),
+                "--namespace" => o.namespace = Some(value("--namespace")?),
+                "--target-kind" => o.target_kind = Some(value("--target-kind")?),
+                "--target" => o.targets.push(value("--target")?),
+                "--filter" => {
+                    let f = value("--filter")?;
+                    if f != "http" && f != "network" {
+                        bail!("--filter takes http or network, not {f:?}");
+                    }
+                    o.filter = Some(f);
+                }
+                "--wasm-path" => o.wasm_path = value("--wasm-path")?,
+                "--trust-domain" => o.trust_domain = Some(value("--trust-domain")?),
+                "--root-namespace" => o.root_namespace = Some(value("--root-namespace")?),
+                other => bail!("render: unknown argument {other:?} (see authz-harness help)"),
+            }
+        }
+        o.kind = kind.ok_or_else(|| {
+            anyhow!("render needs --kind WasmPlugin|EnvoyExtensionPolicy|envoy-filter")
+        })?;
+        o.mode = mode.ok_or_else(|| anyhow!("render needs --mode ztunnel|waypoint"))?;
+        if o.policy_files.is_empty() {
+            bail!("render needs at least one --policy-file");
+        }
+        match o.mode {
+            Mode::Ztunnel => {
+                if o.workloads.is_empty() {
+                    bail!("--mode ztunnel needs --workload NS/NAME[:label=value,...] (the destination it enforces for)");
+                }
+                if !o.services.is_empty() || o.waypoint.is_some() || o.gateway_class.is_some() {
+                    bail!("--service, --waypoint and --gateway-class are for --mode waypoint");
+                }
+                if o.filter.as_deref() == Some("http") {
+                    bail!("--mode ztunnel enforces Layer 4 only: it is a network filter");
+                }
+            }
+            Mode::Waypoint => {
+                if !o.workloads.is_empty() {
+                    bail!("--workload is for --mode ztunnel");
+                }
+            }
+        }
+        if o.kind == Kind::EnvoyExtensionPolicy
+            && (o.mode == Mode::Ztunnel || o.filter.as_deref() == Some("network"))
+        {
+            bail!("Envoy Gateway builds HTTP Wasm filters only: EnvoyExtensionPolicy needs --mode waypoint (HTTP filter)");
+        }
+        if o.kind == Kind::EnvoyFilter && (o.image.is_some() || o.sha256.is_some()) {
+            bail!("--kind envoy-filter loads the module from a file (--wasm-path); --image/--sha256 are for WasmPlugin and EnvoyExtensionPolicy");
+        }
+        if o.kind == Kind::WasmPlugin && o.mode == Mode::Ztunnel && o.workloads.len() != 1 {
+            bail!("a ztunnel-mode WasmPlugin selects one workload's pods: give exactly one --workload");
+        }
+        Ok(o)
+    }
+
+    fn network_filter(&self) -> bool {
+        match self.mode {
+            Mode::Ztunnel => true,
+            Mode::Waypoint => self.filter.as_deref() == Some("network"),
+        }
+    }
+
+    /// The waypoint (`namespace`, `name`): `--waypoint`, else `<namespace>/waypoint`.
+    fn waypoint(&self) -> (String, String) {
+        self.waypoint.clone().unwrap_or_else(|| {
+            (
+                self.namespace.clone().unwrap_or_else(|| "default".into()),
+                "waypoint".into(),
+            )
+        })
+    }
+
+    fn metadata_namespace(&self) -> String {
+        if let Some(ns) = &self.namespace {
+            return ns.clone();
+        }
+        match self.mode {
+            Mode::Waypoint => self.waypoint().0,
+            Mode::Ztunnel => self
+                .workloads
+                .first()
+                .map(|w| w.namespace.clone())
+                .unwrap_or_else(|| "default".into()),
+        }
+    }
+
+    fn metadata_name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match (self.kind, self.mode, self.network_filter()) {
+            (_, Mode::Ztunnel, _) => "authz-ztunnel".into(),
+            (Kind::EnvoyExtensionPolicy, _, _) => "authz".into(),
+            (_, Mode::Waypoint, false) => "authz-waypoint".into(),
+            (_, Mode::Waypoint, true) => "authz-waypoint-tcp".into(),
+        }
+    }
+
+    /// `(url, sha256)` of the module source.
+    fn image(&self) -> Result<(String, Option<String>)> {
+        let url = self
+            .image
+            .clone()
+            .unwrap_or_else(|| format!("oci://{DEFAULT_REPOSITORY}:{}", env!("CARGO_PKG_VERSION")));
+        if !["oci://", "https://", "http://", "file://"]
+            .iter()
+            .any(|s| url.starts_with(s))
+        {
+            bail!("--image takes oci://REGISTRY/REPO[:TAG|@sha256:DIGEST] or an http(s):// URL, not {url:?}");
+        }
+        if let Some((_, d)) = url.split_once("@sha256:") {
+            if let Some(s) = &self.sha256 {
+                if s != d {
+                    bail!("--sha256 {s} contradicts the digest in --image ({d})");
+                }
+            }
+        }
+        Ok((url, self.sha256.clone()))
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+fn map(pairs: Vec<(&str, Value)>) -> Value {
+    let mut m = Mapping::new();
+    for (k, v) in pairs {
+        m.insert(s(k), v);
+    }
+    Value::Mapping(m)
+}
+
+/// The AuthorizationPolicy documents of a YAML/JSON file, as written (key order kept).
+pub fn read_policies(path: &Path) -> Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
+        let v = <Value as serde::Deserialize>::deserialize(doc)
+            .with_context(|| format!("{}: document {}", path.display(), i + 1))?;
+        let items = match v.get("kind").and_then(Value::as_str) {
+            Some("List") => v
+                .get("items")
+                .and_then(Value::as_sequence)
+                .cloned()
+                .unwrap_or_default(),
+            _ => vec![v],
+        };
+        out.extend(
+            items
+                .into_iter()
+                .filter(|d| d.get("kind").and_then(Value::as_str) == Some("AuthorizationPolicy")),
+        );
+    }
+    if out.is_empty() {
+        bail!("{}: no AuthorizationPolicy in it", path.display());
+    }
+    Ok(out)
+}
+
+/// The plugin configuration (contract.md §1) for `opts`, with the policies of its files
+/// (relative paths are taken from `base`).
+pub fn plugin_config(opts: &Options, base: &Path) -> Result<Value> {
+    let mut pairs: Vec<(&str, Value)> = vec![(
+        "mode",
+        s(match opts.mode {
+            Mode::Ztunnel => "ztunnel",
+            Mode::Waypoint => "waypoint",
+        }),
+    )];
+    if let Some(f) = &opts.filter {
+        pairs.push(("filter", s(f)));
+    }
+    if let Some(ns) = &opts.root_namespace {
+        pairs.push(("rootNamespace", s(ns)));
+    }
+    if let Some(td) = &opts.trust_domain {
+        pairs.push(("trustDomain", s(td)));
+    }
+    if opts.mode == Mode::Waypoint {
+        let (ns, name) = opts.waypoint();
+        let mut w = vec![("name", s(&name)), ("namespace", s(&ns))];
+        if let Some(gc) = &opts.gateway_class {
+            w.push(("gatewayClass", s(gc)));
+        }
+        pairs.push(("waypoint", map(w)));
+        if !opts.services.is_empty() {
+            let services = opts
+                .services
+                .iter()
+                .map(|svc| {
+                    let mut hosts = vec![s(&format!(
+                        "{}.{}.svc.cluster.local",
+                        svc.name, svc.namespace
+                    ))];
+                    hosts.extend(svc.hosts.iter().map(|h| s(h)));
+                    map(vec![
+                        ("name", s(&svc.name)),
+                        ("namespace", s(&svc.namespace)),
+                        ("hosts", Value::Sequence(hosts)),
+                    ])
+                })
+                .collect();
+            pairs.push(("services", Value::Sequence(services)));
+        }
+    }
+    if !opts.workloads.is_empty() {
+        let workloads = opts
+            .workloads
+            .iter()
+            .map(|w| {
+                let mut p = vec![("name", s(&w.name)), ("namespace", s(&w.namespace))];
+                if !w.labels.is_empty() {
+                    p.push((
+                        "labels",
+                        map(w.labels.iter().map(|(k, v)| (k.as_str(), s(v))).collect()),
+                    ));
+                }
+                map(p)
+            })
+            .collect();
+        pairs.push(("workloads", Value::Sequence(workloads)));
+    }
+    let mut policies = Vec::new();
+    for f in &opts.policy_files {
+        policies.extend(read_policies(&base.join(f))?);
+    }
+    pairs.push(("policies", Value::Sequence(policies)));
+    Ok(map(pairs))
+}
+
+/// The configuration as the module receives it: compact JSON.
+pub fn config_json(config: &Value) -> Result<String> {
+    serde_json::to_string(config).context("the plugin configuration cannot be written as JSON")
+}
+
+/// Runs the module's own configuration parser (`Engine::from_json`) and returns its load notes.
+pub fn validate(config: &Value) -> Result<Vec<String>> {
+    let json = config_json(config)?;
+    let engine = authz_plugin::engine::Engine::from_json(json.as_bytes())
+        .map_err(|e| anyhow!("the module would reject this configuration: {e}"))?;
+    Ok(engine.notes().iter().map(ToString::to_string).collect())
+}
+
+/// Shell-quotes an argument for the header comment.
+fn quote(a: &str) -> String {
+    let safe = !a.is_empty()
+        && a.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./:=@,+%-".contains(&b));
+    if safe {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', r"'\''"))
+    }
+}
+
+fn unquote(a: &str) -> String {
+    let mut out = String::new();
+    let mut in_quote = false;
+    let mut chars = a.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => in_quote = !in_quote,
+            '\\' if !in_quote => {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const COMMAND_LINE: &str = "#   authz-harness render \\";
+
+/// The arguments recorded in a rendered file's header (what produced it), if any.
+pub fn recorded_args(text: &str) -> Option<Vec<String>> {
+    let mut lines = text.lines().skip_while(|l| *l != COMMAND_LINE);
+    lines.next()?;
+    let mut args = Vec::new();
+    for l in lines {
+        let Some(rest) = l.strip_prefix("#     ") else {
+            break;
+        };
+        let (rest, more) = match rest.strip_suffix(" \\") {
+            Some(r) => (r, true),
+            None => (rest, false),
+        };
+        // One flag and its value per line; values never contain an unquoted space.
+        let mut parts = Vec::new();
+        let mut cur = String::new();
+        let mut q = false;
+        for c in rest.chars() {
+            if c == '\'' {
+                q = !q;
+            }
+            if c == ' ' && !q {
+                parts.push(std::mem::take(&mut cur));
+            } else {
+                cur.push(c);
+            }
+        }
+        parts.push(cur);
+        args.extend(parts.iter().filter(|p| !p.is_empty()).map(|p| unquote(p)));
+        if !more {
+            break;
+        }
+    }
+    Some(args)
+}
+
+fn header(opts: &Options, what: &str, notes: &[String]) -> String {
+    let mut h = String::new();
+    h.push_str("# Generated by `authz-harness render` from AuthorizationPolicy files; do not edit by hand.\n");
+    h.push_str("# Regenerate from the repository root with:\n");
+    h.push_str(COMMAND_LINE);
+    h.push('\n');
+    // Flags with their values, one per line.
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    for a in &opts.args {
+        if a.starts_with("--") || groups.is_empty() {
+            groups.push(vec![quote(a)]);
+        } else if let Some(g) = groups.last_mut() {
+            g.push(quote(a));
+        }
+    }
+    let n = groups.len();
+    for (i, g) in groups.iter().enumerate() {
+        h.push_str("#     ");
+        h.push_str(&g.join(" "));
+        h.push_str(if i + 1 < n { " \\\n" } else { "\n" });
+    }
+    h.push_str("#\n");
+    for line in what.lines() {
+        h.push_str("# ");
+        h.push_str(line);
+        h.push('\n');
+    }
+    if !notes.is_empty() {
+        h.push_str("#\n# The module's load notes for this configuration:\n");
+        for n in notes {
+            h.push_str(&format!("#   - {n}\n"));
+        }
+    }
+    h
+}
+
+/// Renders the manifest (header comment + YAML).
+pub fn render(opts: &Options, base: &Path) -> Result<String> {
+    let config = plugin_config(opts, base)?;
+    let notes = validate(&config)?;
+    let network = opts.network_filter();
+    let (doc, what) = match opts.kind {
+        Kind::WasmPlugin => wasm_plugin(opts, config, network)?,
+        Kind::EnvoyExtensionPolicy => envoy_extension_policy(opts, config)?,
+        Kind::EnvoyFilter => envoy_filter(opts, &config, network)?,
+    };
+    let yaml = serde_norway::to_string(&doc).context("writing YAML")?;
+    Ok(format!("{}{yaml}", header(opts, &what, &notes)))
+}
+
+fn wasm_plugin(opts: &Options, config: Value, network: bool) -> Result<(Value, String)> {
+    let (url, sha) = opts.image()?;
+    let mut spec: Vec<(&str, Value)> = Vec::new();
+    let what = match opts.mode {
+        Mode::Waypoint => {
+            let (_, wp) = opts.waypoint();
+            let kind = opts.target_kind.clone().unwrap_or_else(|| "Gateway".into());
+            let names = if opts.targets.is_empty() {
+                vec![wp.clone()]
+            } else {
+                opts.targets.clone()
+            };
+            let group = match kind.as_str() {
+                "Gateway" | "GatewayClass" => "gateway.networking.k8s.io",
+                "ServiceEntry" => "networking.istio.io",
+                _ => "",
+            };
+            let refs = names
+                .iter()
+                .map(|n| {
+                    map(vec![
+                        ("group", s(group)),
+                        ("kind", s(&kind)),
+                        ("name", s(n)),
+                    ])
+                })
+                .collect();
+            spec.push(("targetRefs", Value::Sequence(refs)));
+            format!(
+                "Waypoint mode: the module as an Istio {} filter on the waypoint ({kind} {}),\nin phase AUTHZ (after Istio's authentication filters, before Istio's RBAC filter).\nFails closed.",
+                if network { "NETWORK (TCP chains)" } else { "HTTP" },
+                names.join(", ")
+            )
+        }
+        Mode::Ztunnel => {
+            let w = opts
+                .workloads
+                .first()
+                .ok_or_else(|| anyhow!("no --workload"))?;
+            if w.labels.is_empty() {
+                bail!("--workload {}/{} needs labels (NS/NAME:label=value) for the WasmPlugin selector", w.namespace, w.name);
+            }
+            spec.push((
+                "selector",
+                map(vec![(
+                    "matchLabels",
+                    map(w.labels.iter().map(|(k, v)| (k.as_str(), s(v))).collect()),
+                )]),
+            ));
+            spec.push((
+                "match",
+                Value::Sequence(vec![map(vec![("mode", s("SERVER"))])]),
+            ));
+            format!(
+                "Ztunnel mode: the Layer 4 policies a destination ztunnel enforces for {}/{},\nas a NETWORK filter on the inbound side of the Envoy in front of it (sidecar),\nin phase AUTHZ. ztunnel itself runs no Wasm. Fails closed.",
+                w.namespace, w.name
+            )
+        }
+    };
+    spec.push(("url", s(&url)));
+    if let Some(sha) = sha {
+        spec.push(("sha256", s(&sha)));
+    }
+    spec.push(("imagePullPolicy", s("IfNotPresent")));
+    spec.push(("pluginName", s(PLUGIN_NAME)));
+    spec.push(("type", s(if network { "NETWORK" } else { "HTTP" })));
+    spec.push(("phase", s("AUTHZ")));
+    spec.push(("failStrategy", s("FAIL_CLOSE")));
+    spec.push(("pluginConfig", config));
+    let doc = map(vec![
+        ("apiVersion", s("extensions.istio.io/v1alpha1")),
+        ("kind", s("WasmPlugin")),
+        (
+            "metadata",
+            map(vec![
+                ("name", s(&opts.metadata_name())),
+                ("namespace", s(&opts.metadata_namespace())),
+            ]),
+        ),
+        ("spec", map(spec)),
+    ]);
+    Ok((doc, what))
+}
+
+fn envoy_extension_policy(opts: &Options, config: Value) -> Result<(Value, String)> {
+    let (url, sha) = opts.image()?;
+    let (_, gw) = opts.waypoint();
+    let kind = opts.target_kind.clone().unwrap_or_else(|| "Gateway".into());
+    let names = if opts.targets.is_empty() {
+        vec![gw]
+    } else {
+        opts.targets.clone()
+    };
+    let refs = names
+        .iter()
+        .map(|n| {
+            map(vec![
+                ("group", s("gateway.networking.k8s.io")),
+                ("kind", s(&kind)),
+                ("name", s(n)),
+            ])
+        })
+        .collect();
+    let code = if let Some(image) = url.strip_prefix("oci://") {
+        let mut i = vec![("url", s(image))];
+        if let Some(sha) = sha {
+            i.push(("sha256", s(&sha)));
+        }
+        map(vec![("type", s("Image")), ("image", map(i))])
+    } else if url.starts_with("http://") || url.starts_with("https://") {
+        let mut h = vec![("url", s(&url))];
+        if let Some(sha) = sha {
+            h.push(("sha256", s(&sha)));
+        }
+        map(vec![("type", s("HTTP")), ("http", map(h))])
+    } else {
+        bail!("Envoy Gateway fetches oci:// images or http(s):// URLs, not {url:?}");
+    };
+    let wasm = map(vec![
+        ("name", s(PLUGIN_NAME)),
+        ("rootID", s(PLUGIN_NAME)),
+        ("code", code),
+        ("failOpen", Value::Bool(false)),
+        ("config", config),
+    ]);
+    let doc = map(vec![
+        ("apiVersion", s("gateway.envoyproxy.io/v1alpha1")),
+        ("kind", s("EnvoyExtensionPolicy")),
+        (
+            "metadata",
+            map(vec![
+                ("name", s(&opts.metadata_name())),
+                ("namespace", s(&opts.metadata_namespace())),
+            ]),
+        ),
+        (
+            "spec",
+            map(vec![
+                ("targetRefs", Value::Sequence(refs)),
+                ("wasm", Value::Sequence(vec![wasm])),
+            ]),
+        ),
+    ]);
+    let what = format!(
+        "Waypoint mode on Envoy Gateway: the module as an HTTP Wasm filter on {kind} {};\nthe Envoy Gateway controller pulls the image and serves the module to Envoy.\nfailOpen: false = fail closed. Principals in the policies are the client certificates'\nSPIFFE IDs: the Gateway must verify client certificates (ClientTrafficPolicy\nclientValidation) for them to match.",
+        names.join(", ")
+    );
+    Ok((doc, what))
+}
+
+fn envoy_filter(opts: &Options, config: &Value, network: bool) -> Result<(Value, String)> {
+    let (name, ty) = if network {
+        (
+            "envoy.filters.network.wasm",
+            "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+        )
+    } else {
+        (
+            "envoy.filters.http.wasm",
+            "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        )
+    };
+    let plugin = map(vec![
+        ("name", s(PLUGIN_NAME)),
+        ("root_id", s(PLUGIN_NAME)),
+        ("failure_policy", s("FAIL_CLOSED")),
+        (
+            "vm_config",
+            map(vec![
+                ("vm_id", s(PLUGIN_NAME)),
+                ("runtime", s("envoy.wasm.runtime.v8")),
+                (
+                    "code",
+                    map(vec![("local", map(vec![("filename", s(&opts.wasm_path))]))]),
+                ),
+            ]),
+        ),
+        (
+            "configuration",
+            map(vec![
+                (
+                    "@type",
+                    s("type.googleapis.com/google.protobuf.StringValue"),
+                ),
+                ("value", s(&config_json(config)?)),
+            ]),
+        ),
+    ]);
+    let doc = map(vec![
+        ("name", s(name)),
+        (
+            "typed_config",
+            map(vec![("@type", s(ty)), ("config", plugin)]),
+        ),
+    ]);
+    let what = format!(
+        "An entry for the {} list of a static Envoy\nconfiguration: the module from {} with its configuration as a JSON\nStringValue. failure_policy FAIL_CLOSED: a VM failure denies.",
+        if network { "filter_chains[].filters (before the tcp_proxy)" } else { "http_filters (before the router)" },
+        opts.wasm_path
+    );
+    Ok((doc, what))
+}
