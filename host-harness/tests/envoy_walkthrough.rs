@@ -193,6 +193,72 @@ fn envoy_walkthrough_seed_000_and_002() {
     let Some(wasm) = wasm_or_skip("envoy_walkthrough_seed_000_and_002") else {
         return;
     };
+    walkthrough(env, wasm);
+}
+
+/// The release as users get it: the OCI image pushed to a registry (Debian's docker-registry
+/// on loopback) and pulled back by digest under Istio's fetcher rules; the module in that
+/// image runs the same walkthrough in Envoy.
+#[test]
+fn envoy_walkthrough_with_the_module_pulled_from_a_registry() {
+    use authz_harness::oci::check::fetch;
+    use authz_harness::oci::layout::{write_release, ReleaseOptions};
+    use authz_harness::oci::registry::{
+        find_docker_registry, find_skopeo, push_layout, LocalRegistry,
+    };
+    use authz_harness::oci::time::Timestamp;
+
+    let test = "envoy_walkthrough_with_the_module_pulled_from_a_registry";
+    let Some(env) = TestEnv::for_test(test) else {
+        return;
+    };
+    let Some(built) = wasm_or_skip(test) else {
+        return;
+    };
+    let (Some(registry_bin), Some(skopeo)) = (find_docker_registry(), find_skopeo()) else {
+        assert!(
+            !authz_harness::envoy::in_ci(),
+            "{test}: CI is set but docker-registry or skopeo is missing (scripts/install-deps.sh)"
+        );
+        eprintln!("SKIPPED {test}: docker-registry or skopeo not installed");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let module = std::fs::read(&built).unwrap();
+    let opts = ReleaseOptions {
+        tag: "0.1.0".into(),
+        version: "0.1.0".into(),
+        created: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
+        ..ReleaseOptions::default()
+    };
+    let layout = tmp.path().join("oci");
+    write_release(&module, &layout, &opts).unwrap();
+    let registry = LocalRegistry::start(&registry_bin, &tmp.path().join("registry")).unwrap();
+    let digest = push_layout(
+        &skopeo,
+        &layout,
+        "0.1.0",
+        &registry.host(),
+        "authz-plugin",
+        false,
+        tmp.path(),
+    )
+    .unwrap();
+    let pulled = fetch(&mut registry.source("authz-plugin"), &digest, None).unwrap();
+    assert_eq!(
+        pulled.module, module,
+        "the pulled module differs from the built one"
+    );
+    let pulled_path = tmp.path().join("pulled.wasm");
+    std::fs::write(&pulled_path, &pulled.module).unwrap();
+    walkthrough(env, pulled_path);
+}
+
+/// The walkthrough's workloads have fixed loopback addresses: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn walkthrough(env: TestEnv, wasm: std::path::PathBuf) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
         Path::new(&repo_root().join("policies/bookinfo/productpage-ztunnel.yaml")).is_file(),
         "policies/bookinfo/ is missing"
