@@ -596,36 +596,11 @@ fn build_set(
 /// Files a rule under the most selective attribute it requires.
 fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
     index.all.push(rid);
-    if let Some(keys) = required_exact(
-        rule,
-        |t| matches!(t.attr, Attr::Principal),
-        |m| match m {
-            Matcher::Str(StrMatch::Exact(e)) => {
-                std::str::from_utf8(e).ok().map(|s| Key::Str(s.into()))
-            }
-            _ => None,
-        },
-    ) {
+    if let Some(keys) = required_identity(rule) {
         for k in keys {
-            if let Key::Str(s) = k {
-                index.by_principal.entry(s).or_default().push(rid);
-            }
-        }
-        return;
-    }
-    if let Some(keys) = required_exact(
-        rule,
-        |t| matches!(t.attr, Attr::Namespace),
-        |m| match m {
-            Matcher::Str(StrMatch::Exact(e)) => {
-                std::str::from_utf8(e).ok().map(|s| Key::Str(s.into()))
-            }
-            _ => None,
-        },
-    ) {
-        for k in keys {
-            if let Key::Str(s) = k {
-                index.by_namespace.entry(s).or_default().push(rid);
+            match k {
+                IdKey::Principal(p) => index.by_principal.entry(p).or_default().push(rid),
+                IdKey::Namespace(n) => index.by_namespace.entry(n).or_default().push(rid),
             }
         }
         return;
@@ -663,9 +638,77 @@ fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
     index.scan.push(rid);
 }
 
+/// What a rule requires of the peer identity, as index keys.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum IdKey {
+    /// The exact principal, without `spiffe://`.
+    Principal(Box<str>),
+    /// A namespace: the principal contains the segment `/ns/<namespace>/`.
+    Namespace(Box<str>),
+}
+
+/// If every entry of some clause requires the peer identity to be an exact principal or to
+/// contain a `/ns/<namespace>/` segment, those keys: the rule can only match a peer whose
+/// principal or one of whose namespace segments is among them. Every matcher that qualifies
+/// implies such a segment: an exact namespace (ztunnel parses it from `/ns/<ns>/sa/`; the
+/// waypoint's regex is `.*/ns/<ns>/.*`), a service account `<ns>/<sa>`, and a principal prefix
+/// that spells out `<td>/ns/<ns>/`.
+fn required_identity(rule: &CompiledRule) -> Option<BTreeSet<IdKey>> {
+    rule.clauses.iter().find_map(|clause| {
+        let mut keys = BTreeSet::new();
+        for entry in &clause.entries {
+            keys.extend(entry_identity(entry)?);
+        }
+        (!keys.is_empty()).then_some(keys)
+    })
+}
+
+fn entry_identity(entry: &CEntry) -> Option<Vec<IdKey>> {
+    let all_keys = |t: &Test| -> Option<Vec<IdKey>> {
+        t.values
+            .iter()
+            .map(|m| match m {
+                Matcher::Str(StrMatch::Exact(e)) => {
+                    let s = std::str::from_utf8(e).ok()?;
+                    Some(match t.attr {
+                        Attr::Namespace => IdKey::Namespace(s.into()),
+                        _ => IdKey::Principal(s.into()),
+                    })
+                }
+                Matcher::Str(StrMatch::Prefix(p)) if t.attr == Attr::Principal => {
+                    namespace_of_prefix(std::str::from_utf8(p).ok()?)
+                        .map(|n| IdKey::Namespace(n.into()))
+                }
+                Matcher::NamespaceGlob(g) => {
+                    g.literal_namespace().map(|n| IdKey::Namespace(n.into()))
+                }
+                Matcher::ServiceAccount(ns, _) => Some(IdKey::Namespace(ns.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    // Principal first: the most selective; then namespace, then service account.
+    [Attr::Principal, Attr::Namespace, Attr::ServiceAccount]
+        .iter()
+        .flat_map(|attr| {
+            entry
+                .tests
+                .iter()
+                .filter(move |t| t.attr == *attr && !t.values.is_empty())
+        })
+        .find_map(all_keys)
+}
+
+/// The namespace a principal prefix pins down: `td/ns/team/sa/batch-` → `team`.
+fn namespace_of_prefix(prefix: &str) -> Option<&str> {
+    let (_, rest) = prefix.split_once('/')?;
+    let rest = rest.strip_prefix("ns/")?;
+    let (ns, _) = rest.split_once('/')?;
+    (!ns.is_empty()).then_some(ns)
+}
+
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
-    Str(Box<str>),
     Port(u16),
     Bytes(Box<[u8]>),
 }

@@ -73,6 +73,15 @@ fn string_claim<'a>(jwt: &'a Claim, name: &str) -> Option<&'a str> {
     }
 }
 
+/// The `<x>` of every `/ns/<x>/` in a principal, without allocating.
+fn namespace_segments(principal: &str) -> impl Iterator<Item = &str> {
+    principal.match_indices("/ns/").filter_map(move |(i, _)| {
+        let rest = principal.get(i + 4..)?;
+        let (segment, _) = rest.split_once('/')?;
+        (!segment.is_empty()).then_some(segment)
+    })
+}
+
 /// The trust domain of a SPIFFE principal (`spiffe://<td>/...`).
 fn trust_domain(principal: &str) -> Option<&str> {
     let rest = principal.strip_prefix("spiffe://")?;
@@ -138,6 +147,17 @@ impl RuleIndex {
         self.all.is_empty()
     }
 
+    /// The first matching rule by evaluating every rule: the reference the indexes must
+    /// agree with (tests only).
+    fn first_match_by_scan(&self, compiled: &Compiled, attrs: &dyn Attributes) -> Option<u32> {
+        self.all.iter().copied().find(|rid| {
+            compiled
+                .rules
+                .get(*rid as usize)
+                .is_some_and(|r| rule_matches(r, attrs))
+        })
+    }
+
     /// The first matching rule in decision order, looking only at candidates the request's
     /// own attributes select (plus rules with no indexable requirement).
     fn first_match(&self, compiled: &Compiled, attrs: &dyn Attributes) -> Option<u32> {
@@ -168,9 +188,12 @@ impl RuleIndex {
                 }
             }
             if !self.by_namespace.is_empty() {
-                let ns = principal.and_then(Identity::parse).map(|i| i.namespace);
-                if let Some(list) = ns.and_then(|ns| self.by_namespace.get(ns)) {
-                    consider(list);
+                // Every `/ns/<segment>/` of the principal: a superset of what any indexed
+                // namespace requirement can match (see compile::required_identity).
+                for ns in namespace_segments(principal.unwrap_or("")) {
+                    if let Some(list) = self.by_namespace.get(ns) {
+                        consider(list);
+                    }
                 }
             }
         }
@@ -313,6 +336,16 @@ impl Engine {
         attrs: &dyn Attributes,
         dry: bool,
     ) -> (Verdict, Reason) {
+        Self::procedure_with(compiled, set, attrs, dry, RuleIndex::first_match)
+    }
+
+    fn procedure_with(
+        compiled: &Compiled,
+        set: &PolicySet,
+        attrs: &dyn Attributes,
+        dry: bool,
+        first_match: impl Fn(&RuleIndex, &Compiled, &dyn Attributes) -> Option<u32>,
+    ) -> (Verdict, Reason) {
         let (custom, deny, allow, has_allow) = if dry {
             (None, &set.dry_deny, &set.dry_allow, set.has_dry_allow)
         } else {
@@ -320,13 +353,13 @@ impl Engine {
         };
         // "CUSTOM ... if the CUSTOM policy denies the request, deny" — with no authorizer
         // configured, a matching CUSTOM rule denies (fail safe).
-        if let Some(rid) = custom.and_then(|c| c.first_match(compiled, attrs)) {
+        if let Some(rid) = custom.and_then(|c| first_match(c, compiled, attrs)) {
             if let Some(r) = Self::rule_ref(compiled, rid) {
                 return (Verdict::Deny, Reason::Custom(r));
             }
         }
         // "If there are any DENY policies that match the request, deny the request."
-        if let Some(rid) = deny.first_match(compiled, attrs) {
+        if let Some(rid) = first_match(deny, compiled, attrs) {
             if let Some(r) = Self::rule_ref(compiled, rid) {
                 return (Verdict::Deny, Reason::Denied(r));
             }
@@ -336,13 +369,38 @@ impl Engine {
             return (Verdict::Allow, Reason::NoAllowPolicies);
         }
         // "If any of the ALLOW policies match the request, allow the request."
-        if let Some(rid) = allow.first_match(compiled, attrs) {
+        if let Some(rid) = first_match(allow, compiled, attrs) {
             if let Some(r) = Self::rule_ref(compiled, rid) {
                 return (Verdict::Allow, Reason::Allowed(r));
             }
         }
         // "Deny the request."
         (Verdict::Deny, Reason::NoAllowMatched)
+    }
+
+    /// The enforced decision computed by evaluating every rule instead of the indexed
+    /// candidates: what [`Engine::decide`] must always agree with. For tests.
+    #[doc(hidden)]
+    pub fn decide_by_scan(&self, traffic: Traffic, attrs: &dyn Attributes) -> (Verdict, Reason) {
+        let decided = self.decide(traffic, attrs);
+        if matches!(
+            decided.reason,
+            Reason::UntrustedPeer | Reason::UnknownDestination
+        ) {
+            return (decided.verdict, decided.reason);
+        }
+        let compiled = self.compiled_for(traffic);
+        let set = compiled.and_then(|c| {
+            self.target(traffic, attrs)
+                .and_then(|t| self.targets.set_of.get(t as usize))
+                .and_then(|s| c.sets.get(*s as usize))
+        });
+        match (compiled, set) {
+            (Some(c), Some(set)) => {
+                Self::procedure_with(c, set, attrs, false, RuleIndex::first_match_by_scan)
+            }
+            _ => (decided.verdict, decided.reason),
+        }
     }
 
     /// `namespace/name` of the policy that decided, or `None` when decided by default.

@@ -282,6 +282,19 @@ impl Glob {
         }
     }
 
+    /// For the waypoint's namespace pattern `*/ns/<ns>/*` with no wildcard in `<ns>`: `<ns>`.
+    pub fn literal_namespace(&self) -> Option<&str> {
+        match self.pieces.as_slice() {
+            [first, middle, last] if first.is_empty() && last.is_empty() => {
+                let inner = middle.strip_prefix(b"/ns/")?.strip_suffix(b"/")?;
+                std::str::from_utf8(inner)
+                    .ok()
+                    .filter(|s| !s.is_empty() && !s.contains('/'))
+            }
+            _ => None,
+        }
+    }
+
     pub fn matches(&self, value: &[u8]) -> bool {
         let Some((first, rest)) = self.pieces.split_first() else {
             return value.is_empty();
