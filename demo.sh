@@ -3,8 +3,9 @@
 # policies") decided by the module in the Wasmtime harness and by the native engine.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
+HARNESS="${CARGO_TARGET_DIR:-target}/release/authz-harness"
 ./build.sh >/dev/null
-H=target/release/authz-harness
+H="$HARNESS"
 WASM=dist/authz_plugin.wasm
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -3,6 +3,7 @@
 # the replay of every fixture through the module and the native engine.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
+HARNESS="${CARGO_TARGET_DIR:-target}/release/authz-harness"
 
 ./build.sh
 
@@ -14,4 +15,4 @@ cargo clippy --locked -p authz-plugin --target wasm32-wasip1 --profile wasm -- -
 echo "== tests"
 cargo test --locked --workspace --release
 echo "== replay"
-target/release/authz-harness replay --wasm dist/authz_plugin.wasm tests/
+"$HARNESS" replay --wasm dist/authz_plugin.wasm tests/

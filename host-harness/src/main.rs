@@ -18,6 +18,7 @@ USAGE:
   authz-harness render --kind WasmPlugin|EnvoyExtensionPolicy|envoy-filter --mode ztunnel|waypoint ... --policy-file FILE...
   authz-harness oci-layout --wasm FILE --out DIR [--tar FILE] [--source URL] [--revision REV] [--version V] [--created RFC3339]
   authz-harness bench-gen --n N --seed S --out DIR
+  authz-harness bench-run [--quick] ...   (bench/run.sh; see BENCHMARKS.md)
 
 replay   runs every case of every fixture (a directory stands for every fixture file under
          it) through each implementation, prints one line per failing case and a last line
@@ -107,7 +108,12 @@ fn run() -> Result<ExitCode> {
     match argv.first().map(String::as_str) {
         // Packaging and manifests have their own options (host-harness/src/oci).
         Some("oci-layout" | "render") => return authz_harness::oci::cli(&argv),
-        Some("bench-gen") => return authz_harness::benchgen::cli(&argv),
+        Some("bench-gen") => {
+            return authz_harness::benchgen::cli(argv.get(1..).unwrap_or_default())
+        }
+        Some("bench-run") => {
+            return authz_harness::benchgen::run_cli(argv.get(1..).unwrap_or_default())
+        }
         _ => {}
     }
     let args = parse_args()?;
