@@ -79,7 +79,8 @@ impl Default for HostSettings {
         HostSettings {
             log_level: 1,
             fuel_per_callback: 2_000_000_000,
-            max_memory_bytes: 1 << 30,
+            // wasm32's ceiling, which Envoy's V8 also allows a VM.
+            max_memory_bytes: 1 << 32,
             plugin_name: "authz".into(),
             root_id: "authz".into(),
             vm_id: "authz".into(),

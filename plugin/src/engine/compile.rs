@@ -254,6 +254,21 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
     // lowest matching rule id is the policy Envoy would report first.
     let mut sorted: Vec<&AuthorizationPolicy> = config.policies.iter().collect();
     sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    // Sorted, a namespace/name given twice sits side by side.
+    if let Some(dup) = sorted
+        .windows(2)
+        .find(|w| matches!(w, [a, b] if a.namespace == b.namespace && a.name == b.name))
+        .and_then(|w| w.first())
+    {
+        return Err(ConfigError::new(
+            "policies",
+            format!(
+                "duplicate policy {}: a namespace/name may appear once",
+                dup.key()
+            ),
+        )
+        .in_policy(&dup.key()));
+    }
 
     let policies: Vec<PolicyInfo> = sorted
         .iter()

@@ -7,7 +7,8 @@ use super::json::{
 };
 use super::matcher::Cidr;
 use super::policy::{check_port, AuthorizationPolicy};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// Which enforcement point this proxy plays.
@@ -110,6 +111,14 @@ impl PluginConfig {
 
     pub fn from_value(value: &Value) -> Result<PluginConfig> {
         let map = object(value, "")?;
+        let policies = opt_list(map, "policies", "")?.unwrap_or_default();
+        PluginConfig::build(map, policies.iter().map(|p| Ok(Cow::Borrowed(p))))
+    }
+
+    fn build<'v>(
+        map: &Map<String, Value>,
+        policy_values: impl Iterator<Item = Result<Cow<'v, Value>>>,
+    ) -> Result<PluginConfig> {
         only_keys(
             map,
             &[
@@ -228,31 +237,15 @@ impl PluginConfig {
         };
 
         let mut policies: Vec<AuthorizationPolicy> = Vec::new();
-        for (i, item) in opt_list(map, "policies", "")?
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            let policy = AuthorizationPolicy::parse(item).map_err(|e| {
+        for (i, item) in policy_values.enumerate() {
+            let item = item?;
+            let policy = AuthorizationPolicy::parse(&item).map_err(|e| {
                 let mut e = e;
                 if e.policy.is_none() {
                     e.field = join(&index("policies", i), &e.field);
                 }
                 e
             })?;
-            if let Some(dup) = policies
-                .iter()
-                .find(|p| p.namespace == policy.namespace && p.name == policy.name)
-            {
-                return Err(ConfigError::new(
-                    index("policies", i),
-                    format!(
-                        "duplicate policy {}: a namespace/name may appear once",
-                        dup.key()
-                    ),
-                )
-                .in_policy(&dup.key()));
-            }
             policies.push(policy);
         }
 

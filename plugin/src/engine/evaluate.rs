@@ -149,6 +149,7 @@ impl RuleIndex {
 
     /// The first matching rule by evaluating every rule: the reference the indexes must
     /// agree with (tests only).
+    #[cfg(not(target_arch = "wasm32"))]
     fn first_match_by_scan(&self, compiled: &Compiled, attrs: &dyn Attributes) -> Option<u32> {
         self.all.iter().copied().find(|rid| {
             compiled
@@ -381,6 +382,7 @@ impl Engine {
     /// The enforced decision computed by evaluating every rule instead of the indexed
     /// candidates: what [`Engine::decide`] must always agree with. For tests.
     #[doc(hidden)]
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn decide_by_scan(&self, traffic: Traffic, attrs: &dyn Attributes) -> (Verdict, Reason) {
         let decided = self.decide(traffic, attrs);
         if matches!(
