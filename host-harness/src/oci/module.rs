@@ -101,40 +101,13 @@ pub fn inspect(wasm: &[u8]) -> Result<ModuleInfo> {
 /// else `cargo build -p authz-plugin --target wasm32-wasip1 --profile wasm` (in
 /// `$CARGO_TARGET_DIR`, else `<workspace>/target`).
 pub fn module_for_tests() -> Result<std::path::PathBuf> {
-    use anyhow::Context;
-    use std::path::{Path, PathBuf};
     if let Some(p) = std::env::var_os("AUTHZ_WASM").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
+        return Ok(std::path::PathBuf::from(p));
     }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let root = manifest.parent().unwrap_or(manifest);
-    let dist = root.join("dist/authz_plugin.wasm");
+    // The module as shipped (after wasm-opt), when build.sh has made it.
+    let dist = crate::wasm::workspace_root().join("dist/authz_plugin.wasm");
     if dist.is_file() {
         return Ok(dist);
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "-p",
-            "authz-plugin",
-            "--target",
-            "wasm32-wasip1",
-            "--profile",
-            "wasm",
-        ])
-        .status()
-        .context("running cargo build for the module")?;
-    if !status.success() {
-        bail!(
-            "cargo build -p authz-plugin --target wasm32-wasip1 --profile wasm failed ({status})"
-        );
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .map(|d| if d.is_absolute() { d } else { root.join(d) })
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("wasm32-wasip1/wasm/authz_plugin.wasm"))
+    crate::wasm::build_module()
 }
