@@ -403,7 +403,7 @@ fn bind_targets(
 
     match config.mode {
         Mode::Ztunnel => {
-            for (pid, p) in sorted.iter().enumerate() {
+            for p in sorted {
                 match &p.scope {
                     Scope::TargetRefs(_) => note(
                         notes,
@@ -419,7 +419,6 @@ fn bind_targets(
                     ),
                     _ => {}
                 }
-                let _ = pid;
             }
             for (wi, w) in config.workloads.iter().enumerate() {
                 let list: Vec<u32> = sorted
@@ -485,13 +484,12 @@ fn bind_targets(
                         continue;
                     }
                 };
-                let mut attached = false;
                 let mut whole = false;
                 for r in refs {
                     match r.supported_kind() {
                         None => note(notes, p, NoteKind::NotAttached, format!("targetRef {}: Istio does not attach AuthorizationPolicy to this kind", r.describe())),
-                        Some(RefKind::Service) | Some(RefKind::ServiceEntry) => {
-                            let kind = if r.supported_kind() == Some(RefKind::Service) { ServiceKind::Service } else { ServiceKind::ServiceEntry };
+                        Some(kind @ (RefKind::Service | RefKind::ServiceEntry)) => {
+                            let kind = if kind == RefKind::Service { ServiceKind::Service } else { ServiceKind::ServiceEntry };
                             let mut found = false;
                             for (si, s) in config.services.iter().enumerate() {
                                 if s.kind == kind && s.name == r.name && s.namespace == p.namespace {
@@ -501,9 +499,7 @@ fn bind_targets(
                                     found = true;
                                 }
                             }
-                            if found {
-                                attached = true;
-                            } else {
+                            if !found {
                                 note(notes, p, NoteKind::NotAttached, format!("targetRef {}: not a service this waypoint serves (services in {} only)", r.describe(), p.namespace));
                             }
                         }
@@ -526,8 +522,6 @@ fn bind_targets(
                 }
                 if whole {
                     to_waypoint.push(pid as u32);
-                } else if !attached {
-                    // Reported above, ref by ref.
                 }
             }
             for (si, s) in config.services.iter().enumerate() {
