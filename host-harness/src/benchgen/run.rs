@@ -27,7 +27,7 @@ pub const USAGE: &str = "\
 authz-harness bench-run [--quick] [--n N,N,...] [--sets l7,l4,l4worst] [--rounds R]
                         [--duration SECONDS] [--warmup SECONDS] [--connections C]
                         [--seed S] [--out DIR] [--tag TAG] [--wasm FILE] [--envoy-bin FILE]
-                        [--no-memory] [--worst-max N] [--keep]
+                        [--no-memory] [--no-load] [--worst-max N] [--keep]
 
 Runs the module against Envoy's native RBAC filter in Envoy on loopback (see BENCHMARKS.md)
 and writes DIR/TAG.json, DIR/TAG.md (tables) and DIR/TAG-*.dat + DIR/TAG.gp (gnuplot).
@@ -54,6 +54,12 @@ pub struct Options {
     pub envoy: PathBuf,
     pub wrk: PathBuf,
     pub memory: bool,
+    /// Skip the Envoy phases: configure time, memory and native decide time only.
+    pub no_load: bool,
+    /// The module file the run used (a copy of `wasm`, taken at the start), its size and
+    /// FNV-1a 64 fingerprint.
+    pub module_copy: Option<PathBuf>,
+    pub module_fnv64: String,
     /// The largest N for the worst-case set (its native RBAC takes about a second per
     /// connection at 10,000 policies).
     pub worst_max: Option<usize>,
@@ -106,6 +112,9 @@ impl Options {
             envoy: crate::envoy::find_envoy().unwrap_or_else(|| PathBuf::from("envoy")),
             wrk: which("wrk").unwrap_or_else(|| PathBuf::from("wrk")),
             memory: true,
+            no_load: false,
+            module_copy: None,
+            module_fnv64: String::new(),
             worst_max: quick.then_some(1000),
             keep: false,
         };
@@ -139,6 +148,7 @@ impl Options {
                 "--wasm" => o.wasm = PathBuf::from(v("--wasm")?),
                 "--envoy-bin" => o.envoy = PathBuf::from(v("--envoy-bin")?),
                 "--no-memory" => o.memory = false,
+                "--no-load" => o.no_load = true,
                 "--worst-max" => {
                     o.worst_max = Some(v("--worst-max")?.parse().context("--worst-max")?)
                 }
@@ -177,6 +187,11 @@ pub struct LoadRun {
     pub server_cpu_util: f64,
     /// Load Envoy CPU seconds per wall second.
     pub load_cpu_util: f64,
+    /// `wrk`'s CPU seconds per wall second.
+    pub wrk_cpu_util: f64,
+    /// Everything else on the machine (other processes, this runner) in CPUs: the machine's
+    /// busy time minus the server, the load Envoy and wrk.
+    pub other_cpu_util: f64,
     /// Responses other than 2xx/3xx.
     pub non_2xx: u64,
     pub socket_errors: u64,
@@ -512,6 +527,11 @@ fn startup_timeout(rules: usize) -> Duration {
 }
 
 impl Ctx<'_> {
+    /// The run's copy of the module.
+    fn module(&self) -> &Path {
+        self.o.module_copy.as_deref().unwrap_or(&self.o.wasm)
+    }
+
     fn phase(&mut self, g: &Generated, kind: SetKind, with_empty: bool) -> Result<()> {
         let n = g.description.n;
         let variants: Vec<&'static str> = VARIANTS
@@ -555,7 +575,7 @@ impl Ctx<'_> {
                     config: "{}".into(),
                 },
                 _ => Filter::Module {
-                    wasm: self.o.wasm.clone(),
+                    wasm: self.module().to_path_buf(),
                     config: module_config.clone(),
                 },
             };
@@ -722,9 +742,11 @@ impl Ctx<'_> {
                 for &variant in &variants {
                     let pid = server_pid(variant);
                     let mut duration = self.o.duration_s;
-                    let (w, wall, cpu_s, load_s) = loop {
+                    let (w, wall, cpu_s, load_s, wrk_s, busy_s) = loop {
                         let c0 = benv::cpu_ticks(pid)?;
                         let l0 = load.cpu_ticks()?;
+                        let b0 = benv::system_busy_ticks()?;
+                        let k0 = benv::children_cpu_seconds();
                         let t0 = Instant::now();
                         let w = run_wrk(
                             self.o,
@@ -735,10 +757,12 @@ impl Ctx<'_> {
                         let wall = t0.elapsed().as_secs_f64();
                         let cpu_s = (benv::cpu_ticks(pid)? - c0) as f64 / tps;
                         let load_s = (load.cpu_ticks()? - l0) as f64 / tps;
+                        let busy_s = (benv::system_busy_ticks()? - b0) as f64 / tps;
+                        let wrk_s = benv::children_cpu_seconds() - k0;
                         // Too slow to complete a handful of requests (native RBAC with the
                         // largest sets): run once more, long enough to measure something.
                         if w.requests >= 5 || duration >= 20 || self.o.quick {
-                            break (w, wall, cpu_s, load_s);
+                            break (w, wall, cpu_s, load_s, wrk_s, busy_s);
                         }
                         duration = 20;
                     };
@@ -770,6 +794,8 @@ impl Ctx<'_> {
                         cpu_us_per_req: cpu_s * 1e6 / (w.requests.max(1) as f64),
                         server_cpu_util: cpu_s / wall,
                         load_cpu_util: load_s / wall,
+                        wrk_cpu_util: wrk_s / wall,
+                        other_cpu_util: ((busy_s - cpu_s - load_s - wrk_s) / wall).max(0.0),
                         non_2xx: w.status_errors,
                         socket_errors,
                         decisions_ok,
@@ -814,7 +840,7 @@ impl Ctx<'_> {
         let measure_module = self.o.memory && (!self.o.quick || n == 1);
         let mut fp = Footprint::empty(config.len());
         if measure_module {
-            match memory::module_footprint(&self.o.wasm, &config, budget) {
+            match memory::module_footprint(self.module(), &config, budget) {
                 Ok(m) => fp = m,
                 Err(e) => self
                     .results
@@ -983,6 +1009,9 @@ pub fn tables(r: &Results) -> String {
         .summary
         .iter()
         .filter(|s| s.cpu_us_per_req.contains_key("empty-wasm"))
+        // At Layer 4 a denied connection never reaches the backend while `none` and
+        // `empty-wasm` let it through: only the allowed connections are comparable.
+        .filter(|s| s.set.http() || s.role == "allow")
         .collect();
     if !with_empty.is_empty() {
         let _ = writeln!(
@@ -1082,8 +1111,13 @@ pub fn tables(r: &Results) -> String {
                 f.n,
                 fp.config_bytes as f64 / 1024.0,
                 fp.native_configure_ms,
-                fp.wasmtime_configure_ms
-                    .map_or("–".into(), |v| format!("{v:.2}")),
+                fp.wasmtime_configure_ms.map_or("–".into(), |v| {
+                    if fp.reconfigure_fits_1gib == Some(false) {
+                        format!("{v:.2} (first configure: a reconfigure does not fit in 1 GiB)")
+                    } else {
+                        format!("{v:.2}")
+                    }
+                }),
                 match (fp.initial_memory_bytes, fp.linear_memory_bytes) {
                     (Some(i), Some(l)) =>
                         format!("{:.2} → {:.2}", i as f64 / 1048576.0, l as f64 / 1048576.0),
@@ -1150,6 +1184,9 @@ pub fn targets(r: &Results) -> String {
         );
     }
     for set in [SetKind::L7, SetKind::L7exact] {
+        if !r.options.sets.contains(&set) {
+            continue;
+        }
         for (n, want) in [(1000usize, 5.0), (10000, 100.0)] {
             for role in ["allow", "deny"] {
                 let v = row(set, n, role)
@@ -1269,13 +1306,20 @@ fn plot_files(r: &Results, dir: &Path, tag: &str) -> Result<()> {
     Ok(())
 }
 
+/// FNV-1a, 64 bits: a fingerprint of the module file.
+fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// `authz-harness bench-run`.
 pub fn cli(args: &[String]) -> Result<ExitCode> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         print!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
     }
-    let o = Options::parse(args)?;
+    let mut o = Options::parse(args)?;
     if !o.wasm.is_file() {
         bail!(
             "module {} not built (cargo build -p authz-plugin --target wasm32-wasip1 --profile wasm)",
@@ -1296,6 +1340,12 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
         crate::envoy::TRUST_DOMAIN,
     )?);
     crate::envoy::write_stand_in_module(&work.join("empty.wasm"))?;
+    // The module may be rebuilt while the benchmark runs (a shared tree): use a copy.
+    let module_bytes = std::fs::read(&o.wasm)?;
+    let copy = work.join("authz_plugin.wasm");
+    std::fs::write(&copy, &module_bytes)?;
+    o.module_fnv64 = format!("{:016x}", fnv64(&module_bytes));
+    o.module_copy = Some(copy);
     let m = machine(&o);
     log(format!(
         "{} × {} ({} cores), Envoy {}, load average {}",
@@ -1354,7 +1404,9 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
                 continue;
             }
             let with_empty = Some(&n) == o.ns.iter().min();
-            if let Err(e) = ctx.phase(&g, kind, with_empty) {
+            if o.no_load {
+                // Footprint only.
+            } else if let Err(e) = ctx.phase(&g, kind, with_empty) {
                 log(format!("{} N={n}: FAILED: {e:#}", kind.name()));
                 ctx.results
                     .errors
@@ -1374,8 +1426,9 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
     std::fs::create_dir_all(&o.out)?;
     let json_path = o.out.join(format!("{}.json", o.tag));
     std::fs::write(&json_path, serde_json::to_vec_pretty(&r)?)?;
+    let other = Spread::of(r.runs.iter().map(|x| x.other_cpu_util).collect());
     let md = format!(
-        "# Benchmark {}\n\n{} × {} cores, {} MiB; Envoy {}; {}; module {} bytes.\nLoad average at start {}, at end {}. {} round(s) of {} s, {} connections, warm-up {} s. Took {:.0} s.\n\n### Targets\n\n{}\n### Tables\n{}",
+        "# Benchmark {}\n\n{} × {} cores, {} MiB; Envoy {}; {}; module {} bytes (FNV-1a {}).\nLoad average at start {}, at end {}. CPU used by other processes during the load runs (of {} CPUs): {}. {} round(s) of {} s, {} connections, warm-up {} s. Took {:.0} s.\n\n### Targets\n\n{}\n### Tables\n{}",
         r.tag,
         r.machine.cpu_model,
         r.machine.nproc,
@@ -1383,8 +1436,14 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
         r.machine.envoy_version,
         r.machine.wrk_version,
         r.machine.module_bytes,
+        o.module_fnv64,
         r.machine.loadavg_start,
         r.machine.loadavg_end,
+        r.machine.nproc,
+        other.map_or("–".into(), |s| format!(
+            "median {:.2}, min {:.2}, max {:.2}",
+            s.median, s.min, s.max
+        )),
         o.rounds,
         o.duration_s,
         o.connections,

@@ -1,0 +1,95 @@
+//! The benchmark generator, without Envoy: for N = 100 (and the seeds' N = 1) the native
+//! engine's decisions on every sample equal the ones the generator's reference model records,
+//! and the two forms of each policy set agree in size and names.
+
+// Until `pub mod benchgen;` is declared in the library, compile the module into this test
+// crate; it reaches the library's modules through these re-exports (`crate::envoy`, ...).
+#[allow(unused_imports)]
+pub use authz_harness::{envoy, wasm};
+#[allow(dead_code, unused_imports)]
+#[path = "../src/benchgen/mod.rs"]
+mod benchgen;
+
+use benchgen::check::native_check;
+use benchgen::gen::{seeds_waypoint_policy, Description, Generated, SetKind};
+
+#[test]
+fn native_engine_agrees_with_the_generator_at_100() {
+    let g = Generated::new(&Description::new(100, 7));
+    for kind in SetKind::ALL {
+        let (n, bad) = native_check(&g, kind).unwrap();
+        assert!(n >= 10, "{}: only {n} samples", kind.name());
+        assert!(
+            bad.is_empty(),
+            "{}: {} of {n} samples disagree:\n{:#?}",
+            kind.name(),
+            bad.len(),
+            bad
+        );
+        // Both decisions occur, and the load's two requests exist.
+        let expects: Vec<&str> = g.samples_of(kind).map(|s| s.expect).collect();
+        assert!(expects.contains(&"allow") && expects.contains(&"deny"));
+        let allow = g.bench_sample(kind, "bench-allow").unwrap();
+        let deny = g.bench_sample(kind, "bench-deny").unwrap();
+        assert_eq!(allow.expect, "allow", "{}", kind.name());
+        assert_eq!(deny.expect, "deny", "{}", kind.name());
+    }
+    // The load's allowed request is matched by the last policy only (a full scan for Envoy).
+    let last = g.l7.policies.last().unwrap().key();
+    assert_eq!(
+        g.bench_sample(SetKind::L7, "bench-allow").unwrap().matching,
+        vec![last]
+    );
+}
+
+#[test]
+fn the_same_description_gives_the_same_sets() {
+    let a = Generated::new(&Description::new(30, 3));
+    let b = Generated::new(&Description::new(30, 3));
+    let c = Generated::new(&Description::new(30, 4));
+    for kind in SetKind::ALL {
+        assert_eq!(a.plugin_config(kind), b.plugin_config(kind));
+        assert_eq!(a.set(kind).envoy_rbac(), b.set(kind).envoy_rbac());
+    }
+    assert_ne!(a.plugin_config(SetKind::L7), c.plugin_config(SetKind::L7));
+}
+
+#[test]
+fn envoy_form_has_one_policy_per_rule_named_as_istiod_does() {
+    let g = Generated::new(&Description::new(20, 1));
+    for kind in SetKind::ALL {
+        let set = g.set(kind);
+        let rbac = set.envoy_rbac();
+        let policies = rbac["rules"]["policies"].as_object().unwrap();
+        assert_eq!(policies.len(), set.rule_count());
+        let p = &set.policies[3];
+        let name = format!("ns[{}]-policy[{}]-rule[0]", p.namespace, p.name);
+        assert!(policies.contains_key(&name), "{name}");
+        let action = if kind == SetKind::L4worst {
+            "DENY"
+        } else {
+            "ALLOW"
+        };
+        assert_eq!(rbac["rules"]["action"], action);
+    }
+    assert_eq!(g.l4worst.policies[0].rules.len(), 10);
+}
+
+#[test]
+fn one_policy_is_the_seeds_waypoint_policy() {
+    let g = Generated::new(&Description::new(1, 1));
+    let (n, bad) = native_check(&g, SetKind::L7).unwrap();
+    assert!(bad.is_empty(), "{bad:#?} of {n}");
+    let ours = seeds_waypoint_policy().resource();
+    let file =
+        authz_harness::envoy::repo_root().join("policies/bookinfo/productpage-waypoint.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let theirs: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    assert_eq!(ours["metadata"], theirs["metadata"]);
+    let mut spec = theirs["spec"].clone();
+    if spec.get("action").is_none() {
+        spec["action"] = "ALLOW".into();
+    }
+    assert_eq!(ours["spec"], spec);
+    assert_eq!(g.l7.policies[0], seeds_waypoint_policy());
+}
