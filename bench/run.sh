@@ -44,6 +44,15 @@ WASM="${AUTHZ_WASM:-$ROOT/target/wasm32-wasip1/wasm/authz_plugin.wasm}"
 TAG="$(date -u +%Y-%m-%d)"
 [ "$QUICK" = 1 ] && TAG="$TAG-quick"
 OUT="$ROOT/bench/results"
+# A --tag or --out given on the command line wins (the runner takes the last one).
+prev=""
+for a in "$@"; do
+    case "$prev" in
+        --tag) TAG="$a" ;;
+        --out) OUT="$a" ;;
+    esac
+    prev="$a"
+done
 mkdir -p "$OUT"
 ARGS=(--tag "$TAG" --out "$OUT" --envoy-bin "$ENVOY_BIN" --wasm "$WASM" "$@")
 
@@ -53,18 +62,10 @@ LIMIT=$([ "$QUICK" = 1 ] && echo 1200 || echo 7200)
 log "building the runner (release)"
 cargo build -q --release -p authz-harness --bin authz-harness
 status=0
-if target/release/authz-harness bench-run --help 2>&1 | grep -q 'authz-harness bench-run'; then
-    timeout "$LIMIT" target/release/authz-harness bench-run "${ARGS[@]}" || status=$?
-else
-    # Until the subcommand is wired into the binary: the ignored test that drives it.
-    cargo test -q --release -p authz-harness --test benchgen_run --no-run
-    AUTHZ_BENCH_ARGS="bench-run ${ARGS[*]}" timeout "$LIMIT" \
-        cargo test -q --release -p authz-harness --test benchgen_run -- --ignored --nocapture \
-        || status=$?
-fi
+timeout "$LIMIT" target/release/authz-harness bench-run "${ARGS[@]}" || status=$?
 
 if command -v gnuplot >/dev/null && [ -f "$OUT/$TAG.gp" ]; then
-    (cd "$OUT" && gnuplot "$TAG.gp") && log "plot: bench/results/$TAG.png"
+    (cd "$OUT" && gnuplot "$TAG.gp") && log "plot: $OUT/$TAG.png"
 fi
-log "results: bench/results/$TAG.json, bench/results/$TAG.md"
+log "results: $OUT/$TAG.json, $OUT/$TAG.md"
 exit "$status"

@@ -2,16 +2,8 @@
 //! engine's decisions on every sample equal the ones the generator's reference model records,
 //! and the two forms of each policy set agree in size and names.
 
-// Until `pub mod benchgen;` is declared in the library, compile the module into this test
-// crate; it reaches the library's modules through these re-exports (`crate::envoy`, ...).
-#[allow(unused_imports)]
-pub use authz_harness::{envoy, wasm};
-#[allow(dead_code, unused_imports)]
-#[path = "../src/benchgen/mod.rs"]
-mod benchgen;
-
-use benchgen::check::native_check;
-use benchgen::gen::{seeds_waypoint_policy, Description, Generated, SetKind};
+use authz_harness::benchgen::check::native_check;
+use authz_harness::benchgen::gen::{seeds_waypoint_policy, Description, Generated, SetKind};
 
 #[test]
 fn native_engine_agrees_with_the_generator_at_100() {
