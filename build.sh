@@ -107,7 +107,7 @@ if [ "$module_only" = 1 ]; then
 fi
 
 # --- the harness, and the fixture replay through the optimised module --------------------------
-cargo build --locked --release -p authz-harness
+cargo build --locked --release -p authz-harness -p istio-authz
 harness="$target_dir/release/authz-harness"
 
 if ! replay_out=$("$harness" replay --wasm dist/authz_plugin.wasm tests/ 2>&1); then

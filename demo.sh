@@ -30,6 +30,26 @@ case_file() { # name principal [method]
 }
 step() { printf '\n\033[1m== %s\033[0m\n' "$1"; }
 
+# The walkthrough as a platform engineer runs it: the cluster (kubectl get ... -o yaml) in, each
+# call walked hop by hop through ambient (waypoint at Layer 7, destination ztunnel at Layer 4).
+IA="${CARGO_TARGET_DIR:-target}/release/istio-authz"
+P=policies/bookinfo
+sim() { "$IA" simulate --from "$1" --to productpage:9080 "${@:3}" --cluster $2 || true; }
+CURL=default/curl-6c7d8b9f5-klmno
+step "istio-authz: the Layer 4 policy; curl calls productpage and the destination ztunnel refuses it"
+sim $CURL "$P/cluster/bookinfo.yaml $P/productpage-ztunnel.yaml" --path /productpage
+WP="$P/cluster/bookinfo.yaml $P/cluster/waypoint.yaml $P/productpage-ztunnel.yaml $P/productpage-waypoint.yaml"
+step "istio-authz: a waypoint and the Layer 7 policy; curl's GET passes the waypoint, then the ztunnel (which sees the waypoint) refuses it"
+sim $CURL "$WP" --path /productpage
+step "istio-authz lint finds that mistake before it is applied"
+"$IA" lint --cluster $WP || true
+step "istio-authz: the ztunnel policy updated to admit the waypoint; curl's DELETE is refused at the waypoint"
+sim $CURL "$WP $P/productpage-ztunnel-with-waypoint.yaml" --method DELETE --path /productpage
+step "istio-authz: ... and curl's GET goes through"
+sim $CURL "$WP $P/productpage-ztunnel-with-waypoint.yaml" --path /productpage
+
+# The same decisions, one proxy at a time, by the module itself in the Wasmtime harness.
+
 step "Layer 4 policy productpage-ztunnel at the destination ztunnel: the gateway may connect"
 case_file gw ns/default/sa/bookinfo-gateway-istio
 $H check --wasm $WASM --config "$work/ztunnel.yaml" --policy-file policies/bookinfo/productpage-ztunnel.yaml --case "$work/gw.yaml"
