@@ -124,6 +124,8 @@ pub struct PolicyInfo {
     pub name: String,
     pub action: Action,
     pub dry_run: bool,
+    /// How many rules it has as written (0: an ALLOW that allows nothing, a default deny).
+    pub rules: usize,
     key: String,
 }
 
@@ -158,6 +160,9 @@ pub(crate) struct PolicySet {
     pub audit: RuleIndex,
     /// An enforced ALLOW policy applies (even one whose rules can never match).
     pub has_allow: bool,
+    /// The enforced ALLOW policies that apply, for explanations: a rule-less one (a default
+    /// deny) has no rule in `allow` to name it.
+    pub allow_policies: Vec<PolicyId>,
     pub dry_deny: RuleIndex,
     pub dry_allow: RuleIndex,
     pub has_dry_allow: bool,
@@ -277,6 +282,7 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
             name: p.name.clone(),
             action: p.action,
             dry_run: p.dry_run,
+            rules: p.rules.as_ref().map_or(0, Vec::len),
             key: p.key(),
         })
         .collect();
@@ -577,6 +583,7 @@ fn build_set(
         let index = match (policy.action, policy.dry_run) {
             (Action::Allow, false) => {
                 set.has_allow = true;
+                set.allow_policies.push(PolicyId(*pid));
                 &mut set.allow
             }
             (Action::Allow, true) => {

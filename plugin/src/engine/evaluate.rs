@@ -405,6 +405,14 @@ impl Engine {
         }
     }
 
+    /// The policy set that applies to this traffic, if any.
+    fn target_set(&self, traffic: Traffic, attrs: &dyn Attributes) -> Option<&PolicySet> {
+        let compiled = self.compiled_for(traffic)?;
+        let t = self.target(traffic, attrs)?;
+        let s = self.targets.set_of.get(t as usize)?;
+        compiled.sets.get(*s as usize)
+    }
+
     /// `namespace/name` of the policy that decided, or `None` when decided by default.
     pub fn deciding_policy(&self, reason: &Reason) -> Option<&str> {
         reason
@@ -437,19 +445,34 @@ impl Engine {
             Reason::Denied(r) => format!("DENY policy {} {} matched", key(r.policy), rule_path(r)),
             Reason::NoAllowPolicies => "no ALLOW policy applies, so the default is to allow".into(),
             Reason::Allowed(r) => format!("ALLOW policy {} {} matched", key(r.policy), rule_path(r)),
-            Reason::NoAllowMatched => "ALLOW policies apply and none matched".into(),
+            Reason::NoAllowMatched => {
+                let names: Vec<String> = self
+                    .target_set(traffic, attrs)
+                    .map(|set| {
+                        set.allow_policies
+                            .iter()
+                            .map(|id| {
+                                let rules = self.policy(*id).map_or(0, |p| p.rules);
+                                if rules == 0 {
+                                    format!("{} (no rules: allows nothing)", key(*id))
+                                } else {
+                                    key(*id)
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                format!("ALLOW policies apply and none matched: {}", names.join(", "))
+            }
             Reason::UntrustedPeer => format!(
                 "the peer certificate's trust domain is not {} (ztunnel refuses it in the TLS handshake)",
                 self.trusted_domains.join(" or ")
             ),
             Reason::UnknownDestination => "the destination is not a workload this proxy enforces for".into(),
         };
-        // The nearest miss only means something when ALLOW policies were consulted or a
-        // DENY/CUSTOM rule decided; not for a refused peer or an unknown destination.
-        let consulted = matches!(
-            decision.reason,
-            Reason::NoAllowMatched | Reason::Denied(_) | Reason::Custom(_)
-        );
+        // The nearest miss explains a request that no ALLOW rule admitted; when a DENY or
+        // CUSTOM rule decided, that rule is the explanation and an ALLOW miss would mislead.
+        let consulted = decision.reason == Reason::NoAllowMatched;
         let near_miss = match (consulted, compiled, target_id) {
             (true, Some(c), Some(t)) => self
                 .targets
@@ -583,13 +606,33 @@ fn describe_value(attr: &Attr, attrs: &dyn Attributes) -> String {
         Value::Bytes(b) => lossy(b),
         Value::Ip(Some(ip)) => ip.to_string(),
         Value::Port(Some(p)) => p.to_string(),
-        Value::Claim(Some(c)) => format!("{c:?}"),
+        Value::Claim(Some(c)) => claim_text(c),
         Value::Jwt(Some(j)) => format!(
             "iss {:?}, sub {:?}",
             string_claim(j, "iss").unwrap_or(""),
             string_claim(j, "sub").unwrap_or("")
         ),
         _ => "absent".into(),
+    }
+}
+
+/// A claim as it is written in the token's JSON: `"admins"`, `["viewers","admins"]`.
+fn claim_text(claim: &Claim) -> String {
+    match claim {
+        Claim::String(s) => format!("{s:?}"),
+        Claim::List(items) => format!(
+            "[{}]",
+            items.iter().map(claim_text).collect::<Vec<_>>().join(",")
+        ),
+        Claim::Object(fields) => format!(
+            "{{{}}}",
+            fields
+                .iter()
+                .map(|(k, v)| format!("{k:?}:{}", claim_text(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Claim::Other => "a number, boolean or null".into(),
     }
 }
 
