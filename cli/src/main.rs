@@ -6,18 +6,68 @@
 //! Exit status: 0 allowed / no error finding; 1 denied / an error finding / an `--expect`
 //! that did not hold; 2 the input could not be read or the command line is wrong.
 
-mod cluster;
-mod lint;
-mod mesh;
-mod request;
-mod simulate;
-
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use cluster::{Cluster, MeshSettings};
-use request::HttpArgs;
+use istio_authz::cluster::{Cluster, MeshSettings};
+use istio_authz::request::HttpRequest;
+use istio_authz::{lint, mesh, simulate};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// `--method`, `--path`, `--host`, `--header`, `--jwt`: any of them makes the call an HTTP
+/// request; none makes it a TCP connection.
+#[derive(Debug, Clone, Default, Args)]
+struct HttpArgs {
+    /// The request method (default GET when any other HTTP flag is given).
+    #[arg(long)]
+    method: Option<String>,
+    /// The `:path`, query included (default `/`).
+    #[arg(long)]
+    path: Option<String>,
+    /// The `:authority` (default: the destination as dialled, with its port).
+    #[arg(long)]
+    host: Option<String>,
+    /// A request header, `NAME=VALUE`; repeat for several; a name given twice is a header with
+    /// two values.
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    headers: Vec<String>,
+    /// A file holding the verified JWT payload (JSON or YAML), as Envoy's jwt_authn filter
+    /// leaves it after verifying the token.
+    #[arg(long, value_name = "FILE")]
+    jwt: Option<PathBuf>,
+}
+
+impl HttpArgs {
+    fn request(&self) -> Result<HttpRequest> {
+        let mut headers = Vec::new();
+        for h in &self.headers {
+            let (name, value) = h
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--header {h:?}: write NAME=VALUE"))?;
+            headers.push((name.to_string(), value.to_string()));
+        }
+        let jwt = match &self.jwt {
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let value: serde_json::Value =
+                    serde_norway::from_str(&text).with_context(|| {
+                        format!("{}: not a JSON or YAML JWT payload", file.display())
+                    })?;
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(HttpRequest {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            host: self.host.clone(),
+            headers,
+            jwt,
+        })
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -162,7 +212,7 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
         (None, None) => bail!("give --from NAMESPACE/POD or --from-sa NAMESPACE/SERVICEACCOUNT"),
     };
     let to = simulate::To::parse(&args.to)?;
-    let walk = simulate::walk(&cluster, &from, &to, &args.http)?;
+    let walk = simulate::walk(&cluster, &from, &to, &args.http.request()?)?;
     match args.format {
         Format::Text => emit(&walk.text())?,
         Format::Json => emit(&format!("{}\n", walk.json()))?,

@@ -1,35 +1,29 @@
-//! The HTTP part of a request given on the command line.
+//! The HTTP part of a simulated call.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use authz_plugin::engine::{Claim, OwnedHttp};
-use clap::Args;
-use std::path::PathBuf;
+use serde_json::Value;
 
-/// `--method`, `--path`, `--host`, `--header`, `--jwt`: any of them makes the call an HTTP
-/// request; none makes it a TCP connection.
-#[derive(Debug, Clone, Default, Args)]
-pub struct HttpArgs {
-    /// The request method (default GET when any other HTTP flag is given).
-    #[arg(long)]
+/// A request as a person describes it; every field left out takes the value a client such as
+/// curl would send. `None` of everything is a TCP connection, not a request (see
+/// [`HttpRequest::is_request`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HttpRequest {
+    /// Default `GET`.
     pub method: Option<String>,
-    /// The `:path`, query included (default `/`).
-    #[arg(long)]
+    /// The `:path`, query included; default `/`.
     pub path: Option<String>,
-    /// The `:authority` (default: the destination as dialled, with its port).
-    #[arg(long)]
+    /// The `:authority`; default the destination as dialled, with its port.
     pub host: Option<String>,
-    /// A request header, `NAME=VALUE`; repeat for several, the same name repeated is several
-    /// values of one header.
-    #[arg(long = "header", value_name = "NAME=VALUE")]
-    pub headers: Vec<String>,
-    /// A file holding the verified JWT payload (JSON or YAML), as Envoy's jwt_authn filter
-    /// leaves it after verifying the token.
-    #[arg(long, value_name = "FILE")]
-    pub jwt: Option<PathBuf>,
+    /// Name and value, one entry per occurrence: a name given twice is a header with two values.
+    pub headers: Vec<(String, String)>,
+    /// The verified JWT payload, as Envoy's jwt_authn filter leaves it.
+    pub jwt: Option<Value>,
 }
 
-impl HttpArgs {
-    fn given(&self) -> bool {
+impl HttpRequest {
+    /// Whether anything makes this an HTTP request.
+    pub fn is_request(&self) -> bool {
         self.method.is_some()
             || self.path.is_some()
             || self.host.is_some()
@@ -37,35 +31,21 @@ impl HttpArgs {
             || self.jwt.is_some()
     }
 
-    /// The request, or `None` for a TCP connection. `default_host` is what a client would
-    /// send as `:authority` when `--host` is not given.
-    pub fn request(&self, default_host: &str) -> Result<Option<OwnedHttp>> {
-        if !self.given() {
+    /// The engine's request, or `None` for a TCP connection.
+    pub fn to_http(&self, default_host: &str) -> Result<Option<OwnedHttp>> {
+        if !self.is_request() {
             return Ok(None);
         }
         let mut headers = Vec::new();
-        for h in &self.headers {
-            let (name, value) = h
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--header {h:?}: write NAME=VALUE"))?;
+        for (name, value) in &self.headers {
             if name.is_empty() {
-                bail!("--header {h:?}: the header name is empty");
+                bail!("a header name is empty (value {value:?})");
             }
             headers.push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
         }
         let jwt = match &self.jwt {
-            Some(file) => {
-                let text = std::fs::read_to_string(file)
-                    .with_context(|| format!("reading {}", file.display()))?;
-                let value: serde_json::Value =
-                    serde_norway::from_str(&text).with_context(|| {
-                        format!("{}: not a JSON or YAML JWT payload", file.display())
-                    })?;
-                if !value.is_object() {
-                    bail!("{}: a JWT payload is a mapping of claims", file.display());
-                }
-                Some(Claim::from_json(&value))
-            }
+            Some(value) if value.is_object() => Some(Claim::from_json(value)),
+            Some(_) => bail!("a JWT payload is a mapping of claims"),
             None => None,
         };
         let method = self.method.as_deref().unwrap_or("GET").to_ascii_uppercase();

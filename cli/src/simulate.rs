@@ -8,7 +8,7 @@
 
 use crate::cluster::{Cluster, Pod, Service};
 use crate::mesh::{self, Addressed, Mesh, Waypoint};
-use crate::request::HttpArgs;
+use crate::request::HttpRequest;
 use anyhow::{anyhow, bail, Result};
 use authz_plugin::engine::{Explanation, OwnedAttributes, Traffic, Verdict};
 use serde_json::{json, Value};
@@ -356,7 +356,7 @@ fn decide(
 }
 
 /// Walks one call through the mesh.
-pub fn walk(cluster: &Cluster, from: &From, to: &To, http: &HttpArgs) -> Result<Walk> {
+pub fn walk(cluster: &Cluster, from: &From, to: &To, http: &HttpRequest) -> Result<Walk> {
     let mesh = Mesh::new(cluster);
     let caller = caller(&mesh, from)?;
     let callee = callee(&mesh, &caller.namespace, to)?;
@@ -390,7 +390,7 @@ pub fn walk(cluster: &Cluster, from: &From, to: &To, http: &HttpArgs) -> Result<
         ));
     }
     if let Some(wp) = &waypoint {
-        let request = http.request(&callee.label_host(to))?;
+        let request = http.to_http(&callee.label_host(to))?;
         let traffic = if request.is_some() {
             Traffic::Request
         } else {
