@@ -1,7 +1,7 @@
 //! Evaluate: attributes → decision, following Istio's procedure step by step, and the
 //! explanation of a decision for people.
 
-use super::attributes::{Attributes, Claim};
+use super::attributes::{Attributes, Claim, HeaderValues};
 use super::compile::{Compiled, CompiledRule, Engine, Matcher, PolicySet, RuleIndex, Test};
 use super::config::Mode;
 use super::decision::{Decision, DryRun, PolicyId, Reason, RuleRef, Verdict};
@@ -20,6 +20,8 @@ pub enum Traffic {
 /// An attribute value fetched once per test.
 enum Value<'a> {
     Bytes(Option<&'a [u8]>),
+    /// Every occurrence of a request header; none when absent.
+    Headers(HeaderValues<'a>),
     Principal(Option<&'a str>),
     Ip(Option<IpAddr>),
     Port(Option<u16>),
@@ -28,7 +30,7 @@ enum Value<'a> {
     Missing,
 }
 
-fn fetch<'a>(attr: &Attr, attrs: &'a dyn Attributes) -> Value<'a> {
+fn fetch<'a>(attr: &'a Attr, attrs: &'a dyn Attributes) -> Value<'a> {
     match attr {
         Attr::Principal | Attr::Namespace | Attr::ServiceAccount | Attr::TrustDomain => {
             Value::Principal(attrs.peer_principal())
@@ -40,7 +42,7 @@ fn fetch<'a>(attr: &Attr, attrs: &'a dyn Attributes) -> Value<'a> {
         Attr::Host => Value::Bytes(attrs.host()),
         Attr::Method => Value::Bytes(attrs.method()),
         Attr::Path => Value::Bytes(attrs.path().map(url_path)),
-        Attr::Header(name) => Value::Bytes(attrs.header(name)),
+        Attr::Header(name) => Value::Headers(attrs.header(name)),
         Attr::Sni => Value::Bytes(attrs.sni().map(str::as_bytes)),
         Attr::RequestPrincipal => Value::Jwt(attrs.jwt()),
         Attr::Claim(path) => Value::Claim(attrs.jwt().and_then(|j| j.get(path))),
@@ -103,6 +105,13 @@ fn hits(m: &Matcher, attr: &Attr, value: &Value) -> bool {
                 .is_some_and(|id| s.matches(id.as_bytes())),
         },
         (Matcher::Str(s), Value::Bytes(Some(b))) => s.matches(b),
+        // Envoy 1.40 RBAC `HeaderMatcher` with `rbac_match_headers_individually` (on by
+        // default): the matcher holds when any one occurrence matches (envoyproxy/envoy
+        // `source/extensions/filters/common/rbac/matchers.cc`). istiod wraps `notValues` in a
+        // `not_id` around the same matcher (istio/istio `pilot/pkg/security/authz/model/model.go`),
+        // so a `notValues` entry holds only when no occurrence matches it: an ALLOW with
+        // `notValues: [admin]` does not hold for `x: user` + `x: admin`.
+        (Matcher::Str(s), Value::Headers(h)) => h.iter().any(|v| s.matches(v)),
         (Matcher::Str(s), Value::Claim(Some(c))) => claim_matches(s, c),
         (Matcher::Host(s), Value::Bytes(Some(b))) => s.matches_ignore_case(b),
         (Matcher::AnyPrincipal, Value::Principal(Some(p))) => !p.is_empty(),
@@ -581,6 +590,12 @@ fn describe_value(attr: &Attr, attrs: &dyn Attributes) -> String {
         Value::Principal(Some(p)) => format!("peer {p:?}"),
         Value::Principal(None) => "no peer certificate".into(),
         Value::Bytes(b) => lossy(b),
+        Value::Headers(h) if h.is_empty() => "absent".into(),
+        Value::Headers(h) => h
+            .iter()
+            .map(|v| lossy(Some(v)))
+            .collect::<Vec<_>>()
+            .join(" + "),
         Value::Ip(Some(ip)) => ip.to_string(),
         Value::Port(Some(p)) => p.to_string(),
         Value::Claim(Some(c)) => format!("{c:?}"),
