@@ -75,10 +75,13 @@ fn string_claim<'a>(jwt: &'a Claim, name: &str) -> Option<&'a str> {
     }
 }
 
-/// The `<x>` of every `/ns/<x>/` in a principal, without allocating.
+/// The `<x>` of every `/ns/<x>/` in a principal, without allocating. Occurrences may
+/// overlap: in `spiffe://ns/ns/bad/sa/x` the namespace `bad` follows the `/ns/` that begins
+/// with the trust domain's closing `/`, so every `/` is tried as the start of one (a
+/// non-overlapping search would find only `ns` and never consult the rules for `bad`).
 fn namespace_segments(principal: &str) -> impl Iterator<Item = &str> {
-    principal.match_indices("/ns/").filter_map(move |(i, _)| {
-        let rest = principal.get(i + 4..)?;
+    principal.match_indices('/').filter_map(move |(i, _)| {
+        let rest = principal.get(i..)?.strip_prefix("/ns/")?;
         let (segment, _) = rest.split_once('/')?;
         (!segment.is_empty()).then_some(segment)
     })
