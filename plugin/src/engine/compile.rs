@@ -68,8 +68,10 @@ pub(crate) enum Matcher {
     AnyPrincipal,
     /// Waypoint namespace regex `.*/ns/<glob>/.*` on the peer principal URI.
     NamespaceGlob(Glob),
-    /// `ns/sa` exact on the parsed identity.
+    /// `ns/sa` exact on the identity parsed as ztunnel parses it (ztunnel).
     ServiceAccount(Box<str>, Box<str>),
+    /// `ns/sa` as istiod's regex `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` (waypoint).
+    ServiceAccountRegex(Box<str>, Box<str>),
     /// On the identity's trust domain: `*` any SPIFFE peer, else grammar (a) on the domain.
     TrustDomain(StrMatch),
     Cidr(Cidr),
@@ -691,7 +693,9 @@ fn entry_identity(entry: &CEntry) -> Option<Vec<IdKey>> {
                 Matcher::NamespaceGlob(g) => {
                     g.literal_namespace().map(|n| IdKey::Namespace(n.into()))
                 }
-                Matcher::ServiceAccount(ns, _) => Some(IdKey::Namespace(ns.clone())),
+                Matcher::ServiceAccount(ns, _) | Matcher::ServiceAccountRegex(ns, _) => {
+                    Some(IdKey::Namespace(ns.clone()))
+                }
                 _ => None,
             })
             .collect()
@@ -914,7 +918,15 @@ fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
                 }),
                 Attr::ServiceAccount => {
                     if let Some((ns, sa)) = v.split_once('/') {
-                        out.push(Matcher::ServiceAccount(ns.into(), sa.into()));
+                        out.push(match mode {
+                            // ztunnel compares the parsed identity's namespace and service
+                            // account (istio/ztunnel `src/rbac.rs`).
+                            Mode::Ztunnel => Matcher::ServiceAccount(ns.into(), sa.into()),
+                            // A waypoint runs istiod's regex, which admits extra segments
+                            // (istio/istio `pilot/pkg/security/authz/model/generator.go`
+                            // `serviceAccountRegex`, `TestServiceAccount`).
+                            Mode::Waypoint => Matcher::ServiceAccountRegex(ns.into(), sa.into()),
+                        });
                     }
                 }
                 Attr::TrustDomain => {

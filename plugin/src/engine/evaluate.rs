@@ -87,6 +87,43 @@ fn namespace_segments(principal: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// istiod's waypoint service-account matcher, the RE2 full match of
+/// `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` with `<ns>` and `<sa>` literal (istio/istio
+/// `pilot/pkg/security/authz/model/generator.go` `serviceAccountRegex`; literal as since the
+/// fix that quotes them): extra segments may come before `/ns/`, between the namespace and
+/// `sa/`, and after the service account, but the namespace and the service account must be
+/// whole segments. RE2's `.` does not match a newline.
+fn service_account_regex_matches(principal: &str, ns: &str, sa: &str) -> bool {
+    let Some(rest) = principal.strip_prefix("spiffe://") else {
+        return false;
+    };
+    let dot_plus = |s: &str| !s.is_empty() && !s.contains('\n');
+    // Every `/ns/<ns>/` with something before it.
+    rest.match_indices('/').any(|(i, _)| {
+        let (before, from) = rest.split_at(i);
+        let Some(after) = from
+            .strip_prefix("/ns/")
+            .and_then(|r| r.strip_prefix(ns))
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
+        if !dot_plus(before) {
+            return false;
+        }
+        // `(.+/|)sa/<sa>(/.+)?` on what follows: `sa/` at the start or after a `/` that
+        // ends a non-empty middle.
+        after.match_indices("sa/").any(|(j, _)| {
+            let (middle, from_sa) = after.split_at(j);
+            let middle_ok = middle.is_empty()
+                || (middle.ends_with('/') && middle.len() >= 2 && !middle.contains('\n'));
+            let tail = from_sa.strip_prefix("sa/").and_then(|r| r.strip_prefix(sa));
+            middle_ok
+                && tail.is_some_and(|t| t.is_empty() || t.strip_prefix('/').is_some_and(dot_plus))
+        })
+    })
+}
+
 /// The trust domain of a SPIFFE principal (`spiffe://<td>/...`).
 fn trust_domain(principal: &str) -> Option<&str> {
     let rest = principal.strip_prefix("spiffe://")?;
@@ -119,6 +156,9 @@ fn hits(m: &Matcher, attr: &Attr, value: &Value) -> bool {
         (Matcher::Host(s), Value::Bytes(Some(b))) => s.matches_ignore_case(b),
         (Matcher::AnyPrincipal, Value::Principal(Some(p))) => !p.is_empty(),
         (Matcher::NamespaceGlob(g), Value::Principal(Some(p))) => g.matches(p.as_bytes()),
+        (Matcher::ServiceAccountRegex(ns, sa), Value::Principal(Some(p))) => {
+            service_account_regex_matches(p, ns, sa)
+        }
         (Matcher::ServiceAccount(ns, sa), Value::Principal(Some(p))) => {
             Identity::parse(p).is_some_and(|i| i.namespace == &**ns && i.service_account == &**sa)
         }
@@ -663,5 +703,48 @@ impl fmt::Display for Explanation {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_account_regex_as_istiod() {
+        // istio/istio pilot/pkg/security/authz/model/generator_test.go TestServiceAccount,
+        // for `my-ns/my-sa`.
+        let cases = [
+            ("spiffe://cluster.local/ns/my-ns/sa/my-sa", true),
+            ("spiffe://cluster.local/ns/my-ns/sa/my-sa/k/v", true),
+            ("spiffe://cluster.local/k/v/ns/my-ns/sa/my-sa", true),
+            ("spiffe://cluster.local/ns/my-ns/k/v/sa/my-sa", true),
+            (
+                "spiffe://cluster.local/k1/v1/ns/my-ns/k2/v2/sa/my-sa/k3/v3",
+                true,
+            ),
+            ("spiffe://cluster.local/ns/my-ns/sa/my-sa-suffix", false),
+            ("spiffe://cluster.local/ns/my-ns-suffix/sa/my-sa", false),
+            ("cluster.local/ns/my-ns/sa/my-sa", false),
+            ("spiffe://ns/my-ns/sa/my-sa", false),
+            ("spiffe://cluster.local/ns/my-ns", false),
+            ("spiffe://cluster.local/sa/my-sa", false),
+            (
+                "spiffe://cluster.local/k/ns/my-ns/something/bar/sa/my-sa/baz",
+                true,
+            ),
+            // Overlapping `/ns/` (a trust domain `ns`), and the edges of `(/.+)?`.
+            ("spiffe://ns/ns/my-ns/sa/my-sa", true),
+            ("spiffe://cluster.local/ns/my-ns/sa/my-sa/", false),
+            ("spiffe://cluster.local/ns/my-ns//sa/my-sa", false),
+            ("spiffe://cluster.local/ns/my-ns/x//sa/my-sa", true),
+        ];
+        for (principal, want) in cases {
+            assert_eq!(
+                service_account_regex_matches(principal, "my-ns", "my-sa"),
+                want,
+                "{principal}"
+            );
+        }
     }
 }
