@@ -982,23 +982,48 @@ fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
     }
 }
 
-/// Trust-domain aliases (istiod `ReplaceTrustDomainAliases`): a principal written in the
-/// mesh's domain, an alias, or `cluster.local` stands for the same identity in every domain
-/// of the bundle.
+/// Trust-domain aliases, as istiod's `ReplaceTrustDomainAliases` rewrites `principals`
+/// (istio/istio `pilot/pkg/security/trustdomain/bundle.go`, `util.go`): a principal of five
+/// `/`-separated parts whose trust domain is not `*` and matches the bundle (exactly, or as a
+/// `*suffix` / `prefix*` pattern of a bundle domain) or is `cluster.local` becomes one
+/// principal per bundle domain: kept as written for a domain its `*suffix` pattern covers,
+/// else with the trust domain replaced by that domain (istiod's golden
+/// `simple-policy-principal-with-wildcard` turns `*bar/ns/foo/sa/x` with bundle
+/// `[td1, foobar]` into `td1/ns/foo/sa/x` and `*bar/ns/foo/sa/x`). Anything else is kept.
 fn expand_principal(value: &str, bundle: &[String]) -> Vec<String> {
     let parts: Vec<&str> = value.split('/').collect();
-    if let [td, rest @ ..] = parts.as_slice() {
-        if parts.len() == 5
-            && !td.contains('*')
-            && (*td == "cluster.local" || bundle.iter().any(|d| d == td))
-        {
-            let tail = rest.join("/");
-            let mut out: Vec<String> = bundle.iter().map(|d| format!("{d}/{tail}")).collect();
-            out.dedup();
-            return out;
+    let (Some(td), Some(rest)) = (parts.first(), parts.get(1..)) else {
+        return vec![value.to_string()];
+    };
+    // istiod `isTrustDomainBeingEnforced`: five parts and a trust domain other than `*`.
+    if parts.len() != 5 || *td == "*" {
+        return vec![value.to_string()];
+    }
+    let suffix_of = |domain: &str| td.strip_prefix('*').is_some_and(|s| domain.ends_with(s));
+    // istiod trustdomain `stringMatch` (the pattern may be on either side; bundle domains
+    // themselves carry no `*`).
+    let matches = |domain: &str| {
+        *td == domain
+            || suffix_of(domain)
+            || td.strip_suffix('*').is_some_and(|p| domain.starts_with(p))
+    };
+    if !(*td == "cluster.local" || bundle.iter().any(|d| matches(d))) {
+        return vec![value.to_string()];
+    }
+    let tail = rest.join("/");
+    let mut out: Vec<String> = Vec::with_capacity(bundle.len());
+    for domain in bundle {
+        // istiod `replaceTrustDomains`: as written where its `*suffix` covers the domain.
+        let principal = if suffix_of(domain) {
+            value.to_string()
+        } else {
+            format!("{domain}/{tail}")
+        };
+        if !out.contains(&principal) {
+            out.push(principal);
         }
     }
-    vec![value.to_string()]
+    out
 }
 
 /// `requestPrincipals` values: `iss/sub` split at the last `/` (istiod
@@ -1093,5 +1118,32 @@ mod tests {
             vec!["other/ns/foo/sa/x".to_string()]
         );
         assert_eq!(expand_principal("*", &bundle), vec!["*".to_string()]);
+        // istio/istio pilot/pkg/security/authz/builder/testdata/http/
+        // simple-policy-principal-with-wildcard-{in,out}.yaml, bundle td1 + foobar.
+        let bundle = vec!["td1".to_string(), "foobar".to_string()];
+        assert_eq!(
+            expand_principal("*bar/ns/foo/sa/x", &bundle),
+            vec![
+                "td1/ns/foo/sa/x".to_string(),
+                "*bar/ns/foo/sa/x".to_string()
+            ]
+        );
+        assert_eq!(
+            expand_principal("*/ns/foo/sa/x", &bundle),
+            vec!["*/ns/foo/sa/x".to_string()]
+        );
+        // A `*suffix` covering no bundle domain is kept as written.
+        assert_eq!(
+            expand_principal("*baz/ns/foo/sa/x", &bundle),
+            vec!["*baz/ns/foo/sa/x".to_string()]
+        );
+        // A `prefix*` trust domain is replaced by every bundle domain.
+        assert_eq!(
+            expand_principal("td*/ns/foo/sa/x", &bundle),
+            vec![
+                "td1/ns/foo/sa/x".to_string(),
+                "foobar/ns/foo/sa/x".to_string()
+            ]
+        );
     }
 }
