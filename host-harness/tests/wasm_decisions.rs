@@ -269,7 +269,7 @@ fn l7_decisions_match_the_native_engine() {
         // The JWT payload from dynamic metadata.
         req(None, "POST", "/x", &[], Some(claims(&["dev", "admins"]))),
         req(None, "POST", "/x", &[], Some(claims(&["dev"]))),
-        // Repeated headers are joined with "," as RBAC sees them.
+        // Repeated headers: each occurrence is matched on its own, as Envoy 1.40 RBAC does.
         req(
             None,
             "POST",

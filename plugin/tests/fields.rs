@@ -301,9 +301,24 @@ fn layer7_fields_and_not_twins_at_the_waypoint() {
             json!({"when": [{"key": "request.headers[X-Token]", "notValues": ["abc"]}]}),
             false,
         ),
+        // Two occurrences `a` and `b` are two values, never the one value `a,b` (Envoy 1.40
+        // RBAC `rbac_match_headers_individually`): any one occurrence may match, and one
+        // matching occurrence is enough for `notValues` to exclude.
         (
             json!({"when": [{"key": "request.headers[x-multi]", "values": ["a,b"]}]}),
+            false,
+        ),
+        (
+            json!({"when": [{"key": "request.headers[x-multi]", "values": ["b"]}]}),
             true,
+        ),
+        (
+            json!({"when": [{"key": "request.headers[x-multi]", "notValues": ["b"]}]}),
+            false,
+        ),
+        (
+            json!({"when": [{"key": "request.headers[x-multi]", "values": ["a"], "notValues": ["b"]}]}),
+            false,
         ),
         (
             json!({"when": [{"key": "request.headers[x-absent]", "notValues": ["abc"]}]}),

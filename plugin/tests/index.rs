@@ -21,6 +21,9 @@ fn principal_value() -> impl Strategy<Value = String> {
             .prop_map(|(n, s)| format!("cluster.local/ns/{}/sa/{}", NS[n], SA[s])),
         (0..NS.len()).prop_map(|n| format!("cluster.local/ns/{}/sa/batch-", NS[n]) + "*"),
         (0..NS.len()).prop_map(|n| format!("cluster.local/ns/{}/*", NS[n])),
+        // A trust domain named `ns`: its `/ns/` overlaps the namespace segment's.
+        (0..NS.len(), 0..SA.len()).prop_map(|(n, s)| format!("ns/ns/{}/sa/{}", NS[n], SA[s])),
+        (0..NS.len()).prop_map(|n| format!("ns/ns/{}/*", NS[n])),
         (0..SA.len()).prop_map(|s| format!("*/sa/{}", SA[s])),
         Just("*".to_string()),
     ]
@@ -105,13 +108,17 @@ fn peer() -> impl Strategy<Value = Option<String>> {
             NS[a], NS[b]
         ))),
         Just(Some("spiffe://cluster.local/ns//sa/empty".to_string())),
+        // Overlapping `/ns/` segments: a trust domain `ns`, a namespace `ns` before another.
+        (0..NS.len(), 0..SA.len())
+            .prop_map(|(n, s)| Some(format!("spiffe://ns/ns/{}/sa/{}", NS[n], SA[s]))),
+        (0..NS.len()).prop_map(|n| Some(format!("spiffe://cluster.local/ns/ns/ns/{}/sa/x", NS[n]))),
         Just(Some("not-a-spiffe-id".to_string())),
         Just(None),
     ]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(2048))]
     #[test]
     fn indexed_decisions_equal_a_full_scan(
         policies in policies(),
@@ -119,6 +126,7 @@ proptest! {
         method in prop_oneof![Just("GET"), Just("POST")],
         port in prop_oneof![Just(8080u16), Just(9090u16)],
         ztunnel in any::<bool>(),
+        trust_domain in prop_oneof![Just("cluster.local"), Just("ns")],
     ) {
         let mut policies = policies;
         if ztunnel {
@@ -127,9 +135,9 @@ proptest! {
             }
         }
         let config = if ztunnel {
-            json!({"mode": "ztunnel", "workloads": [{"name": "w", "namespace": "default"}], "policies": policies})
+            json!({"mode": "ztunnel", "trustDomain": trust_domain, "workloads": [{"name": "w", "namespace": "default"}], "policies": policies})
         } else {
-            json!({"mode": "waypoint", "waypoint": {"name": "waypoint", "namespace": "default"}, "policies": policies})
+            json!({"mode": "waypoint", "trustDomain": trust_domain, "waypoint": {"name": "waypoint", "namespace": "default"}, "policies": policies})
         };
         let engine = Engine::from_json(&serde_json::to_vec(&config).unwrap()).unwrap();
         let attrs = OwnedAttributes {

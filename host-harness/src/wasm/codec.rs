@@ -275,7 +275,9 @@ pub fn request_headers(attrs: &OwnedAttributes) -> Pairs {
     pairs
 }
 
-/// Joins repeated names with `,` (Envoy's `getAllOfHeaderAsString`), first-occurrence order.
+/// Joins repeated names with `,`, first-occurrence order: the CEL `request.headers` property
+/// as Envoy serves it (`getAllOfHeaderAsString`). The RBAC-like matching of the module never
+/// uses it; it reads every occurrence from the header map.
 pub fn joined(pairs: &[(Vec<u8>, Vec<u8>)]) -> Pairs {
     let mut out: Pairs = Vec::new();
     for (k, v) in pairs {

@@ -40,14 +40,79 @@ pub trait Attributes {
     fn host(&self) -> Option<&[u8]> {
         None
     }
-    /// A request header by its lower-case name; several occurrences joined with `,` as
-    /// Envoy's RBAC header matcher sees them.
-    fn header(&self, _lowercase_name: &str) -> Option<&[u8]> {
-        None
+    /// Every occurrence of a request header, by its lower-case name, each one a value of
+    /// its own: Envoy 1.40's RBAC header matcher matches the occurrences one at a time and
+    /// holds when any one matches (envoyproxy/envoy
+    /// `source/extensions/filters/common/rbac/matchers.cc` `HeaderMatcher`, runtime guard
+    /// `envoy.reloadable_features.rbac_match_headers_individually`, on by default since the
+    /// fix for CVE-2026-26308). Joining them with `,` let a client escape a DENY by adding a
+    /// second value. A single header line `a,b` stays the one value `a,b`.
+    fn header<'a>(&'a self, _lowercase_name: &'a str) -> HeaderValues<'a> {
+        HeaderValues::none()
     }
     /// The verified JWT payload (Envoy `jwt_authn` dynamic metadata).
     fn jwt(&self) -> Option<&Claim> {
         None
+    }
+}
+
+/// The occurrences of one request header, in order, without copying: an iterator over the
+/// values of the header list that carry `name`, or over one value.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderValues<'a> {
+    source: HeaderSource<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum HeaderSource<'a> {
+    None,
+    One(&'a [u8]),
+    List {
+        pairs: &'a [(String, Vec<u8>)],
+        name: &'a str,
+    },
+}
+
+impl<'a> HeaderValues<'a> {
+    /// No occurrence: the header is absent.
+    pub fn none() -> HeaderValues<'a> {
+        HeaderValues {
+            source: HeaderSource::None,
+        }
+    }
+
+    /// Exactly one occurrence (a pseudo-header).
+    pub fn one(value: &'a [u8]) -> HeaderValues<'a> {
+        HeaderValues {
+            source: HeaderSource::One(value),
+        }
+    }
+
+    /// The occurrences of `name` in a list of (lower-case name, value) pairs.
+    pub fn of(pairs: &'a [(String, Vec<u8>)], name: &'a str) -> HeaderValues<'a> {
+        HeaderValues {
+            source: HeaderSource::List { pairs, name },
+        }
+    }
+
+    /// Every occurrence, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (one, pairs, name) = match self.source {
+            HeaderSource::None => (None, &[][..], ""),
+            HeaderSource::One(v) => (Some(v), &[][..], ""),
+            HeaderSource::List { pairs, name } => (None, pairs, name),
+        };
+        one.into_iter().chain(
+            pairs
+                .iter()
+                .filter(move |(n, _)| n == name)
+                .map(|(_, v)| v.as_slice()),
+        )
+    }
+
+    /// Whether the header is absent.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
     }
 }
 
@@ -117,13 +182,11 @@ pub struct OwnedHttp {
     pub host: Vec<u8>,
     /// Lower-case name and value, one entry per occurrence, in order.
     pub headers: Vec<(String, Vec<u8>)>,
-    /// Joined view of `headers`, built by [`OwnedHttp::finish`].
-    joined: Vec<(String, Vec<u8>)>,
     pub jwt: Option<Claim>,
 }
 
 impl OwnedHttp {
-    /// Builds a request; header names are lower-cased and repeated headers joined with `,`.
+    /// Builds a request; header names are lower-cased, every occurrence kept as its own value.
     pub fn new(
         method: &[u8],
         path: &[u8],
@@ -135,31 +198,14 @@ impl OwnedHttp {
             .into_iter()
             .map(|(n, v)| (n.to_ascii_lowercase(), v))
             .collect();
-        let joined = join_headers(&headers);
         OwnedHttp {
             method: method.to_vec(),
             path: path.to_vec(),
             host: host.to_vec(),
             headers,
-            joined,
             jwt,
         }
     }
-}
-
-/// Joins repeated header names with `,`, keeping first-occurrence order, as Envoy's
-/// `getAllOfHeaderAsString` does for RBAC.
-pub fn join_headers(headers: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
-    let mut joined: Vec<(String, Vec<u8>)> = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        if let Some((_, existing)) = joined.iter_mut().find(|(n, _)| n == name) {
-            existing.push(b',');
-            existing.extend_from_slice(value);
-        } else {
-            joined.push((name.clone(), value.clone()));
-        }
-    }
-    joined
 }
 
 impl Attributes for OwnedAttributes {
@@ -190,18 +236,23 @@ impl Attributes for OwnedAttributes {
     fn host(&self) -> Option<&[u8]> {
         self.http.as_ref().map(|h| h.host.as_slice())
     }
-    fn header(&self, lowercase_name: &str) -> Option<&[u8]> {
-        let http = self.http.as_ref()?;
+    fn header<'a>(&'a self, lowercase_name: &'a str) -> HeaderValues<'a> {
+        let Some(http) = self.http.as_ref() else {
+            return HeaderValues::none();
+        };
         match lowercase_name {
-            ":method" => return Some(&http.method),
-            ":path" => return Some(&http.path),
-            ":authority" | "host" => return Some(&http.host),
-            _ => {}
+            ":method" => HeaderValues::one(&http.method),
+            ":path" => HeaderValues::one(&http.path),
+            ":authority" | "host" => HeaderValues::one(&http.host),
+            // Envoy always gives a request a `:scheme`; a request that names none arrived
+            // in plaintext, as every request does inside a waypoint's HBONE tunnel (the
+            // connection manager sets `http` for a connection without TLS: envoyproxy/envoy
+            // `source/common/http/conn_manager_utility.cc`). The Wasmtime host sends the same.
+            ":scheme" if !http.headers.iter().any(|(n, _)| n == ":scheme") => {
+                HeaderValues::one(b"http")
+            }
+            _ => HeaderValues::of(&http.headers, lowercase_name),
         }
-        http.joined
-            .iter()
-            .find(|(n, _)| n == lowercase_name)
-            .map(|(_, v)| v.as_slice())
     }
     fn jwt(&self) -> Option<&Claim> {
         self.http.as_ref().and_then(|h| h.jwt.as_ref())

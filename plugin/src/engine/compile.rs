@@ -68,8 +68,10 @@ pub(crate) enum Matcher {
     AnyPrincipal,
     /// Waypoint namespace regex `.*/ns/<glob>/.*` on the peer principal URI.
     NamespaceGlob(Glob),
-    /// `ns/sa` exact on the parsed identity.
+    /// `ns/sa` exact on the identity parsed as ztunnel parses it (ztunnel).
     ServiceAccount(Box<str>, Box<str>),
+    /// `ns/sa` as istiod's regex `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` (waypoint).
+    ServiceAccountRegex(Box<str>, Box<str>),
     /// On the identity's trust domain: `*` any SPIFFE peer, else grammar (a) on the domain.
     TrustDomain(StrMatch),
     Cidr(Cidr),
@@ -698,7 +700,9 @@ fn entry_identity(entry: &CEntry) -> Option<Vec<IdKey>> {
                 Matcher::NamespaceGlob(g) => {
                     g.literal_namespace().map(|n| IdKey::Namespace(n.into()))
                 }
-                Matcher::ServiceAccount(ns, _) => Some(IdKey::Namespace(ns.clone())),
+                Matcher::ServiceAccount(ns, _) | Matcher::ServiceAccountRegex(ns, _) => {
+                    Some(IdKey::Namespace(ns.clone()))
+                }
                 _ => None,
             })
             .collect()
@@ -921,7 +925,15 @@ fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
                 }),
                 Attr::ServiceAccount => {
                     if let Some((ns, sa)) = v.split_once('/') {
-                        out.push(Matcher::ServiceAccount(ns.into(), sa.into()));
+                        out.push(match mode {
+                            // ztunnel compares the parsed identity's namespace and service
+                            // account (istio/ztunnel `src/rbac.rs`).
+                            Mode::Ztunnel => Matcher::ServiceAccount(ns.into(), sa.into()),
+                            // A waypoint runs istiod's regex, which admits extra segments
+                            // (istio/istio `pilot/pkg/security/authz/model/generator.go`
+                            // `serviceAccountRegex`, `TestServiceAccount`).
+                            Mode::Waypoint => Matcher::ServiceAccountRegex(ns.into(), sa.into()),
+                        });
                     }
                 }
                 Attr::TrustDomain => {
@@ -977,23 +989,48 @@ fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
     }
 }
 
-/// Trust-domain aliases (istiod `ReplaceTrustDomainAliases`): a principal written in the
-/// mesh's domain, an alias, or `cluster.local` stands for the same identity in every domain
-/// of the bundle.
+/// Trust-domain aliases, as istiod's `ReplaceTrustDomainAliases` rewrites `principals`
+/// (istio/istio `pilot/pkg/security/trustdomain/bundle.go`, `util.go`): a principal of five
+/// `/`-separated parts whose trust domain is not `*` and matches the bundle (exactly, or as a
+/// `*suffix` / `prefix*` pattern of a bundle domain) or is `cluster.local` becomes one
+/// principal per bundle domain: kept as written for a domain its `*suffix` pattern covers,
+/// else with the trust domain replaced by that domain (istiod's golden
+/// `simple-policy-principal-with-wildcard` turns `*bar/ns/foo/sa/x` with bundle
+/// `[td1, foobar]` into `td1/ns/foo/sa/x` and `*bar/ns/foo/sa/x`). Anything else is kept.
 fn expand_principal(value: &str, bundle: &[String]) -> Vec<String> {
     let parts: Vec<&str> = value.split('/').collect();
-    if let [td, rest @ ..] = parts.as_slice() {
-        if parts.len() == 5
-            && !td.contains('*')
-            && (*td == "cluster.local" || bundle.iter().any(|d| d == td))
-        {
-            let tail = rest.join("/");
-            let mut out: Vec<String> = bundle.iter().map(|d| format!("{d}/{tail}")).collect();
-            out.dedup();
-            return out;
+    let (Some(td), Some(rest)) = (parts.first(), parts.get(1..)) else {
+        return vec![value.to_string()];
+    };
+    // istiod `isTrustDomainBeingEnforced`: five parts and a trust domain other than `*`.
+    if parts.len() != 5 || *td == "*" {
+        return vec![value.to_string()];
+    }
+    let suffix_of = |domain: &str| td.strip_prefix('*').is_some_and(|s| domain.ends_with(s));
+    // istiod trustdomain `stringMatch` (the pattern may be on either side; bundle domains
+    // themselves carry no `*`).
+    let matches = |domain: &str| {
+        *td == domain
+            || suffix_of(domain)
+            || td.strip_suffix('*').is_some_and(|p| domain.starts_with(p))
+    };
+    if !(*td == "cluster.local" || bundle.iter().any(|d| matches(d))) {
+        return vec![value.to_string()];
+    }
+    let tail = rest.join("/");
+    let mut out: Vec<String> = Vec::with_capacity(bundle.len());
+    for domain in bundle {
+        // istiod `replaceTrustDomains`: as written where its `*suffix` covers the domain.
+        let principal = if suffix_of(domain) {
+            value.to_string()
+        } else {
+            format!("{domain}/{tail}")
+        };
+        if !out.contains(&principal) {
+            out.push(principal);
         }
     }
-    vec![value.to_string()]
+    out
 }
 
 /// `requestPrincipals` values: `iss/sub` split at the last `/` (istiod
@@ -1088,5 +1125,32 @@ mod tests {
             vec!["other/ns/foo/sa/x".to_string()]
         );
         assert_eq!(expand_principal("*", &bundle), vec!["*".to_string()]);
+        // istio/istio pilot/pkg/security/authz/builder/testdata/http/
+        // simple-policy-principal-with-wildcard-{in,out}.yaml, bundle td1 + foobar.
+        let bundle = vec!["td1".to_string(), "foobar".to_string()];
+        assert_eq!(
+            expand_principal("*bar/ns/foo/sa/x", &bundle),
+            vec![
+                "td1/ns/foo/sa/x".to_string(),
+                "*bar/ns/foo/sa/x".to_string()
+            ]
+        );
+        assert_eq!(
+            expand_principal("*/ns/foo/sa/x", &bundle),
+            vec!["*/ns/foo/sa/x".to_string()]
+        );
+        // A `*suffix` covering no bundle domain is kept as written.
+        assert_eq!(
+            expand_principal("*baz/ns/foo/sa/x", &bundle),
+            vec!["*baz/ns/foo/sa/x".to_string()]
+        );
+        // A `prefix*` trust domain is replaced by every bundle domain.
+        assert_eq!(
+            expand_principal("td*/ns/foo/sa/x", &bundle),
+            vec![
+                "td1/ns/foo/sa/x".to_string(),
+                "foobar/ns/foo/sa/x".to_string()
+            ]
+        );
     }
 }

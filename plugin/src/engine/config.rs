@@ -174,10 +174,39 @@ impl PluginConfig {
         let root_namespace = opt_str(map, "rootNamespace", "")?
             .unwrap_or("istio-system")
             .to_string();
+        // An empty root namespace names no namespace: mesh-wide policies would silently
+        // apply nowhere. Leave the key out for Istio's default, istio-system.
+        if root_namespace.is_empty() {
+            return Err(ConfigError::new(
+                "rootNamespace",
+                "\"\" is not a namespace; leave rootNamespace out for istio-system",
+            ));
+        }
         let trust_domain = opt_str(map, "trustDomain", "")?
             .unwrap_or("cluster.local")
             .to_string();
+        // An empty trust domain would turn `cluster.local/ns/...` principals into `/ns/...`,
+        // which no peer certificate carries, so every DENY on a principal would be skipped.
+        // A SPIFFE trust domain is never empty and has no `/`.
+        if trust_domain.is_empty() || trust_domain.contains('/') {
+            return Err(ConfigError::new(
+                "trustDomain",
+                format!(
+                    "\"{trust_domain}\" is not a SPIFFE trust domain; leave trustDomain out for cluster.local"
+                ),
+            ));
+        }
         let trust_domain_aliases = opt_str_list(map, "trustDomainAliases", "")?.unwrap_or_default();
+        if let Some((i, bad)) = trust_domain_aliases
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.contains('/'))
+        {
+            return Err(ConfigError::new(
+                index("trustDomainAliases", i),
+                format!("\"{bad}\" is not a SPIFFE trust domain"),
+            ));
+        }
 
         let waypoint = match opt_object(map, "waypoint", "")? {
             None => None,

@@ -1,7 +1,7 @@
 //! Evaluate: attributes → decision, following Istio's procedure step by step, and the
 //! explanation of a decision for people.
 
-use super::attributes::{Attributes, Claim};
+use super::attributes::{Attributes, Claim, HeaderValues};
 use super::compile::{Compiled, CompiledRule, Engine, Matcher, PolicySet, RuleIndex, Test};
 use super::config::Mode;
 use super::decision::{Decision, DryRun, PolicyId, Reason, RuleRef, Verdict};
@@ -20,6 +20,8 @@ pub enum Traffic {
 /// An attribute value fetched once per test.
 enum Value<'a> {
     Bytes(Option<&'a [u8]>),
+    /// Every occurrence of a request header; none when absent.
+    Headers(HeaderValues<'a>),
     Principal(Option<&'a str>),
     Ip(Option<IpAddr>),
     Port(Option<u16>),
@@ -28,7 +30,7 @@ enum Value<'a> {
     Missing,
 }
 
-fn fetch<'a>(attr: &Attr, attrs: &'a dyn Attributes) -> Value<'a> {
+fn fetch<'a>(attr: &'a Attr, attrs: &'a dyn Attributes) -> Value<'a> {
     match attr {
         Attr::Principal | Attr::Namespace | Attr::ServiceAccount | Attr::TrustDomain => {
             Value::Principal(attrs.peer_principal())
@@ -40,7 +42,7 @@ fn fetch<'a>(attr: &Attr, attrs: &'a dyn Attributes) -> Value<'a> {
         Attr::Host => Value::Bytes(attrs.host()),
         Attr::Method => Value::Bytes(attrs.method()),
         Attr::Path => Value::Bytes(attrs.path().map(url_path)),
-        Attr::Header(name) => Value::Bytes(attrs.header(name)),
+        Attr::Header(name) => Value::Headers(attrs.header(name)),
         Attr::Sni => Value::Bytes(attrs.sni().map(str::as_bytes)),
         Attr::RequestPrincipal => Value::Jwt(attrs.jwt()),
         Attr::Claim(path) => Value::Claim(attrs.jwt().and_then(|j| j.get(path))),
@@ -73,12 +75,52 @@ fn string_claim<'a>(jwt: &'a Claim, name: &str) -> Option<&'a str> {
     }
 }
 
-/// The `<x>` of every `/ns/<x>/` in a principal, without allocating.
+/// The `<x>` of every `/ns/<x>/` in a principal, without allocating. Occurrences may
+/// overlap: in `spiffe://ns/ns/bad/sa/x` the namespace `bad` follows the `/ns/` that begins
+/// with the trust domain's closing `/`, so every `/` is tried as the start of one (a
+/// non-overlapping search would find only `ns` and never consult the rules for `bad`).
 fn namespace_segments(principal: &str) -> impl Iterator<Item = &str> {
-    principal.match_indices("/ns/").filter_map(move |(i, _)| {
-        let rest = principal.get(i + 4..)?;
+    principal.match_indices('/').filter_map(move |(i, _)| {
+        let rest = principal.get(i..)?.strip_prefix("/ns/")?;
         let (segment, _) = rest.split_once('/')?;
         (!segment.is_empty()).then_some(segment)
+    })
+}
+
+/// istiod's waypoint service-account matcher, the RE2 full match of
+/// `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` with `<ns>` and `<sa>` literal (istio/istio
+/// `pilot/pkg/security/authz/model/generator.go` `serviceAccountRegex`; literal as since the
+/// fix that quotes them): extra segments may come before `/ns/`, between the namespace and
+/// `sa/`, and after the service account, but the namespace and the service account must be
+/// whole segments. RE2's `.` does not match a newline.
+fn service_account_regex_matches(principal: &str, ns: &str, sa: &str) -> bool {
+    let Some(rest) = principal.strip_prefix("spiffe://") else {
+        return false;
+    };
+    let dot_plus = |s: &str| !s.is_empty() && !s.contains('\n');
+    // Every `/ns/<ns>/` with something before it.
+    rest.match_indices('/').any(|(i, _)| {
+        let (before, from) = rest.split_at(i);
+        let Some(after) = from
+            .strip_prefix("/ns/")
+            .and_then(|r| r.strip_prefix(ns))
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
+        if !dot_plus(before) {
+            return false;
+        }
+        // `(.+/|)sa/<sa>(/.+)?` on what follows: `sa/` at the start or after a `/` that
+        // ends a non-empty middle.
+        after.match_indices("sa/").any(|(j, _)| {
+            let (middle, from_sa) = after.split_at(j);
+            let middle_ok = middle.is_empty()
+                || (middle.ends_with('/') && middle.len() >= 2 && !middle.contains('\n'));
+            let tail = from_sa.strip_prefix("sa/").and_then(|r| r.strip_prefix(sa));
+            middle_ok
+                && tail.is_some_and(|t| t.is_empty() || t.strip_prefix('/').is_some_and(dot_plus))
+        })
     })
 }
 
@@ -103,10 +145,20 @@ fn hits(m: &Matcher, attr: &Attr, value: &Value) -> bool {
                 .is_some_and(|id| s.matches(id.as_bytes())),
         },
         (Matcher::Str(s), Value::Bytes(Some(b))) => s.matches(b),
+        // Envoy 1.40 RBAC `HeaderMatcher` with `rbac_match_headers_individually` (on by
+        // default): the matcher holds when any one occurrence matches (envoyproxy/envoy
+        // `source/extensions/filters/common/rbac/matchers.cc`). istiod wraps `notValues` in a
+        // `not_id` around the same matcher (istio/istio `pilot/pkg/security/authz/model/model.go`),
+        // so a `notValues` entry holds only when no occurrence matches it: an ALLOW with
+        // `notValues: [admin]` does not hold for `x: user` + `x: admin`.
+        (Matcher::Str(s), Value::Headers(h)) => h.iter().any(|v| s.matches(v)),
         (Matcher::Str(s), Value::Claim(Some(c))) => claim_matches(s, c),
         (Matcher::Host(s), Value::Bytes(Some(b))) => s.matches_ignore_case(b),
         (Matcher::AnyPrincipal, Value::Principal(Some(p))) => !p.is_empty(),
         (Matcher::NamespaceGlob(g), Value::Principal(Some(p))) => g.matches(p.as_bytes()),
+        (Matcher::ServiceAccountRegex(ns, sa), Value::Principal(Some(p))) => {
+            service_account_regex_matches(p, ns, sa)
+        }
         (Matcher::ServiceAccount(ns, sa), Value::Principal(Some(p))) => {
             Identity::parse(p).is_some_and(|i| i.namespace == &**ns && i.service_account == &**sa)
         }
@@ -604,6 +656,12 @@ fn describe_value(attr: &Attr, attrs: &dyn Attributes) -> String {
         Value::Principal(Some(p)) => format!("peer {p:?}"),
         Value::Principal(None) => "no peer certificate".into(),
         Value::Bytes(b) => lossy(b),
+        Value::Headers(h) if h.is_empty() => "absent".into(),
+        Value::Headers(h) => h
+            .iter()
+            .map(|v| lossy(Some(v)))
+            .collect::<Vec<_>>()
+            .join(" + "),
         Value::Ip(Some(ip)) => ip.to_string(),
         Value::Port(Some(p)) => p.to_string(),
         Value::Claim(Some(c)) => claim_text(c),
@@ -688,5 +746,48 @@ impl fmt::Display for Explanation {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_account_regex_as_istiod() {
+        // istio/istio pilot/pkg/security/authz/model/generator_test.go TestServiceAccount,
+        // for `my-ns/my-sa`.
+        let cases = [
+            ("spiffe://cluster.local/ns/my-ns/sa/my-sa", true),
+            ("spiffe://cluster.local/ns/my-ns/sa/my-sa/k/v", true),
+            ("spiffe://cluster.local/k/v/ns/my-ns/sa/my-sa", true),
+            ("spiffe://cluster.local/ns/my-ns/k/v/sa/my-sa", true),
+            (
+                "spiffe://cluster.local/k1/v1/ns/my-ns/k2/v2/sa/my-sa/k3/v3",
+                true,
+            ),
+            ("spiffe://cluster.local/ns/my-ns/sa/my-sa-suffix", false),
+            ("spiffe://cluster.local/ns/my-ns-suffix/sa/my-sa", false),
+            ("cluster.local/ns/my-ns/sa/my-sa", false),
+            ("spiffe://ns/my-ns/sa/my-sa", false),
+            ("spiffe://cluster.local/ns/my-ns", false),
+            ("spiffe://cluster.local/sa/my-sa", false),
+            (
+                "spiffe://cluster.local/k/ns/my-ns/something/bar/sa/my-sa/baz",
+                true,
+            ),
+            // Overlapping `/ns/` (a trust domain `ns`), and the edges of `(/.+)?`.
+            ("spiffe://ns/ns/my-ns/sa/my-sa", true),
+            ("spiffe://cluster.local/ns/my-ns/sa/my-sa/", false),
+            ("spiffe://cluster.local/ns/my-ns//sa/my-sa", false),
+            ("spiffe://cluster.local/ns/my-ns/x//sa/my-sa", true),
+        ];
+        for (principal, want) in cases {
+            assert_eq!(
+                service_account_regex_matches(principal, "my-ns", "my-sa"),
+                want,
+                "{principal}"
+            );
+        }
     }
 }

@@ -19,7 +19,7 @@ mod json;
 pub mod matcher;
 pub mod policy;
 
-pub use attributes::{Attributes, Claim, OwnedAttributes, OwnedHttp};
+pub use attributes::{Attributes, Claim, HeaderValues, OwnedAttributes, OwnedHttp};
 pub use compile::{Engine, PolicyInfo};
 pub use config::{Filter, Mode, PluginConfig};
 pub use decision::{Decision, DryRun, PolicyId, Reason, RuleRef, Verdict};

@@ -328,7 +328,10 @@ fn parse_policy(
         ));
     }
 
-    let rules = match opt_list(spec, "rules", "spec")? {
+    // The API is protobuf: an empty repeated field is the absent field (`rules: []` is no
+    // rules), so a DENY or CUSTOM with `rules: []` is refused below as one without rules is
+    // (istio/istio `pkg/config/validation/validation.go` `ValidateAuthorizationPolicy`).
+    let rules = match opt_list(spec, "rules", "spec")?.filter(|l| !l.is_empty()) {
         None => None,
         Some(items) => {
             if items.len() > 512 {
@@ -377,7 +380,8 @@ fn parse_policy(
 fn parse_scope(spec: &Map<String, Value>) -> Result<Scope> {
     let selector = opt_object(spec, "selector", "spec")?;
     let target_ref = opt_object(spec, "targetRef", "spec")?;
-    let target_refs = opt_list(spec, "targetRefs", "spec")?;
+    // `targetRefs: []` is the absent field (protobuf), not an error.
+    let target_refs = opt_list(spec, "targetRefs", "spec")?.filter(|l| !l.is_empty());
     let set = [
         selector.is_some(),
         target_ref.is_some(),
@@ -620,8 +624,10 @@ fn parse_source(
     only_keys(map, &allowed, path)?;
     let mut fields = Vec::new();
     for (pos, neg, attr) in SOURCE_FIELDS {
-        let values = opt_str_list(map, pos, path)?;
-        let not_values = opt_str_list(map, neg, path)?;
+        // `principals: []` is the absent field (protobuf): it must not become a test that
+        // matches everything.
+        let values = opt_str_list(map, pos, path)?.filter(|l| !l.is_empty());
+        let not_values = opt_str_list(map, neg, path)?.filter(|l| !l.is_empty());
         for (name, list) in [(*pos, &values), (*neg, &not_values)] {
             let Some(list) = list else { continue };
             let field_path = join(path, name);
@@ -676,7 +682,11 @@ fn parse_source(
             not_values,
         });
     }
-    let has = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
+    // Set = present, not null and not an empty list (protobuf: `[]` is unset).
+    let has = |k: &str| {
+        map.get(k)
+            .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|l| !l.is_empty()))
+    };
     if (has("serviceAccounts") || has("notServiceAccounts"))
         && (has("principals") || has("notPrincipals") || has("namespaces") || has("notNamespaces"))
     {
@@ -719,8 +729,9 @@ fn parse_operation(map: &Map<String, Value>, path: &str) -> Result<Entry> {
     only_keys(map, &allowed, path)?;
     let mut fields = Vec::new();
     for (pos, neg, attr) in OPERATION_FIELDS {
-        let values = opt_str_list(map, pos, path)?;
-        let not_values = opt_str_list(map, neg, path)?;
+        // `methods: []` is the absent field (protobuf).
+        let values = opt_str_list(map, pos, path)?.filter(|l| !l.is_empty());
+        let not_values = opt_str_list(map, neg, path)?.filter(|l| !l.is_empty());
         for (name, list) in [(*pos, &values), (*neg, &not_values)] {
             let Some(list) = list else { continue };
             for (i, v) in list.iter().enumerate() {

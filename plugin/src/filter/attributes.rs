@@ -10,7 +10,7 @@
 
 use super::proto;
 use crate::engine::config::JwtSource;
-use crate::engine::{Attributes, Claim};
+use crate::engine::{Attributes, Claim, HeaderValues};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
 use std::cell::OnceCell;
@@ -68,7 +68,8 @@ struct Request {
     method: Option<Vec<u8>>,
     path: Option<Vec<u8>>,
     authority: Option<Vec<u8>>,
-    /// Lower-case name → every occurrence joined with `,` (RBAC's `getAllOfHeaderAsString`).
+    /// Lower-case name and value, one entry per occurrence, in order: never joined, as
+    /// Envoy 1.40's RBAC matches each occurrence on its own (see [`Attributes::header`]).
     headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -93,13 +94,7 @@ impl Request {
                 }
                 _ => {}
             }
-            match request.headers.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, joined)) => {
-                    joined.push(b',');
-                    joined.extend_from_slice(&value);
-                }
-                None => request.headers.push((name, value)),
-            }
+            request.headers.push((name, value));
         }
         request
     }
@@ -203,18 +198,16 @@ impl Attributes for HostAttributes<'_> {
         self.request()?.authority.as_deref()
     }
 
-    fn header(&self, lowercase_name: &str) -> Option<&[u8]> {
-        let request = self.request()?;
+    fn header<'a>(&'a self, lowercase_name: &'a str) -> HeaderValues<'a> {
+        let Some(request) = self.request() else {
+            return HeaderValues::none();
+        };
         let name = if lowercase_name == "host" {
             ":authority"
         } else {
             lowercase_name
         };
-        request
-            .headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        HeaderValues::of(&request.headers, name)
     }
 
     fn jwt(&self) -> Option<&Claim> {
