@@ -1,10 +1,16 @@
 //! The proxy-wasm module in the Wasmtime host, as a [`Decider`]: each case is driven through
 //! the module exactly as Envoy would drive it, and the verdict is what Envoy would do (a 403
 //! `RBAC: access denied` or a closed connection), the policy what the module logged.
+//!
+//! Mode waypoint cases run in both places Envoy can load the module (see [`Topology`]): Istio's
+//! waypoint chain (identity and client address in filter state) and a listener terminating the
+//! client's mTLS itself (identity in the peer certificate). Both must decide alike. Mode ztunnel
+//! runs only where the client's mTLS is terminated by the Envoy itself (ztunnel runs no Wasm).
 
 use crate::fixture::{Case, Fixture};
 use crate::replay::{config_for_traffic, Decider, Observed};
-use crate::wasm::{PluginInstance, WasmModule, WasmOutcome};
+use crate::wasm::codec::Topology;
+use crate::wasm::{PluginInstance, StreamOptions, WasmModule, WasmOutcome};
 use anyhow::Result;
 use authz_plugin::engine::Traffic;
 use serde_json::{json, Value};
@@ -49,22 +55,53 @@ impl WasmDecider {
         slot.as_mut().ok_or_else(|| "no instance".to_string())
     }
 
-    fn run(&mut self, case: &Case) -> Result<WasmOutcome, String> {
+    fn run(&mut self, case: &Case, topology: Topology) -> Result<WasmOutcome, String> {
         let request = case.traffic_for(
             crate::replay::mode_of(&self.config).unwrap_or(authz_plugin::engine::Mode::Waypoint),
         ) == Traffic::Request;
         let instance = self.instance(case)?;
+        let opts = StreamOptions {
+            topology,
+            ..StreamOptions::default()
+        };
         let outcome = if request {
-            instance.request(&case.attributes)
+            instance.request_with(&case.attributes, &opts)
         } else {
-            instance.connection(&case.attributes)
+            instance.connection_with(&case.attributes, &opts)
         };
         outcome.map_err(|e| e.to_string())
     }
 
+    /// The topologies a case runs in: the waypoint chain for mode waypoint (unless the case
+    /// has an SNI), and the direct listener unless the case has a forwarded address different
+    /// from the peer's and the chain can run it (a direct
+    /// listener under `use_remote_address: false` then hides the peer, see
+    /// `Reason::UnknownSource`, so the case's expectation is about the chain only).
+    fn topologies(&self, case: &Case) -> Vec<Topology> {
+        let waypoint = crate::replay::mode_of(&self.config)
+            .is_none_or(|m| m == authz_plugin::engine::Mode::Waypoint);
+        let a = &case.attributes;
+        let forwarded = a.http.is_some() && a.remote_ip.is_some() && a.remote_ip != a.source_ip;
+        let mut out = Vec::new();
+        // The inner connection of the chain has no TLS, so no SNI (measured in Envoy 1.40):
+        // a case with one only exists where the Envoy terminates the client's TLS.
+        if waypoint && a.sni.is_none() {
+            out.push(Topology::WaypointChain);
+        }
+        if !(waypoint && forwarded) || out.is_empty() {
+            out.push(Topology::Direct);
+        }
+        out
+    }
+
     /// What the module did with one case, for `check --wasm`.
     pub fn explain(&mut self, case: &Case) -> Result<Value, String> {
-        let o = self.run(case)?;
+        let topology = self
+            .topologies(case)
+            .first()
+            .copied()
+            .unwrap_or(Topology::Direct);
+        let o = self.run(case, topology)?;
         Ok(json!({
             "verdict": o.verdict.as_str(),
             "policy": o.policy,
@@ -114,28 +151,33 @@ impl Decider for WasmDecider {
     }
 
     fn decide(&mut self, case: &Case) -> Result<Result<Observed, String>, String> {
-        let a = &case.attributes;
-        if a.http.is_some() && a.remote_ip.is_some() && a.remote_ip != a.source_ip {
-            return Ok(Err(
-                "Envoy gives a wasm HTTP filter one client address (source.address, the original client \
-                 after X-Forwarded-For handling), so ipBlocks and remoteIpBlocks cannot be told apart when \
-                 they differ"
-                    .to_string(),
-            ));
+        let mut seen: Option<(Topology, Observed)> = None;
+        for topology in self.topologies(case) {
+            let o = self.run(case, topology)?;
+            if o.reason.is_none() {
+                return Err(format!("the module logged no decision line ({topology:?})"));
+            }
+            let observed = Observed {
+                verdict: o.verdict,
+                policy: Some(o.policy.clone().unwrap_or_default()),
+                audit: Some(o.audit.clone()),
+                dry_run: Some(
+                    o.dry_run
+                        .as_ref()
+                        .map(|d| (d.verdict, d.policy.clone().unwrap_or_default())),
+                ),
+            };
+            match &seen {
+                Some((first, earlier)) if *earlier != observed => {
+                    return Err(format!(
+                        "the topologies disagree: {first:?} decided {earlier:?}, {topology:?} decided {observed:?}"
+                    ));
+                }
+                Some(_) => {}
+                None => seen = Some((topology, observed)),
+            }
         }
-        let o = self.run(case)?;
-        if o.reason.is_none() {
-            return Err("the module logged no decision line".to_string());
-        }
-        Ok(Ok(Observed {
-            verdict: o.verdict,
-            policy: Some(o.policy.clone().unwrap_or_default()),
-            audit: Some(o.audit.clone()),
-            dry_run: Some(
-                o.dry_run
-                    .as_ref()
-                    .map(|d| (d.verdict, d.policy.clone().unwrap_or_default())),
-            ),
-        }))
+        seen.map(|(_, o)| Ok(o))
+            .ok_or_else(|| "no topology to run the case in".to_string())
     }
 }

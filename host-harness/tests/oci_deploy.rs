@@ -31,6 +31,8 @@ const DEPLOY: &[(&str, &[&str])] = &[
             "default/waypoint",
             "--service",
             "default/productpage",
+            "--service-address",
+            "10.96.0.10",
             "--policy-file",
             "policies/mesh/default-deny-waypoint.yaml",
             "--policy-file",
@@ -384,6 +386,94 @@ fn render_refuses_what_cannot_work() {
         &policy
     ))
     .is_err());
+    // A WasmPlugin on the whole waypoint sees every service's traffic: the module chooses
+    // the service by destination address, so each --service needs --service-address.
+    let waypoint_policy = [
+        "--policy-file",
+        "policies/bookinfo/productpage-waypoint.yaml",
+    ];
+    let e = parse(&with(
+        &[
+            "--kind",
+            "WasmPlugin",
+            "--mode",
+            "waypoint",
+            "--service",
+            "default/productpage",
+        ],
+        &waypoint_policy,
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("--service-address"), "{e}");
+    // So do several services, whatever loads the module.
+    let e = parse(&with(
+        &[
+            "--kind",
+            "envoy-filter",
+            "--mode",
+            "waypoint",
+            "--service",
+            "default/productpage",
+            "--service-address",
+            "10.96.0.10",
+            "--service",
+            "default/reviews",
+        ],
+        &waypoint_policy,
+    ))
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("default/reviews needs --service-address"),
+        "{e}"
+    );
+    // A --service-address before any --service, or not an IP.
+    assert!(parse(&with(
+        &[
+            "--kind",
+            "envoy-filter",
+            "--mode",
+            "waypoint",
+            "--service-address",
+            "10.0.0.1"
+        ],
+        &waypoint_policy
+    ))
+    .is_err());
+    assert!(parse(&with(
+        &[
+            "--kind",
+            "envoy-filter",
+            "--mode",
+            "waypoint",
+            "--service",
+            "default/productpage",
+            "--service-address",
+            "productpage",
+        ],
+        &waypoint_policy
+    ))
+    .is_err());
+    // The addresses are written into the plugin configuration.
+    let o = parse(&with(
+        &[
+            "--kind",
+            "WasmPlugin",
+            "--mode",
+            "waypoint",
+            "--service",
+            "default/productpage",
+            "--service-address",
+            "10.96.0.10,fd00::10",
+        ],
+        &waypoint_policy,
+    ))
+    .unwrap();
+    let out = render::render(&o, &root()).unwrap();
+    assert!(
+        out.contains("- 10.96.0.10") && out.contains("- fd00::10"),
+        "{out}"
+    );
     // A policy the module rejects is reported, not rendered.
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.yaml");

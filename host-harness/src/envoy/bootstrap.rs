@@ -45,7 +45,7 @@ impl Plugin {
         }
     }
 
-    fn plugin_config(&self) -> Value {
+    pub(crate) fn plugin_config(&self) -> Value {
         json!({
             "name": self.name,
             "root_id": self.name,

@@ -20,6 +20,7 @@
 
 pub mod bootstrap;
 pub mod certs;
+pub mod chain;
 pub mod client;
 pub mod examples;
 pub mod jwt;

@@ -53,6 +53,9 @@ pub struct Service {
     pub name: String,
     /// Extra `:authority` names (besides NAME.NS.svc.cluster.local and the short forms).
     pub hosts: Vec<String>,
+    /// The addresses clients dial for it (ClusterIP, ServiceEntry addresses): what chooses
+    /// the service (contract.md §1).
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,7 +152,17 @@ impl Options {
                         None => (v.as_str(), Vec::new()),
                     };
                     let (namespace, name) = ns_name(id, "--service")?;
-                    o.services.push(Service { namespace, name, hosts });
+                    o.services.push(Service { namespace, name, hosts, addresses: Vec::new() });
+                }
+                "--service-address" => {
+                    let v = value("--service-address")?;
+                    let Some(svc) = o.services.last_mut() else {
+                        bail!("--service-address {v} must follow the --service it belongs to");
+                    };
+                    for a in v.split(',').filter(|a| !a.is_empty()) {
+                        let ip = a.parse().map_err(|_| anyhow!("--service-address takes IP addresses (the service's ClusterIP or ServiceEntry addresses), not {a:?}"))?;
+                        svc.addresses.push(ip);
+                    }
                 }
                 "--workload" => {
                     let v = value("--workload")?;
@@ -216,6 +229,27 @@ impl Options {
             Mode::Waypoint => {
                 if !o.workloads.is_empty() {
                     bail!("--workload is for --mode ztunnel");
+                }
+                // The module chooses the service by the destination address alone
+                // (contract.md §1). A plugin on the whole waypoint (targetRefs Gateway or
+                // GatewayClass) sees every service's traffic, so each service needs its
+                // addresses; so do several services anywhere. Only a plugin attached to one
+                // service's own chain (a Service or HTTPRoute target, a hand-placed filter)
+                // may leave them out.
+                let whole_proxy = o.kind == Kind::WasmPlugin
+                    && matches!(
+                        o.target_kind.as_deref(),
+                        None | Some("Gateway") | Some("GatewayClass")
+                    );
+                if o.services.len() > 1 || whole_proxy {
+                    if let Some(svc) = o.services.iter().find(|s| s.addresses.is_empty()) {
+                        bail!(
+                            "--service {}/{} needs --service-address ADDR[,ADDR] (its ClusterIP or ServiceEntry addresses): {}; the module chooses the service by destination address, never by :authority",
+                            svc.namespace,
+                            svc.name,
+                            if whole_proxy { "a plugin on the whole waypoint sees every service's traffic" } else { "there are several services" }
+                        );
+                    }
                 }
             }
         }
@@ -375,11 +409,20 @@ pub fn plugin_config(opts: &Options, base: &Path) -> Result<Value> {
                         svc.name, svc.namespace
                     ))];
                     hosts.extend(svc.hosts.iter().map(|h| s(h)));
-                    map(vec![
+                    let mut fields = vec![
                         ("name", s(&svc.name)),
                         ("namespace", s(&svc.namespace)),
                         ("hosts", Value::Sequence(hosts)),
-                    ])
+                    ];
+                    if !svc.addresses.is_empty() {
+                        fields.push((
+                            "addresses",
+                            Value::Sequence(
+                                svc.addresses.iter().map(|a| s(&a.to_string())).collect(),
+                            ),
+                        ));
+                    }
+                    map(fields)
                 })
                 .collect();
             pairs.push(("services", Value::Sequence(services)));
@@ -570,9 +613,10 @@ fn wasm_plugin(opts: &Options, config: Value, network: bool) -> Result<(Value, S
                 .collect();
             spec.push(("targetRefs", Value::Sequence(refs)));
             format!(
-                "Waypoint mode: the module as an Istio {} filter on the waypoint ({kind} {}),\nin phase AUTHZ (after Istio's authentication filters, before Istio's RBAC filter).\nFails closed.",
+                "Waypoint mode: the module as an Istio {} filter on the waypoint ({kind} {}),\nin phase AUTHZ (after Istio's authentication filters, before Istio's RBAC filter).\nistiod places it in the {} chains of the waypoint's internal listener (main_internal,\nbehind the HBONE listener): the caller arrives as the filter state io.istio.peer_principal\nand the service is chosen by the address the client dialled (services[].addresses).\nFails closed.",
                 if network { "NETWORK (TCP chains)" } else { "HTTP" },
-                names.join(", ")
+                names.join(", "),
+                if network { "TCP" } else { "HTTP" }
             )
         }
         Mode::Ztunnel => {

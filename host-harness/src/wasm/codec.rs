@@ -296,6 +296,23 @@ fn address(ip: IpAddr, port: u16) -> Vec<u8> {
     SocketAddr::new(ip, port).to_string().into_bytes()
 }
 
+/// Where in Envoy the module runs, which decides where the caller's identity and address are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Topology {
+    /// A listener that terminates the client's mTLS itself (plain Envoy, Envoy Gateway): the
+    /// caller is the peer certificate's URI SAN; the connection manager runs with
+    /// `use_remote_address: false`, so a forwarded client address replaces `source.address`
+    /// (with port 0, as Envoy builds addresses from `X-Forwarded-For`).
+    #[default]
+    Direct,
+    /// Istio's ambient waypoint: the internal listener behind the HBONE listener. No TLS on
+    /// the inner connection; the caller is the filter state `io.istio.peer_principal`, the
+    /// client address the filter state `envoy.filters.listener.original_dst.remote_ip` (field
+    /// `ip`), and `source.address` the forwarded address when there is one (istio/istio
+    /// `pilot/pkg/networking/core/listener_waypoint.go`; values measured in Envoy 1.40).
+    WaypointChain,
+}
+
 /// The attributes Envoy serves for one connection or request, encoded as Envoy encodes them
 /// (proxy-wasm.md §1.7, §2.2).
 pub fn stream_properties(
@@ -304,42 +321,62 @@ pub fn stream_properties(
     source_port: u16,
     connection_id: u64,
     jwt: &JwtLocation,
+    topology: Topology,
 ) -> HashMap<Vec<u8>, Vec<u8>> {
     let mut p = HashMap::new();
     let mut put = |segments: &[&str], value: Vec<u8>| {
         p.insert(path_key(segments), value);
     };
+    let chain = topology == Topology::WaypointChain;
     if let Some(principal) = &attrs.peer_principal {
-        put(
-            &["connection", "uri_san_peer_certificate"],
-            principal.as_bytes().to_vec(),
-        );
+        let path: &[&str] = if chain {
+            &["filter_state", "io.istio.peer_principal"]
+        } else {
+            &["connection", "uri_san_peer_certificate"]
+        };
+        put(path, principal.as_bytes().to_vec());
     }
+    // In the chain the inner connection has no TLS at all.
     put(
         &["connection", "mtls"],
-        vec![u8::from(attrs.peer_principal.is_some())],
+        vec![u8::from(!chain && attrs.peer_principal.is_some())],
     );
     // No SNI: Envoy's value is the empty string.
     put(
         &["connection", "requested_server_name"],
-        attrs.sni.clone().unwrap_or_default().into_bytes(),
+        if chain {
+            Vec::new()
+        } else {
+            attrs.sni.clone().unwrap_or_default().into_bytes()
+        },
     );
     put(&["connection", "id"], connection_id.to_le_bytes().to_vec());
+    if chain {
+        if let Some(ip) = attrs.source_ip {
+            let base = "envoy.filters.listener.original_dst.remote_ip";
+            // The object as a whole reads as 4 zero bytes (an empty CEL map); its fields
+            // are what carry the address.
+            put(&["filter_state", base], vec![0; 4]);
+            put(&["filter_state", base, "ip"], ip.to_string().into_bytes());
+            put(
+                &["filter_state", base, "port"],
+                i64::from(source_port).to_le_bytes().to_vec(),
+            );
+        }
+    }
     // `source.address` is Envoy's downstream remote address. In an HTTP filter the connection
-    // manager may have replaced it with the original client address (X-Forwarded-For, trusted
-    // hops): that is the case's `remote_ip` when it has one. Envoy exposes no attribute for the
-    // direct peer of an HTTP stream (proxy-wasm.md §3.3), so a module sees one address only.
-    let source = if http {
-        attrs.remote_ip.or(attrs.source_ip)
-    } else {
-        attrs.source_ip
+    // manager (`use_remote_address: false`) replaces it with the last `X-Forwarded-For`
+    // address, port 0: that is the case's `remote_ip` when it differs from the peer.
+    let forwarded = attrs
+        .remote_ip
+        .filter(|r| http && Some(*r) != attrs.source_ip);
+    let source = match forwarded {
+        Some(ip) => Some((ip, 0)),
+        None => attrs.source_ip.map(|ip| (ip, source_port)),
     };
-    if let Some(ip) = source {
-        put(&["source", "address"], address(ip, source_port));
-        put(
-            &["source", "port"],
-            i64::from(source_port).to_le_bytes().to_vec(),
-        );
+    if let Some((ip, port)) = source {
+        put(&["source", "address"], address(ip, port));
+        put(&["source", "port"], i64::from(port).to_le_bytes().to_vec());
     }
     let port = attrs.destination_port.unwrap_or(0);
     if let Some(ip) = attrs.destination_ip {

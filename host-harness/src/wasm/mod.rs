@@ -109,6 +109,8 @@ pub struct StreamOptions {
     pub raw_request_headers: Option<Vec<u8>>,
     /// More properties: path segments and the encoded value.
     pub extra_properties: Vec<(Vec<String>, Vec<u8>)>,
+    /// Where the module runs: where the caller's identity and address are found.
+    pub topology: codec::Topology,
 }
 
 impl Default for StreamOptions {
@@ -118,6 +120,7 @@ impl Default for StreamOptions {
             first_data: FirstData::Downstream,
             raw_request_headers: None,
             extra_properties: Vec::new(),
+            topology: codec::Topology::Direct,
         }
     }
 }
@@ -708,6 +711,7 @@ impl PluginInstance {
             opts.source_port,
             connection_id,
             &self.jwt,
+            opts.topology,
         );
         for (path, value) in &opts.extra_properties {
             let segments: Vec<&str> = path.iter().map(String::as_str).collect();

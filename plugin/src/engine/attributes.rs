@@ -17,6 +17,17 @@ pub trait Attributes {
     fn peer_principal(&self) -> Option<&str>;
     /// The address of the directly connected peer (`source.ip`, `ipBlocks`).
     fn source_ip(&self) -> Option<IpAddr>;
+    /// `true` when the direct peer's address is unknown because the proxy replaced it with
+    /// a forwarded one (`X-Forwarded-For` under `use_remote_address: false`) and nothing else
+    /// carries it: then [`Attributes::source_ip`] is `None`, and a DENY rule on it denies.
+    fn source_ip_withheld(&self) -> bool {
+        false
+    }
+    /// `true` when the proxy established two different caller identities for this traffic
+    /// (the waypoint's `io.istio.peer_principal` filter state and a peer certificate).
+    fn identity_conflict(&self) -> bool {
+        false
+    }
     /// The original client address (`remote.ip`, `remoteIpBlocks`); defaults to the peer's.
     fn remote_ip(&self) -> Option<IpAddr> {
         self.source_ip()

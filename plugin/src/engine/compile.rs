@@ -183,8 +183,6 @@ pub(crate) struct Compiled {
 pub(crate) struct Targets {
     /// Destination address → target.
     pub by_address: FnvMap<IpAddr, Vec<(u32, Vec<u16>)>>,
-    /// Lower-cased host → target (waypoint only).
-    pub by_host: FnvMap<Box<[u8]>, u32>,
     /// The target when no address or host names one: the single address-less workload
     /// (ztunnel) or the waypoint itself (waypoint).
     pub fallback: Option<u32>,
@@ -548,12 +546,6 @@ fn bind_targets(
                         .or_default()
                         .push((si as u32, s.ports.clone()));
                 }
-                for h in &s.hosts {
-                    targets
-                        .by_host
-                        .entry(h.as_bytes().into())
-                        .or_insert(si as u32);
-                }
             }
             let own = lists.len() as u32;
             lists.push(to_waypoint);
@@ -561,7 +553,13 @@ fn bind_targets(
                 Some(w) => format!("waypoint {}/{} (no service)", w.namespace, w.name),
                 None => "waypoint (no service)".into(),
             });
-            targets.fallback = Some(own);
+            // One service without addresses: the plugin sits on that service's own chain
+            // and every request is for it (contract.md §1). Several services all carry
+            // addresses (config.rs rejects the rest), so anything else is for the waypoint.
+            targets.fallback = match config.services.as_slice() {
+                [only] if only.addresses.is_empty() => Some(0),
+                _ => Some(own),
+            };
         }
     }
     (targets, lists)

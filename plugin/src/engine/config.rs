@@ -242,6 +242,28 @@ impl PluginConfig {
         {
             workloads.push(parse_workload(item, &index("workloads", i))?);
         }
+        // The service is chosen by the destination address alone (contract.md §1): in Istio
+        // the waypoint has one filter chain per service, matched on the address the client
+        // dialled (istio/istio pilot/pkg/networking/core/listener_waypoint.go, the
+        // `main_internal` filter chain match on the destination IP). `:authority` is written by
+        // the client and never chooses. A lone service without addresses is a plugin attached
+        // to that one service's chain; with several, one without addresses can never be chosen
+        // and its policies would silently not apply.
+        if mode == Mode::Waypoint && services.len() > 1 {
+            if let Some((i, s)) = services
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.addresses.is_empty())
+            {
+                return Err(ConfigError::new(
+                    join(&index("services", i), "addresses"),
+                    format!(
+                        "service {}/{} has no addresses; with several services each needs the addresses clients dial (the service is chosen by destination address, never by :authority)",
+                        s.namespace, s.name
+                    ),
+                ));
+            }
+        }
         if mode == Mode::Ztunnel && workloads.is_empty() {
             return Err(ConfigError::new(
                 "workloads",

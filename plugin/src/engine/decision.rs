@@ -52,6 +52,13 @@ pub enum Reason {
     UntrustedPeer,
     /// The destination is not a workload this ztunnel-mode proxy enforces for.
     UnknownDestination,
+    /// The proxy established two different caller identities (the waypoint's filter state
+    /// and a peer certificate): no policy can say which one it meant, so deny.
+    ConflictingIdentity,
+    /// No DENY rule matched, but one tests the direct peer address (`ipBlocks`,
+    /// `source.ip`) and the proxy replaced that address with a forwarded one, so the rule
+    /// cannot be evaluated: deny rather than let a possibly denied peer through.
+    UnknownSource,
 }
 
 impl Reason {
@@ -65,6 +72,8 @@ impl Reason {
             Reason::NoAllowMatched => "no-allow-matched",
             Reason::UntrustedPeer => "untrusted-peer",
             Reason::UnknownDestination => "unknown-destination",
+            Reason::ConflictingIdentity => "conflicting-identity",
+            Reason::UnknownSource => "unknown-source-address",
         }
     }
 

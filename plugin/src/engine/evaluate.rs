@@ -185,6 +185,19 @@ fn test_matches(test: &Test, attrs: &dyn Attributes) -> bool {
         && !test.not_values.iter().any(|m| hits(m, &test.attr, &value))
 }
 
+/// Whether some rule of the index tests the direct peer address (`ipBlocks`, `source.ip`).
+fn tests_source_ip(index: &RuleIndex, compiled: &Compiled) -> bool {
+    index.all.iter().any(|rid| {
+        compiled.rules.get(*rid as usize).is_some_and(|r| {
+            r.clauses.iter().any(|c| {
+                c.entries
+                    .iter()
+                    .any(|e| e.tests.iter().any(|t| matches!(t.attr, Attr::SourceIp)))
+            })
+        })
+    })
+}
+
 /// Rule = every clause; clause = some entry (from[] / to[] are OR-ed); entry = every test.
 fn rule_matches(rule: &CompiledRule, attrs: &dyn Attributes) -> bool {
     rule.clauses.iter().all(|c| {
@@ -276,7 +289,7 @@ impl Engine {
     }
 
     /// The target (workload or service) this traffic is for, if any.
-    fn target(&self, traffic: Traffic, attrs: &dyn Attributes) -> Option<u32> {
+    fn target(&self, attrs: &dyn Attributes) -> Option<u32> {
         let targets = &self.targets;
         if !targets.by_address.is_empty() {
             if let Some(candidates) = attrs
@@ -301,19 +314,10 @@ impl Engine {
                 }
             }
         }
-        if self.config.mode == Mode::Waypoint
-            && traffic == Traffic::Request
-            && !targets.by_host.is_empty()
-        {
-            if let Some(host) = attrs.host() {
-                let mut buf = [0u8; 256];
-                if let Some(lower) = host_without_port(host, &mut buf) {
-                    if let Some(t) = targets.by_host.get(lower) {
-                        return Some(*t);
-                    }
-                }
-            }
-        }
+        // `:authority` never chooses the service (contract.md §1): a client that writes
+        // another service's name must not get that service's policies. What the address does
+        // not name falls back to the lone address-less service (a plugin on that service's
+        // chain) or, in a waypoint, to the policies bound to the waypoint itself.
         targets.fallback
     }
 
@@ -334,6 +338,11 @@ impl Engine {
             audit: Vec::new(),
             dry_run: None,
         };
+        // Identity comes only from what the proxy established; two different ones leave no
+        // principal a policy could be meant for, so nothing is decided on either.
+        if attrs.identity_conflict() {
+            return deny(Reason::ConflictingIdentity);
+        }
         // "A destination ztunnel refuses, in its TLS handshake and before any policy, a peer
         // whose SPIFFE trust domain is not its own" (contract.md §1).
         if self.config.mode == Mode::Ztunnel {
@@ -349,7 +358,7 @@ impl Engine {
             return deny(Reason::UnknownDestination);
         };
         let set = self
-            .target(traffic, attrs)
+            .target(attrs)
             .and_then(|t| self.targets.set_of.get(t as usize))
             .and_then(|s| compiled.sets.get(*s as usize));
         let Some(set) = set else {
@@ -417,6 +426,16 @@ impl Engine {
                 return (Verdict::Deny, Reason::Denied(r));
             }
         }
+        // A DENY (or CUSTOM) rule on the direct peer address that could not be evaluated
+        // because the proxy hid that address: Envoy's RBAC would test `direct_remote_ip`
+        // (istio/istio pilot/pkg/security/authz/model/generator.go `srcIPGenerator`), which
+        // the module cannot read here, so fail safe instead of skipping the rule.
+        if attrs.source_ip_withheld()
+            && (custom.is_some_and(|c| tests_source_ip(c, compiled))
+                || tests_source_ip(deny, compiled))
+        {
+            return (Verdict::Deny, Reason::UnknownSource);
+        }
         // "If there are no ALLOW policies for the workload, allow the request."
         if !has_allow {
             return (Verdict::Allow, Reason::NoAllowPolicies);
@@ -439,13 +458,13 @@ impl Engine {
         let decided = self.decide(traffic, attrs);
         if matches!(
             decided.reason,
-            Reason::UntrustedPeer | Reason::UnknownDestination
+            Reason::UntrustedPeer | Reason::UnknownDestination | Reason::ConflictingIdentity
         ) {
             return (decided.verdict, decided.reason);
         }
         let compiled = self.compiled_for(traffic);
         let set = compiled.and_then(|c| {
-            self.target(traffic, attrs)
+            self.target(attrs)
                 .and_then(|t| self.targets.set_of.get(t as usize))
                 .and_then(|s| c.sets.get(*s as usize))
         });
@@ -483,7 +502,7 @@ impl Engine {
                 .unwrap_or_default()
         };
         let compiled = self.compiled_for(traffic);
-        let target_id = self.target(traffic, attrs);
+        let target_id = self.target(attrs);
         let target = target_id
             .and_then(|t| self.targets.names.get(t as usize).cloned())
             .unwrap_or_else(|| "(none)".into());
@@ -521,6 +540,8 @@ impl Engine {
                 self.trusted_domains.join(" or ")
             ),
             Reason::UnknownDestination => "the destination is not a workload this proxy enforces for".into(),
+            Reason::ConflictingIdentity => "the proxy established two different caller identities (waypoint filter state and peer certificate)".into(),
+            Reason::UnknownSource => "a DENY rule tests the direct peer address, which the proxy replaced with a forwarded one".into(),
         };
         // The nearest miss explains a request that no ALLOW rule admitted; when a DENY or
         // CUSTOM rule decided, that rule is the explanation and an ALLOW miss would mislead.
@@ -551,25 +572,6 @@ impl Engine {
             decision,
         }
     }
-}
-
-/// Strips the port (and IPv6 brackets stay) from an `:authority` and lower-cases it into
-/// `buf`; `None` when it does not fit.
-fn host_without_port<'b>(host: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
-    let end = if host.starts_with(b"[") {
-        host.iter()
-            .position(|b| *b == b']')
-            .map(|i| i + 1)
-            .unwrap_or(host.len())
-    } else {
-        host.iter().rposition(|b| *b == b':').unwrap_or(host.len())
-    };
-    let name = host.get(..end)?;
-    let out = buf.get_mut(..name.len())?;
-    for (o, b) in out.iter_mut().zip(name) {
-        *o = b.to_ascii_lowercase();
-    }
-    Some(out)
 }
 
 /// The ALLOW rule that came closest: the most clauses satisfied, and the first condition of

@@ -5,8 +5,29 @@
 //! no rule inspects costs no host call at all. Encodings are Envoy's (proxy-wasm.md §1.7,
 //! §2.2): strings as raw bytes, `destination.port` as an 8-byte little-endian int64,
 //! addresses as `ip:port` (`[v6]:port`), the request as the header map of the ABI, and the
-//! JWT payload inside the dynamic-metadata message. Identity comes only from the peer
-//! certificate and the verified JWT, never from a header.
+//! JWT payload inside the dynamic-metadata message. Identity comes only from what the proxy
+//! established (the waypoint's filter state, the peer certificate) and the verified JWT,
+//! never from a header.
+//!
+//! Where Istio runs the module, an ambient waypoint, the HTTP filters sit in an internal
+//! listener (`main_internal`) behind an outer listener that terminates HBONE (HTTP/2 `CONNECT`
+//! over mTLS). The outer listener's `set_filter_state` filter carries the caller's certificate
+//! URI SAN as the filter state `io.istio.peer_principal` and the client address as
+//! `envoy.filters.listener.original_dst.remote_ip`, both shared with the upstream once, and the
+//! internal listener's `original_dst` listener filter restores the addresses (istio/istio
+//! `pilot/pkg/networking/core/listener_waypoint.go`, `pilot/pkg/xds/filters/filters.go`).
+//! Measured in Envoy 1.40 with a Wasm filter in such an internal listener:
+//!
+//! * `connection.uri_san_peer_certificate` is absent and `connection.mtls` false (the inner
+//!   connection has no TLS); `filter_state.io.istio.peer_principal` holds the caller's SPIFFE
+//!   URI, which istiod's own RBAC matches there (`filter_state` matcher,
+//!   `pilot/pkg/security/authz/model/principal.go`).
+//! * The connection manager runs with `use_remote_address: false`, so `source.address` is
+//!   the last `X-Forwarded-For` entry when the request carries one (with port 0), else the
+//!   restored client address. `filter_state.envoy.filters.listener.original_dst.remote_ip`
+//!   reads as 4 zero bytes as a whole, but its field `ip` is the restored client address as
+//!   text, whatever `X-Forwarded-For` says: the direct peer.
+//! * `destination.address` is the `CONNECT` authority's address (the service VIP).
 
 use super::proto;
 use crate::engine::config::JwtSource;
@@ -100,13 +121,96 @@ impl Request {
     }
 }
 
+/// The waypoint's filter state holding the caller's certificate URI SAN (istio/istio
+/// `pilot/pkg/xds/filters/filters.go`, the `set_filter_state` of the HBONE listener).
+const PEER_PRINCIPAL: &[&str] = &["filter_state", "io.istio.peer_principal"];
+/// The client address the HBONE listener hands to the internal listener, field `ip` (Envoy's
+/// `original_dst` listener filter, `source/extensions/filters/listener/original_dst`).
+const CHAIN_REMOTE_IP: &[&str] = &[
+    "filter_state",
+    "envoy.filters.listener.original_dst.remote_ip",
+    "ip",
+];
+
+/// Who the caller is, from what the proxy established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Caller {
+    Known(Option<String>),
+    /// The filter state and the peer certificate name different callers.
+    Conflict,
+}
+
+/// Combines the two places a proxy puts the caller's identity. Inside the waypoint's chain
+/// only the filter state has it; on a listener that terminates the client's mTLS itself only
+/// the certificate does. Both present and equal: that caller. Both present and different
+/// (a chain that also terminates TLS from another peer): no way to know which one a policy
+/// is about, so the request is denied (`Reason::ConflictingIdentity`), logged once.
+fn caller(filter_state: Option<String>, certificate: Option<String>) -> Caller {
+    match (filter_state, certificate) {
+        (Some(f), Some(c)) if f != c => Caller::Conflict,
+        (Some(f), _) => Caller::Known(Some(f)),
+        (None, c) => Caller::Known(c),
+    }
+}
+
+/// The direct peer and the forwarded client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Sources {
+    /// `ipBlocks`, `source.ip`: the address of whoever connected (in the chain, the client
+    /// address restored by `original_dst`); `None` when unknown.
+    direct: Option<IpAddr>,
+    /// `remoteIpBlocks`, `remote.ip`: Envoy's downstream remote address after the connection
+    /// manager's original-IP detection (`X-Forwarded-For`).
+    remote: Option<IpAddr>,
+    /// The direct peer is unknown because `source.address` is a forwarded address.
+    withheld: bool,
+}
+
+/// Splits the addresses. `chain` is the waypoint's restored client address, `source` Envoy's
+/// `source.address` as `ip:port`. Envoy builds an address taken from `X-Forwarded-For` (or any
+/// original-IP detection extension) with port 0 (`Http::Utility::getLastAddressFromXFF`), and
+/// a TCP peer never has port 0: so outside the chain a port-0 `source.address` is a forwarded
+/// address, never the direct peer (istiod matches `ipBlocks` with `direct_remote_ip`, which
+/// ignores `X-Forwarded-For`: istio/istio `pilot/pkg/security/authz/model/generator.go`).
+fn sources(chain: Option<IpAddr>, source: Option<&str>) -> Sources {
+    let parsed = source.and_then(|s| {
+        let ip = parse_address(s)?;
+        let port = s.parse::<SocketAddr>().ok().map(|sa| sa.port());
+        Some((ip, port))
+    });
+    let forwarded = matches!(parsed, Some((_, Some(0))));
+    let remote = parsed.map(|(ip, _)| ip);
+    match chain {
+        Some(direct) => Sources {
+            direct: Some(direct),
+            remote: remote.or(Some(direct)),
+            withheld: false,
+        },
+        None if forwarded => Sources {
+            direct: None,
+            remote,
+            withheld: true,
+        },
+        None => Sources {
+            direct: remote,
+            remote,
+            withheld: false,
+        },
+    }
+}
+
+thread_local! {
+    /// Whether the identity conflict was logged at warn level already (once per VM).
+    static CONFLICT_LOGGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The attributes of the current stream context.
 pub(crate) struct HostAttributes<'a> {
     jwt_source: &'a JwtSource,
     /// An HTTP filter's request; a network filter has no request attributes.
     http: bool,
-    principal: OnceCell<Option<String>>,
-    source: OnceCell<Option<IpAddr>>,
+    principal: OnceCell<Caller>,
+    source: OnceCell<Sources>,
     destination: OnceCell<Option<IpAddr>>,
     port: OnceCell<Option<u16>>,
     sni: OnceCell<Option<String>>,
@@ -136,6 +240,30 @@ impl<'a> HostAttributes<'a> {
         Some(self.request.get_or_init(Request::read))
     }
 
+    fn caller(&self) -> &Caller {
+        self.principal.get_or_init(|| {
+            let found = caller(
+                string_property(PEER_PRINCIPAL),
+                string_property(&["connection", "uri_san_peer_certificate"]),
+            );
+            if found == Caller::Conflict {
+                if CONFLICT_LOGGED.with(|l| l.replace(true)) {
+                    log::debug!("authz: filter state io.istio.peer_principal and the peer certificate name different callers; denied");
+                } else {
+                    log::warn!("authz: filter state io.istio.peer_principal and the peer certificate name different callers; such requests are denied (logged once)");
+                }
+            }
+            found
+        })
+    }
+
+    fn sources(&self) -> Sources {
+        *self.source.get_or_init(|| {
+            let chain = string_property(CHAIN_REMOTE_IP).and_then(|a| parse_address(&a));
+            sources(chain, string_property(&["source", "address"]).as_deref())
+        })
+    }
+
     fn read_jwt(&self) -> Option<Claim> {
         let metadata = property(&["metadata"])?;
         let source = self.jwt_source;
@@ -155,15 +283,26 @@ impl<'a> HostAttributes<'a> {
 
 impl Attributes for HostAttributes<'_> {
     fn peer_principal(&self) -> Option<&str> {
-        self.principal
-            .get_or_init(|| string_property(&["connection", "uri_san_peer_certificate"]))
-            .as_deref()
+        match self.caller() {
+            Caller::Known(p) => p.as_deref(),
+            Caller::Conflict => None,
+        }
+    }
+
+    fn identity_conflict(&self) -> bool {
+        *self.caller() == Caller::Conflict
     }
 
     fn source_ip(&self) -> Option<IpAddr> {
-        *self
-            .source
-            .get_or_init(|| string_property(&["source", "address"]).and_then(|a| parse_address(&a)))
+        self.sources().direct
+    }
+
+    fn source_ip_withheld(&self) -> bool {
+        self.sources().withheld
+    }
+
+    fn remote_ip(&self) -> Option<IpAddr> {
+        self.sources().remote
     }
 
     fn destination_ip(&self) -> Option<IpAddr> {

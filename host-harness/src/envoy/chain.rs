@@ -1,0 +1,403 @@
+//! Istio's ambient waypoint, rebuilt in Envoy: the topology in which Istio actually runs the
+//! module (a `WasmPlugin` in phase `AUTHZ` on a waypoint), beside the direct mTLS listener plain
+//! Envoy users write.
+//!
+//! The waypoint side follows what istiod generates (istio/istio
+//! `pilot/pkg/networking/core/listener_waypoint.go`, `pilot/pkg/xds/filters/filters.go`):
+//!
+//! * an outer listener (`hbone-*`) terminating mTLS (client certificate required) with an
+//!   HTTP/2-only connection manager accepting `CONNECT`;
+//! * its `set_filter_state` HTTP filter copying the `CONNECT` authority into
+//!   `envoy.filters.listener.original_dst.local_ip`, `%DOWNSTREAM_REMOTE_ADDRESS%` into
+//!   `envoy.filters.listener.original_dst.remote_ip` and `%DOWNSTREAM_PEER_URI_SAN%` into
+//!   `io.istio.peer_principal` (upstream Envoy's `envoy.hashable_string` standing in for Istio's
+//!   `istio.hashable_string`), each shared with the upstream once;
+//! * the tunnelled stream routed to an internal listener (`main_internal-*`) whose
+//!   `original_dst` listener filter restores the addresses and whose connection manager runs
+//!   with `use_remote_address: false` and the authorization filter.
+//!
+//! The client side is a second Envoy playing the client's ztunnel: one plaintext listener per
+//! (identity, destination) whose `tcp_proxy` tunnels over HTTP/2 `CONNECT` to the waypoint with
+//! that identity's certificate (ztunnel's outbound HBONE, istio/ztunnel `src/proxy/outbound.rs`).
+//! A test speaks plain HTTP/1.1 to it; the bytes reach the internal listener unchanged.
+//!
+//! The upstream behind both topologies is a `direct_response` 200: the filters run before the
+//! router answers, so a 403 can only come from the authorization filter.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+use super::bootstrap::Plugin;
+use super::certs::{Identity, TestPki};
+use super::{Envoy, ListenerInfo};
+
+/// The authorization filter in a chain.
+#[derive(Clone, Debug)]
+pub enum Authz {
+    /// The module.
+    Module(Plugin),
+    /// Envoy's RBAC filter with these `rules` (`envoy.config.rbac.v3.RBAC`, as JSON).
+    Rbac(Value),
+}
+
+impl Authz {
+    fn http_filter(&self) -> Value {
+        match self {
+            Authz::Module(p) => json!({
+                "name": "envoy.filters.http.wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": p.plugin_config(),
+                },
+            }),
+            Authz::Rbac(rules) => json!({
+                "name": "envoy.filters.http.rbac",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+                    "rules": rules,
+                },
+            }),
+        }
+    }
+}
+
+/// One authorization setup, served in both topologies.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub name: String,
+    /// The filter inside the waypoint's internal listener.
+    pub chain: Authz,
+    /// The filter on the direct mTLS listener.
+    pub direct: Authz,
+}
+
+/// The ports of one variant's listeners.
+#[derive(Clone, Debug)]
+pub struct VariantPorts {
+    pub hbone: SocketAddr,
+    pub direct: SocketAddr,
+}
+
+fn free_port() -> Result<SocketAddr> {
+    let l = TcpListener::bind(("127.0.0.1", 0)).context("no free port on 127.0.0.1")?;
+    Ok(l.local_addr()?)
+}
+
+fn socket(addr: SocketAddr) -> Value {
+    json!({ "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } })
+}
+
+fn server_tls(server: &Identity, ca_file: &Path, alpn: &[&str]) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": true,
+            "common_tls_context": {
+                "tls_certificates": [{
+                    "certificate_chain": { "filename": server.cert_file.display().to_string() },
+                    "private_key": { "filename": server.key_file.display().to_string() },
+                }],
+                "validation_context": { "trusted_ca": { "filename": ca_file.display().to_string() } },
+                "alpn_protocols": alpn,
+            },
+        },
+    })
+}
+
+fn router() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+    })
+}
+
+/// A connection manager answering 200 behind `authz`, with `use_remote_address: false` as in
+/// istiod's waypoint (and Envoy's default).
+fn authz_hcm(stat_prefix: &str, authz: &Authz) -> Value {
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "use_remote_address": false,
+            "route_config": { "virtual_hosts": [{
+                "name": "all", "domains": ["*"],
+                "routes": [{ "match": { "prefix": "/" },
+                             "direct_response": { "status": 200, "body": { "inline_string": "upstream" } } }],
+            }] },
+            "http_filters": [authz.http_filter(), router()],
+        },
+    })
+}
+
+fn set_filter_state(key: &str, factory: Option<&str>, format: &str) -> Value {
+    let mut v = json!({
+        "object_key": key,
+        "format_string": { "text_format_source": { "inline_string": format } },
+        "shared_with_upstream": "ONCE",
+    });
+    if let Some(f) = factory {
+        v["factory_key"] = json!(f);
+    }
+    v
+}
+
+/// The waypoint Envoy's bootstrap: per variant an HBONE listener, its internal listener and a
+/// direct mTLS listener.
+pub fn waypoint_bootstrap(
+    variants: &[(Variant, VariantPorts)],
+    server: &Identity,
+    ca_file: &Path,
+) -> Value {
+    let mut listeners = Vec::new();
+    let mut clusters = Vec::new();
+    for (v, ports) in variants {
+        let internal = format!("main_internal-{}", v.name);
+        listeners.push(json!({
+            "name": format!("hbone-{}", v.name),
+            "address": socket(ports.hbone),
+            "filter_chains": [{
+                "transport_socket": server_tls(server, ca_file, &["h2"]),
+                "filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": format!("hbone-{}", v.name),
+                        "codec_type": "HTTP2",
+                        "http2_protocol_options": { "allow_connect": true },
+                        "upgrade_configs": [{ "upgrade_type": "CONNECT" }],
+                        "route_config": { "virtual_hosts": [{
+                            "name": "connect", "domains": ["*"],
+                            "routes": [{ "match": { "connect_matcher": {} },
+                                         "route": { "cluster": internal,
+                                                    "upgrade_configs": [{ "upgrade_type": "CONNECT", "connect_config": {} }] } }],
+                        }] },
+                        "http_filters": [
+                            {
+                                "name": "envoy.filters.http.set_filter_state",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.set_filter_state.v3.Config",
+                                    "on_request_headers": [
+                                        set_filter_state("envoy.filters.listener.original_dst.local_ip", None, "%REQ(:AUTHORITY)%"),
+                                        set_filter_state("envoy.filters.listener.original_dst.remote_ip", None, "%DOWNSTREAM_REMOTE_ADDRESS%"),
+                                        set_filter_state("io.istio.peer_principal", Some("envoy.hashable_string"), "%DOWNSTREAM_PEER_URI_SAN%"),
+                                    ],
+                                },
+                            },
+                            router(),
+                        ],
+                    },
+                }],
+            }],
+        }));
+        listeners.push(json!({
+            "name": internal,
+            "internal_listener": {},
+            "listener_filters": [{
+                "name": "envoy.filters.listener.original_dst",
+                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst" },
+            }],
+            "filter_chains": [{ "filters": [authz_hcm(&format!("inner-{}", v.name), &v.chain)] }],
+        }));
+        clusters.push(json!({
+            "name": internal,
+            "load_assignment": { "cluster_name": internal, "endpoints": [{ "lb_endpoints": [{ "endpoint": {
+                "address": { "envoy_internal_address": { "server_listener_name": internal } } } }] }] },
+            "transport_socket": {
+                "name": "envoy.transport_sockets.internal_upstream",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport",
+                    "transport_socket": { "name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" } },
+                },
+            },
+        }));
+        listeners.push(json!({
+            "name": format!("direct-{}", v.name),
+            "address": socket(ports.direct),
+            "filter_chains": [{
+                "transport_socket": server_tls(server, ca_file, &["http/1.1"]),
+                "filters": [authz_hcm(&format!("direct-{}", v.name), &v.direct)],
+            }],
+        }));
+    }
+    json!({
+        "admin": { "address": socket(SocketAddr::from(([127, 0, 0, 1], 0))) },
+        "bootstrap_extensions": [{
+            "name": "envoy.bootstrap.internal_listener",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener" },
+        }],
+        "static_resources": { "listeners": listeners, "clusters": clusters },
+    })
+}
+
+/// One tunnel of the client-side Envoy: a plaintext listener tunnelling to `hbone` as
+/// `identity`, asking for `destination` in the `CONNECT` authority.
+#[derive(Clone, Debug)]
+pub struct Tunnel {
+    pub listen: SocketAddr,
+    pub hbone: SocketAddr,
+    pub identity: std::sync::Arc<Identity>,
+    pub destination: SocketAddr,
+}
+
+/// The client ztunnel's bootstrap.
+pub fn client_bootstrap(tunnels: &[Tunnel], ca_file: &Path) -> Value {
+    let mut listeners = Vec::new();
+    let mut clusters = Vec::new();
+    for (i, t) in tunnels.iter().enumerate() {
+        let cluster = format!("hbone-{i}");
+        listeners.push(json!({
+            "name": format!("outbound-{i}"),
+            "address": socket(t.listen),
+            "filter_chains": [{ "filters": [{
+                "name": "envoy.filters.network.tcp_proxy",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": cluster,
+                    "cluster": cluster,
+                    "tunneling_config": { "hostname": t.destination.to_string() },
+                },
+            }] }],
+        }));
+        clusters.push(json!({
+            "name": cluster,
+            "connect_timeout": "5s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": { "http2_protocol_options": {} },
+                },
+            },
+            "load_assignment": { "cluster_name": cluster, "endpoints": [{ "lb_endpoints": [{ "endpoint": {
+                "address": socket(t.hbone) } }] }] },
+            "transport_socket": {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "common_tls_context": {
+                        "tls_certificates": [{
+                            "certificate_chain": { "filename": t.identity.cert_file.display().to_string() },
+                            "private_key": { "filename": t.identity.key_file.display().to_string() },
+                        }],
+                        "validation_context": { "trusted_ca": { "filename": ca_file.display().to_string() } },
+                        "alpn_protocols": ["h2"],
+                    },
+                },
+            },
+        }));
+    }
+    json!({
+        "admin": { "address": socket(SocketAddr::from(([127, 0, 0, 1], 0))) },
+        "static_resources": { "listeners": listeners, "clusters": clusters },
+    })
+}
+
+/// Both Envoys running.
+pub struct Chain {
+    pub waypoint: Envoy,
+    pub client: Envoy,
+    pub variants: Vec<(Variant, VariantPorts)>,
+    pub tunnels: Vec<Tunnel>,
+}
+
+impl Chain {
+    /// Starts the waypoint Envoy with `variants` and the client Envoy with one tunnel per
+    /// (variant, identity) to `destination`. Files go under `dir`.
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        pki: std::sync::Arc<TestPki>,
+        variants: Vec<Variant>,
+        principals: &[&str],
+        destination: SocketAddr,
+    ) -> Result<Chain> {
+        let server = pki.server(
+            "waypoint",
+            &["localhost"],
+            &["127.0.0.1".parse()?],
+            Some("cluster.local/ns/default/sa/waypoint"),
+        )?;
+        let mut with_ports = Vec::new();
+        let mut infos = Vec::new();
+        for v in variants {
+            let ports = VariantPorts {
+                hbone: free_port()?,
+                direct: free_port()?,
+            };
+            infos.push(ListenerInfo {
+                name: format!("hbone-{}", v.name),
+                addr: ports.hbone,
+                tls: true,
+            });
+            infos.push(ListenerInfo {
+                name: format!("direct-{}", v.name),
+                addr: ports.direct,
+                tls: true,
+            });
+            with_ports.push((v, ports));
+        }
+        let wdir = dir.join("waypoint");
+        std::fs::create_dir_all(&wdir)?;
+        let wconf = wdir.join("waypoint.json");
+        std::fs::write(
+            &wconf,
+            serde_json::to_string_pretty(&waypoint_bootstrap(&with_ports, &server, pki.ca_file()))?,
+        )?;
+        let waypoint = Envoy::start_config(bin, &wconf, infos, &wdir, pki.clone())?;
+
+        let mut tunnels = Vec::new();
+        let mut cinfos = Vec::new();
+        for (v, ports) in &with_ports {
+            for p in principals {
+                let t = Tunnel {
+                    listen: free_port()?,
+                    hbone: ports.hbone,
+                    identity: pki.workload(p)?,
+                    destination,
+                };
+                cinfos.push(ListenerInfo {
+                    name: format!("{}-{p}", v.name),
+                    addr: t.listen,
+                    tls: false,
+                });
+                tunnels.push(t);
+            }
+        }
+        let cdir = dir.join("client");
+        std::fs::create_dir_all(&cdir)?;
+        let cconf = cdir.join("client.json");
+        std::fs::write(
+            &cconf,
+            serde_json::to_string_pretty(&client_bootstrap(&tunnels, pki.ca_file()))?,
+        )?;
+        let client = Envoy::start_config(bin, &cconf, cinfos, &cdir, pki.clone())?;
+        Ok(Chain {
+            waypoint,
+            client,
+            variants: with_ports,
+            tunnels,
+        })
+    }
+
+    /// The client Envoy's listener for `variant` and `principal`.
+    pub fn tunnel(&self, variant: &str, principal: &str) -> Option<SocketAddr> {
+        self.client
+            .listeners()
+            .iter()
+            .find(|l| l.name == format!("{variant}-{principal}"))
+            .map(|l| l.addr)
+    }
+
+    /// The direct mTLS listener of `variant`.
+    pub fn direct(&self, variant: &str) -> Option<SocketAddr> {
+        self.variants
+            .iter()
+            .find(|(v, _)| v.name == variant)
+            .map(|(_, p)| p.direct)
+    }
+}
