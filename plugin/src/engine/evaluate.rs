@@ -479,7 +479,7 @@ impl Engine {
     /// The policy set that applies to this traffic, if any.
     fn target_set(&self, traffic: Traffic, attrs: &dyn Attributes) -> Option<&PolicySet> {
         let compiled = self.compiled_for(traffic)?;
-        let t = self.target(traffic, attrs)?;
+        let t = self.target(attrs)?;
         let s = self.targets.set_of.get(t as usize)?;
         compiled.sets.get(*s as usize)
     }
