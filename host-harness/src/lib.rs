@@ -3,8 +3,10 @@
 
 pub mod benchgen;
 pub mod envoy;
-pub mod fixture;
 pub mod oci;
-pub mod replay;
 pub mod wasm;
 pub mod wasm_decider;
+
+// The fixture format and the native replay live in their own crate, free of Wasmtime and the
+// TLS stack, so that the user-facing tool can replay fixtures too.
+pub use authz_fixture::{fixture, replay};
