@@ -6,12 +6,15 @@
 //! Exit status: 0 allowed / no error finding; 1 denied / an error finding / an `--expect`
 //! that did not hold; 2 the input could not be read or the command line is wrong.
 
+mod commands;
+
 use anyhow::{anyhow, bail, Context, Result};
+use authz_plugin::engine::Verdict;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use commands::emit;
 use istio_authz::cluster::{Cluster, MeshSettings};
 use istio_authz::request::HttpRequest;
 use istio_authz::{lint, mesh, simulate};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -91,6 +94,11 @@ enum Command {
     Simulate(SimulateArgs),
     /// Find policies that will not do what they say, before they are applied.
     Lint(LintArgs),
+    /// Explain one connection or request (or a list of them) at one proxy: its plugin
+    /// configuration (--config), or a cluster (--cluster, as simulate).
+    Check(CheckArgs),
+    /// Replay your fixture files (cases with expectations) through the engine.
+    Test(TestArgs),
     /// Print the plugin configuration one waypoint or one workload's ztunnel runs with.
     Config(ConfigArgs),
     /// Print a shell completion script.
@@ -175,6 +183,74 @@ struct SimulateArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "cluster"])))]
+struct CheckArgs {
+    /// A plugin configuration (YAML or JSON, `-` for standard input): one proxy.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// AuthorizationPolicy files appended to the configuration's policies.
+    #[arg(long = "policy-file", value_name = "FILE", requires = "config")]
+    policy_files: Vec<PathBuf>,
+    /// Case files: one case, a list of cases, or a mapping with `cases:` (the fixture format's
+    /// case; `expect` is optional and checked when given).
+    #[arg(long = "case", value_name = "FILE", requires = "config")]
+    cases: Vec<PathBuf>,
+    /// Cluster files instead of a configuration: the call is walked through every hop as
+    /// `simulate` does.
+    #[arg(long = "cluster", value_name = "FILE", num_args = 1..)]
+    cluster: Vec<String>,
+    /// With --config: the client's identity (spiffe://TD/ns/NS/sa/SA, TD/ns/NS/sa/SA or NS/SA;
+    /// absent: no client certificate). With --cluster: the calling pod, NAMESPACE/POD.
+    #[arg(long, value_name = "IDENTITY")]
+    from: Option<String>,
+    /// With --cluster: the calling identity without a pod, NAMESPACE/SERVICEACCOUNT.
+    #[arg(
+        long = "from-sa",
+        value_name = "NAMESPACE/SERVICEACCOUNT",
+        requires = "cluster"
+    )]
+    from_sa: Option<String>,
+    /// With --config: the client's address.
+    #[arg(long = "source-address", value_name = "IP", requires = "config")]
+    source_address: Option<std::net::IpAddr>,
+    /// With --config: the destination, ADDRESS[:PORT] or :PORT. With --cluster: a service
+    /// SERVICE[.NAMESPACE][:PORT] or a pod NAMESPACE/POD[:PORT].
+    #[arg(long, value_name = "TARGET")]
+    to: Option<String>,
+    /// With --config: the TLS SNI.
+    #[arg(long, requires = "config")]
+    sni: Option<String>,
+    #[command(flatten)]
+    http: HttpArgs,
+    #[arg(
+        long = "root-namespace",
+        default_value = "istio-system",
+        requires = "cluster"
+    )]
+    root_namespace: String,
+    #[arg(
+        long = "trust-domain",
+        default_value = "cluster.local",
+        requires = "cluster"
+    )]
+    trust_domain: String,
+    /// Exit 1 unless every case is decided this way (for CI).
+    #[arg(long, value_enum)]
+    expect: Option<Expect>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Fixture files, or directories holding them.
+    #[arg(required = true, value_name = "FIXTURE")]
+    paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Args)]
 struct LintArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
@@ -195,35 +271,46 @@ struct ConfigArgs {
     workload: Option<String>,
 }
 
-/// Writes to standard output; a reader that went away (`| head`) ends the output quietly.
-fn emit(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
-}
-
 fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
     let cluster = args.cluster.read()?;
-    let from = match (&args.from, &args.from_sa) {
+    walk_and_report(
+        &cluster,
+        args.from.as_deref(),
+        args.from_sa.as_deref(),
+        &args.to,
+        &args.http.request()?,
+        args.expect,
+        args.format,
+    )
+}
+
+fn walk_and_report(
+    cluster: &Cluster,
+    from_pod: Option<&str>,
+    from_sa: Option<&str>,
+    to: &str,
+    http: &HttpRequest,
+    expect: Option<Expect>,
+    format: Format,
+) -> Result<ExitCode> {
+    let from = match (from_pod, from_sa) {
         (Some(pod), _) => simulate::From::pod(pod)?,
         (None, Some(sa)) => simulate::From::service_account(sa)?,
         (None, None) => bail!("give --from NAMESPACE/POD or --from-sa NAMESPACE/SERVICEACCOUNT"),
     };
-    let to = simulate::To::parse(&args.to)?;
-    let walk = simulate::walk(&cluster, &from, &to, &args.http.request()?)?;
-    match args.format {
+    let to = simulate::To::parse(to)?;
+    let walk = simulate::walk(cluster, &from, &to, http)?;
+    match format {
         Format::Text => emit(&walk.text())?,
         Format::Json => emit(&format!("{}\n", walk.json()))?,
     }
-    let allowed = walk.verdict() == authz_plugin::engine::Verdict::Allow;
-    let ok = match args.expect {
+    let allowed = walk.verdict() == Verdict::Allow;
+    let ok = match expect {
         Some(Expect::Allow) => allowed,
         Some(Expect::Deny) => !allowed,
         None => allowed,
     };
-    if let (Some(expect), false) = (args.expect, ok) {
+    if let (Some(expect), false) = (expect, ok) {
         eprintln!(
             "istio-authz: expected {}, decided {}",
             if expect == Expect::Allow {
@@ -234,11 +321,60 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
             walk.verdict()
         );
     }
-    Ok(if ok {
+    Ok(exit(ok))
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
+}
+
+fn check(args: &CheckArgs) -> Result<ExitCode> {
+    let http = args.http.request()?;
+    let expect = args.expect.map(|e| match e {
+        Expect::Allow => Verdict::Allow,
+        Expect::Deny => Verdict::Deny,
+    });
+    let Some(config) = &args.config else {
+        let cluster = ClusterArgs {
+            files: args.cluster.clone(),
+            root_namespace: args.root_namespace.clone(),
+            trust_domain: args.trust_domain.clone(),
+            trust_domain_aliases: Vec::new(),
+        }
+        .read()?;
+        let to = args
+            .to
+            .as_deref()
+            .ok_or_else(|| anyhow!("check --cluster needs --to"))?;
+        return walk_and_report(
+            &cluster,
+            args.from.as_deref(),
+            args.from_sa.as_deref(),
+            to,
+            &http,
+            args.expect,
+            args.format,
+        );
+    };
+    let input = commands::check::CheckInput {
+        config: config.clone(),
+        policy_files: args.policy_files.clone(),
+        cases: args.cases.clone(),
+        inline: commands::check::Inline {
+            from: args.from.clone(),
+            source_address: args.source_address,
+            to: args.to.clone(),
+            sni: args.sni.clone(),
+            http,
+        },
+    };
+    let (checked, notes) = commands::check::run(&input)?;
+    let ok = commands::check::report(&checked, &notes, args.format == Format::Json, expect)?;
+    Ok(exit(ok))
 }
 
 fn lint(args: &LintArgs) -> Result<ExitCode> {
@@ -318,6 +454,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Simulate(args) => simulate(&args),
         Command::Lint(args) => lint(&args),
+        Command::Check(args) => check(&args),
+        Command::Test(args) => Ok(exit(commands::test::run(
+            &args.paths,
+            args.format == Format::Json,
+        )?)),
         Command::Config(args) => config(&args),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
