@@ -238,5 +238,54 @@ fn counters_are_bounded_for_many_policies() {
         wasm.connection(&attrs).expect("conn").verdict,
         Verdict::Deny
     );
+    wasm.tick().expect("tick");
     assert_eq!(wasm.metric("authz.policy.other.deny"), Some(1));
+}
+
+#[test]
+fn counts_reach_the_host_on_the_timer_not_per_request() {
+    let module = shared_module().unwrap_or_else(|e| panic!("{e}"));
+    let mut wasm = module
+        .configure(&bytes(&config(
+            "cluster.local/ns/default/sa/bookinfo-gateway-istio",
+            None,
+        )))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..3 {
+        assert_eq!(verdict(&mut wasm, GATEWAY), Verdict::Allow);
+    }
+    assert_eq!(verdict(&mut wasm, CURL), Verdict::Deny);
+    let allow = "authz.policy.default.productpage-ztunnel.allow";
+    // No host call per request: nothing has moved yet.
+    assert_eq!(wasm.metric(allow), Some(0));
+    assert_eq!(wasm.metric("authz.default.deny"), Some(0));
+    wasm.tick().expect("tick");
+    assert_eq!(wasm.metric(allow), Some(3));
+    assert_eq!(wasm.metric("authz.default.deny"), Some(1));
+    // A second tick hands over only what was counted since the first.
+    assert_eq!(verdict(&mut wasm, GATEWAY), Verdict::Allow);
+    wasm.tick().expect("tick");
+    assert_eq!(wasm.metric(allow), Some(4));
+}
+
+#[test]
+fn a_reconfiguration_hands_over_the_counts_of_the_configuration_it_replaces() {
+    let module = shared_module().unwrap_or_else(|e| panic!("{e}"));
+    let mut wasm = module
+        .configure(&bytes(&config(
+            "cluster.local/ns/default/sa/bookinfo-gateway-istio",
+            None,
+        )))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(verdict(&mut wasm, GATEWAY), Verdict::Allow);
+    assert_eq!(verdict(&mut wasm, GATEWAY), Verdict::Allow);
+    wasm.reconfigure(&bytes(&config("cluster.local/ns/default/sa/curl", None)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let total: i64 = wasm
+        .metrics()
+        .into_iter()
+        .filter(|(n, _, _)| n == "authz.policy.default.productpage-ztunnel.allow")
+        .map(|(_, _, v)| v)
+        .sum();
+    assert_eq!(total, 2, "{:?}", wasm.metrics());
 }

@@ -157,6 +157,7 @@ fn l4_decisions_match_the_native_engine() {
     assert_eq!(wasm.live_streams(), 0, "every context was deleted");
 
     // The ALLOW policy decided the first, and denied nothing by itself: its counters say so.
+    wasm.tick().expect("the timer hands the counts to the host");
     assert_eq!(
         wasm.metric("authz.policy.default.productpage-ztunnel.allow"),
         Some(2)
@@ -299,6 +300,7 @@ fn l7_decisions_match_the_native_engine() {
         }
     }
     assert_eq!(wasm.live_streams(), 0);
+    wasm.tick().expect("the timer hands the counts to the host");
     assert_eq!(
         wasm.metric("authz.policy.default.deny-delete.deny"),
         Some(1)
@@ -367,6 +369,7 @@ fn audit_and_dry_run_are_logged() {
     let dry_run = got.dry_run.clone().expect("dry-run line");
     assert_eq!(dry_run.verdict, Verdict::Deny);
     assert_eq!(dry_run.policy.as_deref(), Some("default/trial-deny"));
+    wasm.tick().expect("the timer hands the counts to the host");
     assert_eq!(
         wasm.metric("authz.policy.default.audit-posts.audit"),
         Some(1)

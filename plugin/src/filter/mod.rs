@@ -43,6 +43,13 @@ struct Loaded {
     metrics: Metrics,
 }
 
+impl Drop for Loaded {
+    /// The last stream of a replaced configuration has ended: its counts still go out.
+    fn drop(&mut self) {
+        self.metrics.flush();
+    }
+}
+
 impl Loaded {
     fn decide(&self, traffic: Traffic, http: bool) -> Verdict {
         let attrs = HostAttributes::new(&self.engine.config().jwt, http);
@@ -109,7 +116,17 @@ impl RootContext for AuthzRoot {
                         _ => log::info!("authz: load: {note}"),
                     }
                 }
+                // Counts of the configuration being replaced go out now; streams still
+                // running under it flush the rest when they end (`Loaded::drop`).
+                if let Some(previous) = &self.loaded {
+                    previous.metrics.flush();
+                }
                 self.loaded = Some(Rc::new(loaded));
+                if let Err(status) = hostcalls::set_tick_period(observe::FLUSH_PERIOD) {
+                    log::warn!(
+                        "authz: no timer ({status:?}): counters move only at reconfiguration"
+                    );
+                }
                 true
             }
             Err(message) => {
@@ -122,6 +139,12 @@ impl RootContext for AuthzRoot {
                 }
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(loaded) = &self.loaded {
+            loaded.metrics.flush();
         }
     }
 

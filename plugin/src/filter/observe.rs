@@ -15,14 +15,23 @@
 //! [`MAX_POLICY_METRICS`] policies, `authz.policy.other.{…}` for the rest, and
 //! `authz.default.{allow,deny}` for decisions no policy made. Only the deciding policy's
 //! counter moves (each matching AUDIT policy's, the dry run's deciding policy's).
+//!
+//! A decision adds to a count inside the VM; the counts reach the host on the root context's
+//! timer ([`FLUSH_PERIOD`]), at reconfiguration and when a configuration is dropped, so a
+//! request costs no metric host call.
 
 use crate::engine::{Decision, Engine, PolicyId, Reason, Traffic, Verdict};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
+use std::cell::Cell;
 use std::fmt;
+use std::time::Duration;
 
 /// Bound on per-policy counter sets; the rest share `authz.policy.other.*`.
 pub(crate) const MAX_POLICY_METRICS: usize = 1000;
+
+/// How often the counts are handed to the host.
+pub(crate) const FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
 const ALLOW: usize = 0;
 const DENY: usize = 1;
@@ -30,57 +39,71 @@ const AUDIT: usize = 2;
 const DRY_RUN: usize = 3;
 const KINDS: [&str; 4] = ["allow", "deny", "audit", "dry_run"];
 
-/// Metric ids, defined at configure.
+/// One host counter and what has been counted since the last flush.
+struct Counter {
+    id: u32,
+    pending: Cell<u64>,
+}
+
+/// Metric ids, defined at configure, and the counts not yet handed to the host.
 pub(crate) struct Metrics {
-    per_policy: Vec<[Option<u32>; 4]>,
-    other: [Option<u32>; 4],
-    default_allow: Option<u32>,
-    default_deny: Option<u32>,
-}
-
-fn define(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Counter, name) {
-        Ok(id) => Some(id),
-        Err(status) => {
-            log::warn!("authz: cannot define metric {name}: {status:?}");
-            None
-        }
-    }
-}
-
-fn define_set(prefix: &str) -> [Option<u32>; 4] {
-    KINDS.map(|kind| define(&format!("{prefix}.{kind}")))
-}
-
-fn increment(id: Option<u32>) {
-    if let Some(id) = id {
-        // Errors (an unknown id) are not worth failing a request for.
-        let _ = hostcalls::increment_metric(id, 1);
-    }
+    counters: Vec<Counter>,
+    /// Index into `counters` per policy and kind.
+    per_policy: Vec<[Option<usize>; 4]>,
+    other: [Option<usize>; 4],
+    default_allow: Option<usize>,
+    default_deny: Option<usize>,
 }
 
 impl Metrics {
     pub(crate) fn define(engine: &Engine) -> Metrics {
-        let policies = engine.policies();
-        let per_policy = policies
-            .iter()
-            .take(MAX_POLICY_METRICS)
-            .map(|p| define_set(&format!("authz.policy.{}.{}", p.namespace, p.name)))
-            .collect();
-        let other = if policies.len() > MAX_POLICY_METRICS {
-            define_set("authz.policy.other")
-        } else {
-            [None; 4]
+        let mut metrics = Metrics {
+            counters: Vec::new(),
+            per_policy: Vec::new(),
+            other: [None; 4],
+            default_allow: None,
+            default_deny: None,
         };
-        Metrics {
-            per_policy,
-            other,
-            default_allow: define("authz.default.allow"),
-            default_deny: define("authz.default.deny"),
+        let policies = engine.policies();
+        for p in policies.iter().take(MAX_POLICY_METRICS) {
+            let set = metrics.define_set(&format!("authz.policy.{}.{}", p.namespace, p.name));
+            metrics.per_policy.push(set);
+        }
+        if policies.len() > MAX_POLICY_METRICS {
+            metrics.other = metrics.define_set("authz.policy.other");
+        }
+        metrics.default_allow = metrics.define_one("authz.default.allow");
+        metrics.default_deny = metrics.define_one("authz.default.deny");
+        metrics
+    }
+
+    fn define_one(&mut self, name: &str) -> Option<usize> {
+        match hostcalls::define_metric(MetricType::Counter, name) {
+            Ok(id) => {
+                self.counters.push(Counter {
+                    id,
+                    pending: Cell::new(0),
+                });
+                Some(self.counters.len() - 1)
+            }
+            Err(status) => {
+                log::warn!("authz: cannot define metric {name}: {status:?}");
+                None
+            }
         }
     }
 
-    fn policy(&self, id: PolicyId, kind: usize) -> Option<u32> {
+    fn define_set(&mut self, prefix: &str) -> [Option<usize>; 4] {
+        KINDS.map(|kind| self.define_one(&format!("{prefix}.{kind}")))
+    }
+
+    fn count(&self, slot: Option<usize>) {
+        if let Some(counter) = slot.and_then(|i| self.counters.get(i)) {
+            counter.pending.set(counter.pending.get().saturating_add(1));
+        }
+    }
+
+    fn policy(&self, id: PolicyId, kind: usize) -> Option<usize> {
         let set = usize::try_from(id.0)
             .ok()
             .and_then(|i| self.per_policy.get(i))
@@ -90,16 +113,28 @@ impl Metrics {
 
     fn record(&self, decision: &Decision) {
         match (decision.reason.rule(), decision.verdict) {
-            (Some(r), Verdict::Allow) => increment(self.policy(r.policy, ALLOW)),
-            (Some(r), Verdict::Deny) => increment(self.policy(r.policy, DENY)),
-            (None, Verdict::Allow) => increment(self.default_allow),
-            (None, Verdict::Deny) => increment(self.default_deny),
+            (Some(r), Verdict::Allow) => self.count(self.policy(r.policy, ALLOW)),
+            (Some(r), Verdict::Deny) => self.count(self.policy(r.policy, DENY)),
+            (None, Verdict::Allow) => self.count(self.default_allow),
+            (None, Verdict::Deny) => self.count(self.default_deny),
         }
         for id in &decision.audit {
-            increment(self.policy(*id, AUDIT));
+            self.count(self.policy(*id, AUDIT));
         }
         if let Some(r) = decision.dry_run.and_then(|d| d.reason.rule()) {
-            increment(self.policy(r.policy, DRY_RUN));
+            self.count(self.policy(r.policy, DRY_RUN));
+        }
+    }
+
+    /// Hands every pending count to the host: one host call per counter that moved.
+    pub(crate) fn flush(&self) {
+        for counter in &self.counters {
+            let n = counter.pending.replace(0);
+            if n > 0 {
+                // An unknown id is not worth failing anything for.
+                let _ =
+                    hostcalls::increment_metric(counter.id, i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
     }
 }
