@@ -10,7 +10,7 @@
 //! Allow lines (and allowing dry runs) are debug, denies info, audits info: at Envoy's
 //! default info level the allow path formats nothing.
 //!
-//! Counters (Envoy shows them without its `wasmcustom.` prefix):
+//! Counters (Envoy's admin `/stats` lists them under `wasmcustom.`):
 //! `authz.policy.<namespace>.<name>.{allow,deny,audit,dry_run}` for the first
 //! [`MAX_POLICY_METRICS`] policies, `authz.policy.other.{…}` for the rest, and
 //! `authz.default.{allow,deny}` for decisions no policy made. Only the deciding policy's

@@ -1,0 +1,86 @@
+//! The module's counters in a real Envoy: decisions are counted inside the VM and handed to
+//! Envoy on the root context's timer, so they appear in Envoy's stats within a tick, exact.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use authz_harness::envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
+use authz_harness::envoy::upstream::Upstream as App;
+use authz_harness::envoy::{wasm_or_skip, Envoy, TestEnv};
+use serde_json::json;
+
+const CURL: &str = "cluster.local/ns/default/sa/curl";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn counter(envoy: &Envoy, name: &str) -> u64 {
+    envoy
+        .stats(name)
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn counters_reach_envoy_within_a_tick() {
+    let Some(env) = TestEnv::for_test("counters_reach_envoy_within_a_tick") else {
+        return;
+    };
+    let Some(wasm) = wasm_or_skip("counters_reach_envoy_within_a_tick") else {
+        return;
+    };
+    let app = App::http("productpage", ip("127.0.12.30"), "ok").unwrap();
+    let config = json!({
+        "mode": "waypoint",
+        "waypoint": {"name": "waypoint", "namespace": "default"},
+        "services": [{"name": "productpage", "namespace": "default",
+                      "hosts": ["productpage.default.svc.cluster.local"], "addresses": ["127.0.12.20"]}],
+        "policies": [{
+            "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "productpage-waypoint", "namespace": "default"},
+            "spec": {"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}],
+                     "rules": [{"from": [{"source": {"principals": [CURL]}}],
+                                "to": [{"operation": {"methods": ["GET"]}}]}]},
+        }],
+    });
+    let mut spec = EnvoySpec::default();
+    spec.listeners.push(
+        env.listener(
+            "waypoint",
+            ip("127.0.12.20"),
+            0,
+            ListenerKind::Http {
+                plugin: Some(Plugin::new(&wasm, config.to_string())),
+            },
+            Upstream::plain(app.addr()),
+        )
+        .unwrap(),
+    );
+    let envoy = env.start("counters", spec).unwrap();
+    let port = envoy.port("waypoint").unwrap();
+    let host = "productpage.default.svc.cluster.local";
+    for method in ["GET", "GET", "GET", "DELETE"] {
+        let r = envoy
+            .request_http(Some(CURL), ip("127.0.12.5"), port, method, "/", host, &[])
+            .unwrap();
+        assert_eq!(r.status, if method == "GET" { 200 } else { 403 }, "{r:?}");
+    }
+    let allow = "wasmcustom.authz.policy.default.productpage-waypoint.allow";
+    let deny = "wasmcustom.authz.default.deny";
+    let start = Instant::now();
+    while (counter(&envoy, allow), counter(&envoy, deny)) != (3, 1) {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "counters after {:?}: {allow}={} {deny}={}\n{:?}",
+            start.elapsed(),
+            counter(&envoy, allow),
+            counter(&envoy, deny),
+            envoy.stats("authz").unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
