@@ -8,7 +8,6 @@ use super::json::{
 use super::matcher::Cidr;
 use super::policy::{check_port, AuthorizationPolicy};
 use serde_json::{Map, Value};
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// Which enforcement point this proxy plays.
@@ -99,25 +98,29 @@ pub struct PluginConfig {
 }
 
 impl PluginConfig {
+    /// Reads JSON in one pass: each policy is parsed as it is read, and the configuration
+    /// never exists as one JSON tree (see [`super::stream`]).
     pub fn from_json(bytes: &[u8]) -> Result<PluginConfig> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            ConfigError::new(
-                "",
-                format!("the plugin configuration is not valid JSON: {e}"),
-            )
-        })?;
-        PluginConfig::from_value(&value)
+        super::stream::from_json(bytes)
     }
 
     pub fn from_value(value: &Value) -> Result<PluginConfig> {
         let map = object(value, "")?;
         let policies = opt_list(map, "policies", "")?.unwrap_or_default();
-        PluginConfig::build(map, policies.iter().map(|p| Ok(Cow::Borrowed(p))))
+        PluginConfig::from_parsed(
+            map,
+            policies
+                .iter()
+                .enumerate()
+                .map(|(i, p)| super::stream::parse_policy_at(p, i)),
+        )
     }
 
-    fn build<'v>(
+    /// Validates the rest of the configuration (`map`, whose `policies` key is not read)
+    /// and takes the policies as parsed, in order; the first error wins.
+    pub(crate) fn from_parsed(
         map: &Map<String, Value>,
-        policy_values: impl Iterator<Item = Result<Cow<'v, Value>>>,
+        parsed_policies: impl Iterator<Item = Result<AuthorizationPolicy>>,
     ) -> Result<PluginConfig> {
         only_keys(
             map,
@@ -287,18 +290,7 @@ impl PluginConfig {
             }
         };
 
-        let mut policies: Vec<AuthorizationPolicy> = Vec::new();
-        for (i, item) in policy_values.enumerate() {
-            let item = item?;
-            let policy = AuthorizationPolicy::parse(&item).map_err(|e| {
-                let mut e = e;
-                if e.policy.is_none() {
-                    e.field = join(&index("policies", i), &e.field);
-                }
-                e
-            })?;
-            policies.push(policy);
-        }
+        let policies = parsed_policies.collect::<Result<Vec<AuthorizationPolicy>>>()?;
 
         Ok(PluginConfig {
             mode,

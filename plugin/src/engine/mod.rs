@@ -18,6 +18,7 @@ mod hash;
 mod json;
 pub mod matcher;
 pub mod policy;
+mod stream;
 
 pub use attributes::{Attributes, Claim, HeaderValues, OwnedAttributes, OwnedHttp};
 pub use compile::{Engine, PolicyInfo};
