@@ -43,6 +43,17 @@ fn string_property(path: &[&str]) -> Option<String> {
     }
 }
 
+/// A TLS peer that presented a certificate without a URI SAN: Envoy serves no
+/// `connection.uri_san_peer_certificate`, but `connection.mtls` ("the peer certificate is
+/// presented", envoyproxy/envoy docs `advanced/attributes`) is true. That peer has no SPIFFE
+/// identity: the empty principal, which ztunnel refuses in its handshake and no principal
+/// matches, never the absent one of a plaintext client (which a policy may allow).
+fn peer_without_uri_san() -> Option<String> {
+    property(&["connection", "mtls"])
+        .filter(|b| b.first() == Some(&1))
+        .map(|_| String::new())
+}
+
 /// `ip:port`, `[v6]:port`, or a bare address; anything else (a pipe, an internal listener
 /// name) has no IP.
 pub(crate) fn parse_address(text: &str) -> Option<IpAddr> {
@@ -156,7 +167,10 @@ impl<'a> HostAttributes<'a> {
 impl Attributes for HostAttributes<'_> {
     fn peer_principal(&self) -> Option<&str> {
         self.principal
-            .get_or_init(|| string_property(&["connection", "uri_san_peer_certificate"]))
+            .get_or_init(|| {
+                string_property(&["connection", "uri_san_peer_certificate"])
+                    .or_else(peer_without_uri_san)
+            })
             .as_deref()
     }
 
