@@ -10,7 +10,7 @@
 // Until `pub mod benchgen;` is declared in the library, compile the module into this test
 // crate; it reaches the library's modules through these re-exports (`crate::envoy`, ...).
 #[allow(unused_imports)]
-pub use authz_harness::{envoy, wasm};
+pub use authz_harness::{envoy, out, outln, wasm};
 #[allow(dead_code, unused_imports)]
 #[path = "../src/benchgen/mod.rs"]
 mod benchgen;
