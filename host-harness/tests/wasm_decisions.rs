@@ -443,3 +443,41 @@ fn the_scheme_pseudo_header_agrees() {
         Verdict::Deny
     );
 }
+
+#[test]
+fn an_unreadable_jwt_payload_denies_when_a_rule_needs_it() {
+    // The dynamic metadata holding the verified JWT payload cannot be decoded: treating the
+    // request as carrying no token would let it past a DENY on its principal. The module
+    // denies instead (fail closed), and says why.
+    use authz_harness::wasm::StreamOptions;
+    let config = waypoint_config(vec![policy(
+        "deny-mallory",
+        "default",
+        json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}],
+               "action": "DENY",
+               "rules": [{"from": [{"source": {"requestPrincipals": ["issuer.example/mallory"]}}]}]}),
+    )]);
+    let mut wasm = configure(&config);
+    let attrs = req(Some(CURL), "GET", "/", &[], None);
+    let opts = StreamOptions {
+        // A length-delimited field whose length runs past the end: not a protobuf message.
+        extra_properties: vec![(vec!["metadata".to_string()], vec![0x0a, 0x7f, 0x01])],
+        ..StreamOptions::default()
+    };
+    let got = wasm
+        .request_with(&attrs, &opts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.verdict, Verdict::Deny, "logs: {:?}", got.logs);
+    assert_eq!(
+        got.reason.as_deref(),
+        Some("unreadable-jwt"),
+        "logs: {:?}",
+        got.logs
+    );
+    // Without a JWT rule the payload is never read, and nothing is denied for it.
+    let mut open = configure(&waypoint_config(vec![]));
+    let got = open
+        .request_with(&attrs, &opts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.verdict, Verdict::Allow, "logs: {:?}", got.logs);
+}

@@ -203,6 +203,8 @@ pub struct Engine {
     pub(crate) tcp: Option<Compiled>,
     /// The trust domains a ztunnel-mode proxy accepts peers from.
     pub(crate) trusted_domains: Vec<String>,
+    /// See [`Engine::jwt_depth`].
+    pub(crate) jwt_depth: usize,
 }
 
 impl Engine {
@@ -244,6 +246,15 @@ impl Engine {
 
     pub fn policy(&self, id: PolicyId) -> Option<&PolicyInfo> {
         self.policies.get(id.0 as usize)
+    }
+
+    /// How deep into a verified JWT payload any rule reads: a claim path of `n` keys reads
+    /// the value at depth `n` (the payload's own claims are depth 1) and, when it is a list,
+    /// the strings at depth `n + 1`; `requestPrincipals` read `iss` and `sub` at depth 1.
+    /// Values below this depth can never change a decision, so a host may leave them unread
+    /// (and must not discard the token because of them). 0 when no rule reads the JWT.
+    pub fn jwt_depth(&self) -> usize {
+        self.jwt_depth
     }
 
     /// The load-time report: each converted or unattached policy, once.
@@ -369,7 +380,28 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
         }
     }
 
+    let jwt_depth = config
+        .policies
+        .iter()
+        .flat_map(|p| p.rules.iter().flatten())
+        .flat_map(|r| {
+            r.from
+                .iter()
+                .flatten()
+                .chain(r.to.iter().flatten())
+                .flat_map(|e| e.fields.iter())
+                .chain(r.when.iter())
+        })
+        .map(|f| match &f.attr {
+            Attr::RequestPrincipal => 1,
+            Attr::Claim(path) => path.len() + 1,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+
     Ok(Engine {
+        jwt_depth,
         trusted_domains: bundle,
         config,
         policies,

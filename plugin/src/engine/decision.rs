@@ -52,6 +52,9 @@ pub enum Reason {
     UntrustedPeer,
     /// The destination is not a workload this ztunnel-mode proxy enforces for.
     UnknownDestination,
+    /// A rule needed the verified JWT payload and the proxy's copy of it could not be read:
+    /// denied, since a DENY that cannot be evaluated must not let the request through.
+    UnreadableJwt,
 }
 
 impl Reason {
@@ -65,6 +68,7 @@ impl Reason {
             Reason::NoAllowMatched => "no-allow-matched",
             Reason::UntrustedPeer => "untrusted-peer",
             Reason::UnknownDestination => "unknown-destination",
+            Reason::UnreadableJwt => "unreadable-jwt",
         }
     }
 

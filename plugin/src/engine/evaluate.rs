@@ -448,7 +448,7 @@ impl Engine {
         let decided = self.decide(traffic, attrs);
         if matches!(
             decided.reason,
-            Reason::UntrustedPeer | Reason::UnknownDestination
+            Reason::UntrustedPeer | Reason::UnknownDestination | Reason::UnreadableJwt
         ) {
             return (decided.verdict, decided.reason);
         }
@@ -504,6 +504,7 @@ impl Engine {
                 self.trusted_domains.join(" or ")
             ),
             Reason::UnknownDestination => "the destination is not a workload this proxy enforces for".into(),
+            Reason::UnreadableJwt => "a rule needed the verified JWT payload and it could not be read (fail closed)".into(),
         };
         // The nearest miss only means something when ALLOW policies were consulted or a
         // DENY/CUSTOM rule decided; not for a refused peer or an unknown destination.

@@ -13,7 +13,7 @@ use crate::engine::config::JwtSource;
 use crate::engine::{Attributes, Claim, HeaderValues};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::net::{IpAddr, SocketAddr};
 
 /// One `get_property`; `None` when absent, empty or unreadable (logged).
@@ -123,6 +123,10 @@ pub(crate) struct HostAttributes<'a> {
     sni: OnceCell<Option<String>>,
     request: OnceCell<Request>,
     jwt: OnceCell<Option<Claim>>,
+    /// How deep the JWT payload is read (`Engine::jwt_depth`).
+    jwt_depth: usize,
+    /// The JWT payload was needed and could not be read.
+    jwt_unreadable: Cell<bool>,
 }
 
 impl<'a> HostAttributes<'a> {
@@ -137,7 +141,21 @@ impl<'a> HostAttributes<'a> {
             sni: OnceCell::new(),
             request: OnceCell::new(),
             jwt: OnceCell::new(),
+            jwt_depth: 0,
+            jwt_unreadable: Cell::new(false),
         }
+    }
+
+    /// Reads the JWT payload `depth` deep (`Engine::jwt_depth`).
+    pub(crate) fn with_jwt_depth(mut self, depth: usize) -> HostAttributes<'a> {
+        self.jwt_depth = depth;
+        self
+    }
+
+    /// Whether a rule needed the JWT payload and it could not be read: the decision must
+    /// then deny (fail closed).
+    pub(crate) fn jwt_unreadable(&self) -> bool {
+        self.jwt_unreadable.get()
     }
 
     fn request(&self) -> Option<&Request> {
@@ -150,14 +168,21 @@ impl<'a> HostAttributes<'a> {
     fn read_jwt(&self) -> Option<Claim> {
         let metadata = property(&["metadata"])?;
         let source = self.jwt_source;
-        match proto::jwt_payload(&metadata, &source.metadata_namespace, &source.payload_key) {
+        match proto::jwt_payload(
+            &metadata,
+            &source.metadata_namespace,
+            &source.payload_key,
+            proto::Depth(self.jwt_depth),
+        ) {
             Ok(claim) => claim,
             Err(proto::Malformed) => {
+                // Treating it as no token would let a request past a DENY on its claims.
                 log::warn!(
-                    "authz: dynamic metadata {}.{} is not a valid protobuf Struct; treating the request as carrying no JWT",
+                    "authz: dynamic metadata {}.{} is not a valid protobuf Struct; the request is denied",
                     source.metadata_namespace,
                     source.payload_key
                 );
+                self.jwt_unreadable.set(true);
                 None
             }
         }
