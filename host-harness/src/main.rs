@@ -83,7 +83,7 @@ fn parse_args() -> Result<Args> {
             "--policy-file" => a.policy_files.push(value(&mut it, "--policy-file")?),
             "--case" => a.case = Some(value(&mut it, "--case")?),
             "-h" | "--help" => {
-                print!("{USAGE}");
+                authz_harness::out!("{USAGE}");
                 std::process::exit(0);
             }
             s if s.starts_with("--") => bail!("unknown option {s}\n\n{USAGE}"),
@@ -121,7 +121,7 @@ fn run() -> Result<ExitCode> {
         "replay" => replay(&args),
         "check" => check(&args),
         "-h" | "--help" | "help" => {
-            print!("{USAGE}");
+            authz_harness::out!("{USAGE}");
             Ok(ExitCode::SUCCESS)
         }
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
@@ -188,12 +188,12 @@ fn replay(args: &Args) -> Result<ExitCode> {
             Err(e) => {
                 failed += 1;
                 if args.json {
-                    println!(
+                    authz_harness::outln!(
                         "{}",
                         serde_json::json!({"file": file.display().to_string(), "result": "failed", "failures": [format!("{e:#}")]})
                     );
                 } else {
-                    println!("FAIL {}: {e:#}", file.display());
+                    authz_harness::outln!("FAIL {}: {e:#}", file.display());
                 }
                 continue;
             }
@@ -210,9 +210,9 @@ fn replay(args: &Args) -> Result<ExitCode> {
         }
     }
     if skipped > 0 {
-        println!("{passed} passed, {failed} failed, {skipped} skipped");
+        authz_harness::outln!("{passed} passed, {failed} failed, {skipped} skipped");
     } else {
-        println!("{passed} passed, {failed} failed");
+        authz_harness::outln!("{passed} passed, {failed} failed");
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -223,11 +223,11 @@ fn replay(args: &Args) -> Result<ExitCode> {
 
 fn print_report(r: &CaseReport, json: bool) {
     if json {
-        println!("{}", r.to_json());
+        authz_harness::outln!("{}", r.to_json());
     } else if let Some(reason) = &r.skipped {
-        println!("SKIP {}: {} / {}: {reason}", r.file, r.fixture, r.case);
+        authz_harness::outln!("SKIP {}: {} / {}: {reason}", r.file, r.fixture, r.case);
     } else if !r.passed() {
-        println!(
+        authz_harness::outln!(
             "FAIL {}: {} / {}: {}",
             r.file,
             r.fixture,
@@ -303,9 +303,9 @@ fn check(args: &Args) -> Result<ExitCode> {
         if let (Some(m), Some(obj)) = (&module_view, v.as_object_mut()) {
             obj.insert("module".into(), m.clone());
         }
-        println!("{v}");
+        authz_harness::outln!("{v}");
     } else {
-        print!("{explanation}");
+        authz_harness::out!("{explanation}");
         if let Some(m) = &module_view {
             let what = match (m["status"].as_u64(), m["closed"].as_bool()) {
                 (Some(status), _) => {
@@ -317,16 +317,16 @@ fn check(args: &Args) -> Result<ExitCode> {
                 (None, Some(true)) => "closed the connection before any byte passed".to_string(),
                 _ => "let it through".to_string(),
             };
-            println!(
+            authz_harness::outln!(
                 "module (in Wasmtime, driven as Envoy drives it): {} - {what}",
                 m["verdict"].as_str().unwrap_or("?").to_uppercase()
             );
             for line in m["log"].as_array().into_iter().flatten() {
-                println!("  {}", line.as_str().unwrap_or(""));
+                authz_harness::outln!("  {}", line.as_str().unwrap_or(""));
             }
         }
         for n in engine.notes() {
-            println!("note: {n}");
+            authz_harness::outln!("note: {n}");
         }
     }
     Ok(ExitCode::SUCCESS)

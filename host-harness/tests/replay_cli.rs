@@ -145,3 +145,28 @@ fn a_bad_configuration_names_the_file_policy_and_field() {
         "{out}"
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_the_harness_quietly() {
+    // `authz-harness replay ... | head`: the reader goes away and every later write fails
+    // with EPIPE. The harness must end quietly (status 141, as a command killed by SIGPIPE),
+    // never with a panic.
+    for args in [
+        &["replay", "--native-only", "--format", "json", "tests/"][..],
+        &["replay", "--native-only", "tests/fixtures/seeds/"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_authz-harness"))
+            .args(args)
+            .current_dir(root())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run authz-harness");
+        // Close the reading end before the harness writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait for authz-harness");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+    }
+}

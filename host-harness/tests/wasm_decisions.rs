@@ -396,3 +396,91 @@ fn the_filter_kind_decides_the_context_kind() {
         other => panic!("expected a trap, got {other:?}"),
     }
 }
+
+#[test]
+fn a_peer_certificate_without_uri_san_is_refused_by_both() {
+    // A TLS peer whose certificate carries no URI SAN (`principal: ""`): Envoy serves no
+    // `connection.uri_san_peer_certificate` but `connection.mtls` is true. At ztunnel that is
+    // a peer without a SPIFFE identity, refused in the handshake, not a plaintext client; the
+    // module and the native engine must both deny it.
+    let config = ztunnel_config(vec![]);
+    let engine = native(&config);
+    let mut wasm = configure(&config);
+    for principal in [Some(""), None, Some(CURL)] {
+        let attrs = conn(principal, "10.1.0.7", "10.0.0.10", 9080);
+        let got = wasm.connection(&attrs).unwrap_or_else(|e| panic!("{e}"));
+        assert_same(&engine, Traffic::Connection, &attrs, &got);
+    }
+    let empty = conn(Some(""), "10.1.0.7", "10.0.0.10", 9080);
+    assert_eq!(
+        engine.decide(Traffic::Connection, &empty).verdict,
+        Verdict::Deny
+    );
+}
+
+#[test]
+fn the_scheme_pseudo_header_agrees() {
+    // Envoy always gives a request a `:scheme`; inside a waypoint's HBONE tunnel the request
+    // arrives in plaintext, so `http`. The native engine and the module must see the same
+    // value whether or not a case names it.
+    let config = waypoint_config(vec![policy(
+        "allow-http",
+        "default",
+        json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}],
+               "rules": [{"when": [{"key": "request.headers[:scheme]", "values": ["http"]}]}]}),
+    )]);
+    let engine = native(&config);
+    let mut wasm = configure(&config);
+    let plain = req(Some(CURL), "GET", "/", &[], None);
+    let https = req(Some(CURL), "GET", "/", &[(":scheme", "https")], None);
+    for attrs in [&plain, &https] {
+        let got = wasm.request(attrs).unwrap_or_else(|e| panic!("{e}"));
+        assert_same(&engine, Traffic::Request, attrs, &got);
+    }
+    assert_eq!(
+        engine.decide(Traffic::Request, &plain).verdict,
+        Verdict::Allow
+    );
+    assert_eq!(
+        engine.decide(Traffic::Request, &https).verdict,
+        Verdict::Deny
+    );
+}
+
+#[test]
+fn an_unreadable_jwt_payload_denies_when_a_rule_needs_it() {
+    // The dynamic metadata holding the verified JWT payload cannot be decoded: treating the
+    // request as carrying no token would let it past a DENY on its principal. The module
+    // denies instead (fail closed), and says why.
+    use authz_harness::wasm::StreamOptions;
+    let config = waypoint_config(vec![policy(
+        "deny-mallory",
+        "default",
+        json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}],
+               "action": "DENY",
+               "rules": [{"from": [{"source": {"requestPrincipals": ["issuer.example/mallory"]}}]}]}),
+    )]);
+    let mut wasm = configure(&config);
+    let attrs = req(Some(CURL), "GET", "/", &[], None);
+    let opts = StreamOptions {
+        // A length-delimited field whose length runs past the end: not a protobuf message.
+        extra_properties: vec![(vec!["metadata".to_string()], vec![0x0a, 0x7f, 0x01])],
+        ..StreamOptions::default()
+    };
+    let got = wasm
+        .request_with(&attrs, &opts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.verdict, Verdict::Deny, "logs: {:?}", got.logs);
+    assert_eq!(
+        got.reason.as_deref(),
+        Some("unreadable-jwt"),
+        "logs: {:?}",
+        got.logs
+    );
+    // Without a JWT rule the payload is never read, and nothing is denied for it.
+    let mut open = configure(&waypoint_config(vec![]));
+    let got = open
+        .request_with(&attrs, &opts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.verdict, Verdict::Allow, "logs: {:?}", got.logs);
+}

@@ -63,7 +63,7 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
             }
             "--no-seeds" => seeds = false,
             "-h" | "--help" => {
-                print!("{USAGE}");
+                crate::out!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
             }
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
@@ -85,14 +85,14 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
     for kind in SetKind::ALL {
         let set = g.set(kind);
         let samples = g.samples_of(kind).count();
-        println!(
+        crate::outln!(
             "{}: {} policies, {} Envoy RBAC policies (rules), {samples} samples",
             kind.name(),
             set.policies.len(),
             set.rule_count()
         );
     }
-    println!("wrote {} files to {}", files.len(), out.display());
+    crate::outln!("wrote {} files to {}", files.len(), out.display());
     Ok(ExitCode::SUCCESS)
 }
 

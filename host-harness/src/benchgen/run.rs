@@ -1364,7 +1364,7 @@ fn fnv64(bytes: &[u8]) -> u64 {
 /// `authz-harness bench-run`.
 pub fn cli(args: &[String]) -> Result<ExitCode> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
+        crate::out!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
     }
     let mut o = Options::parse(args)?;
@@ -1502,9 +1502,9 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
     );
     std::fs::write(o.out.join(format!("{}.md", o.tag)), &md)?;
     plot_files(&r, &o.out, &o.tag)?;
-    println!("{md}");
+    crate::outln!("{md}");
     if !r.errors.is_empty() {
-        println!("\nErrors:\n  {}", r.errors.join("\n  "));
+        crate::outln!("\nErrors:\n  {}", r.errors.join("\n  "));
     }
     log(format!("wrote {}", json_path.display()));
     if o.keep {

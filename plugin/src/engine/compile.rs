@@ -206,6 +206,8 @@ pub struct Engine {
     pub(crate) tcp: Option<Compiled>,
     /// The trust domains a ztunnel-mode proxy accepts peers from.
     pub(crate) trusted_domains: Vec<String>,
+    /// See [`Engine::jwt_depth`].
+    pub(crate) jwt_depth: usize,
 }
 
 impl Engine {
@@ -239,13 +241,23 @@ impl Engine {
         self.config.mode
     }
 
-    /// Policies in decision order (namespace, name); [`PolicyId`] indexes this.
+    /// Policies in Envoy's reporting order (by istiod's generated RBAC policy name);
+    /// [`PolicyId`] indexes this.
     pub fn policies(&self) -> &[PolicyInfo] {
         &self.policies
     }
 
     pub fn policy(&self, id: PolicyId) -> Option<&PolicyInfo> {
         self.policies.get(id.0 as usize)
+    }
+
+    /// How deep into a verified JWT payload any rule reads: a claim path of `n` keys reads
+    /// the value at depth `n` (the payload's own claims are depth 1) and, when it is a list,
+    /// the strings at depth `n + 1`; `requestPrincipals` read `iss` and `sub` at depth 1.
+    /// Values below this depth can never change a decision, so a host may leave them unread
+    /// (and must not discard the token because of them). 0 when no rule reads the JWT.
+    pub fn jwt_depth(&self) -> usize {
+        self.jwt_depth
     }
 
     /// The load-time report: each converted or unattached policy, once.
@@ -255,10 +267,16 @@ impl Engine {
 }
 
 fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine, ConfigError> {
-    // Decision order is (namespace, name): PolicyIds are assigned in that order, so the
-    // lowest matching rule id is the policy Envoy would report first.
+    // Reporting order is Envoy's: istiod names each RBAC policy
+    // `ns[<namespace>]-policy[<name>]-rule[<index>]` (istio/istio
+    // `pilot/pkg/security/authz/builder/builder.go`) and Envoy keeps them in a `std::map`,
+    // reporting the first match in that string order (envoyproxy/envoy
+    // `source/extensions/filters/common/rbac/engine_impl.h`). PolicyIds are assigned in the
+    // order of that name's policy part, and rules within a policy in the order of their
+    // index's decimal string (see `compile_policy`), so the lowest matching rule id is the
+    // one Envoy reports: `deny-x` before `deny`, namespace `a-b` before `a`.
     let mut sorted: Vec<&AuthorizationPolicy> = config.policies.iter().collect();
-    sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    sorted.sort_by_cached_key(|p| envoy_policy_prefix(&p.namespace, &p.name));
     // Sorted, a namespace/name given twice sits side by side.
     if let Some(dup) = sorted
         .windows(2)
@@ -366,7 +384,28 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
         }
     }
 
+    let jwt_depth = config
+        .policies
+        .iter()
+        .flat_map(|p| p.rules.iter().flatten())
+        .flat_map(|r| {
+            r.from
+                .iter()
+                .flatten()
+                .chain(r.to.iter().flatten())
+                .flat_map(|e| e.fields.iter())
+                .chain(r.when.iter())
+        })
+        .map(|f| match &f.attr {
+            Attr::RequestPrincipal => 1,
+            Attr::Claim(path) => path.len() + 1,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+
     Ok(Engine {
+        jwt_depth,
         trusted_domains: bundle,
         config,
         policies,
@@ -375,6 +414,13 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
         http,
         tcp,
     })
+}
+
+/// The part of istiod's RBAC policy name that names the policy:
+/// `ns[<namespace>]-policy[<name>]-rule[`. Namespaces and names are DNS labels, so no
+/// policy's prefix is a prefix of another's and sorting by it sorts the full names.
+fn envoy_policy_prefix(namespace: &str, name: &str) -> String {
+    format!("ns[{namespace}]-policy[{name}]-rule[")
 }
 
 /// The trust domain and its aliases (waypoint `trustdomain.Bundle`); `cluster.local` in a
@@ -832,6 +878,9 @@ fn compile_policy(
             clauses,
         });
     }
+    // Envoy's order of `-rule[<index>]` names: by the index's decimal string, so rule 10
+    // comes before rule 2 (see `build`).
+    out.sort_by_cached_key(|r| r.index.to_string());
     let at = point.name();
     let remedy = match point {
         Point::Ztunnel => {
@@ -1105,6 +1154,43 @@ mod tests {
             split_request_principal("https://example.com/*"),
             (e("https://example.com"), any)
         );
+    }
+
+    #[test]
+    fn rules_are_reported_in_envoys_name_order() {
+        // Envoy reports the first matching `ns[..]-policy[..]-rule[<i>]` in string order
+        // (envoyproxy/envoy source/extensions/filters/common/rbac/engine_impl.h): with rules 2
+        // to 10 matching, `rule[10]` sorts first.
+        let mut rules: Vec<serde_json::Value> = vec![
+            serde_json::json!({"when": [{"key": "request.headers[x-none]", "values": ["never"]}]});
+            2
+        ];
+        rules.extend(std::iter::repeat_n(serde_json::json!({}), 9));
+        let config = serde_json::json!({
+            "mode": "waypoint",
+            "waypoint": {"name": "waypoint", "namespace": "default"},
+            "policies": [{
+                "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": {"name": "deny", "namespace": "default"},
+                "spec": {"action": "DENY", "rules": rules,
+                         "targetRefs": [{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "waypoint"}]}
+            }]
+        });
+        let Ok(engine) = Engine::from_json(config.to_string().as_bytes()) else {
+            panic!("configuration rejected");
+        };
+        let attrs = crate::engine::OwnedAttributes {
+            http: Some(crate::engine::OwnedHttp::new(
+                b"GET",
+                b"/",
+                b"h",
+                vec![],
+                None,
+            )),
+            ..Default::default()
+        };
+        let decision = engine.decide(crate::engine::Traffic::Request, &attrs);
+        assert_eq!(decision.reason.rule().map(|r| r.rule), Some(10));
     }
 
     #[test]

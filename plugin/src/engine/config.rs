@@ -315,7 +315,8 @@ fn parse_addresses(map: &serde_json::Map<String, Value>, path: &str) -> Result<V
         .enumerate()
     {
         match Cidr::parse(a) {
-            Some(c) if !a.contains('/') => out.push(c.addr),
+            // Canonical, as the engine canonicalises the destination it looks up.
+            Some(c) if !a.contains('/') => out.push(c.addr.to_canonical()),
             _ => {
                 return Err(ConfigError::new(
                     index(&join(path, "addresses"), i),

@@ -59,6 +59,9 @@ pub enum Reason {
     /// `source.ip`) and the proxy replaced that address with a forwarded one, so the rule
     /// cannot be evaluated: deny rather than let a possibly denied peer through.
     UnknownSource,
+    /// A rule needed the verified JWT payload and the proxy's copy of it could not be read:
+    /// denied, since a DENY that cannot be evaluated must not let the request through.
+    UnreadableJwt,
 }
 
 impl Reason {
@@ -74,6 +77,7 @@ impl Reason {
             Reason::UnknownDestination => "unknown-destination",
             Reason::ConflictingIdentity => "conflicting-identity",
             Reason::UnknownSource => "unknown-source-address",
+            Reason::UnreadableJwt => "unreadable-jwt",
         }
     }
 

@@ -35,9 +35,9 @@ fn fetch<'a>(attr: &'a Attr, attrs: &'a dyn Attributes) -> Value<'a> {
         Attr::Principal | Attr::Namespace | Attr::ServiceAccount | Attr::TrustDomain => {
             Value::Principal(attrs.peer_principal())
         }
-        Attr::SourceIp => Value::Ip(attrs.source_ip()),
-        Attr::RemoteIp => Value::Ip(attrs.remote_ip()),
-        Attr::DestinationIp => Value::Ip(attrs.destination_ip()),
+        Attr::SourceIp => Value::Ip(attrs.source_ip().map(canonical)),
+        Attr::RemoteIp => Value::Ip(attrs.remote_ip().map(canonical)),
+        Attr::DestinationIp => Value::Ip(attrs.destination_ip().map(canonical)),
         Attr::Port => Value::Port(attrs.destination_port()),
         Attr::Host => Value::Bytes(attrs.host()),
         Attr::Method => Value::Bytes(attrs.method()),
@@ -48,6 +48,14 @@ fn fetch<'a>(attr: &'a Attr, attrs: &'a dyn Attributes) -> Value<'a> {
         Attr::Claim(path) => Value::Claim(attrs.jwt().and_then(|j| j.get(path))),
         Attr::Experimental(_) => Value::Missing,
     }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, an IPv4 client on a dual-stack socket) is
+/// that IPv4 address, as ztunnel canonicalises every address before any policy (istio/ztunnel
+/// `src/socket.rs` `to_canonical`): an IPv4 `ipBlocks` DENY is not escaped by the mapped
+/// spelling, and the destination chooses the same workload or service.
+fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
 }
 
 fn claim_matches(m: &StrMatch, claim: &Claim) -> bool {
@@ -294,6 +302,7 @@ impl Engine {
         if !targets.by_address.is_empty() {
             if let Some(candidates) = attrs
                 .destination_ip()
+                .map(canonical)
                 .and_then(|ip| targets.by_address.get(&ip))
             {
                 // The address alone chooses the service: passing over a service's own
@@ -458,7 +467,10 @@ impl Engine {
         let decided = self.decide(traffic, attrs);
         if matches!(
             decided.reason,
-            Reason::UntrustedPeer | Reason::UnknownDestination | Reason::ConflictingIdentity
+            Reason::UntrustedPeer
+                | Reason::UnknownDestination
+                | Reason::ConflictingIdentity
+                | Reason::UnreadableJwt
         ) {
             return (decided.verdict, decided.reason);
         }
@@ -542,6 +554,7 @@ impl Engine {
             Reason::UnknownDestination => "the destination is not a workload this proxy enforces for".into(),
             Reason::ConflictingIdentity => "the proxy established two different caller identities (waypoint filter state and peer certificate)".into(),
             Reason::UnknownSource => "a DENY rule tests the direct peer address, which the proxy replaced with a forwarded one".into(),
+            Reason::UnreadableJwt => "a rule needed the verified JWT payload and it could not be read (fail closed)".into(),
         };
         // The nearest miss explains a request that no ALLOW rule admitted; when a DENY or
         // CUSTOM rule decided, that rule is the explanation and an ALLOW miss would mislead.

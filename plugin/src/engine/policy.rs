@@ -873,6 +873,18 @@ fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
                 let claim_path = claim_path(inner).ok_or_else(|| {
                     ConfigError::new(path, format!("\"{key}\": malformed claim path"))
                 })?;
+                // The module reads the JWT payload as deep as the longest claim path (see
+                // `Engine::jwt_depth`); a bound keeps that read's recursion small. Refused
+                // rather than evaluated on a truncated payload.
+                if claim_path.len() > MAX_CLAIM_PATH {
+                    return Err(ConfigError::new(
+                        path,
+                        format!(
+                            "\"{key}\": a claim path of {} keys; at most {MAX_CLAIM_PATH}",
+                            claim_path.len()
+                        ),
+                    ));
+                }
                 Attr::Claim(claim_path)
             } else if key.starts_with("destination.labels") {
                 return Err(ConfigError::new(
@@ -897,6 +909,9 @@ fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
     };
     Ok(attr)
 }
+
+/// The longest `request.auth.claims[a][b]...` path accepted, in keys.
+pub const MAX_CLAIM_PATH: usize = 64;
 
 /// The inside of `[...]`: must start with `[`, end with `]`, and hold at least one character.
 fn bracket_key<'a>(rest: &'a str, key: &str, path: &str) -> Result<&'a str> {

@@ -34,7 +34,7 @@ use crate::engine::config::JwtSource;
 use crate::engine::{Attributes, Claim, HeaderValues};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::net::{IpAddr, SocketAddr};
 
 /// One `get_property`; `None` when absent, empty or unreadable (logged).
@@ -62,6 +62,17 @@ fn string_property(path: &[&str]) -> Option<String> {
             None
         }
     }
+}
+
+/// A TLS peer that presented a certificate without a URI SAN: Envoy serves no
+/// `connection.uri_san_peer_certificate`, but `connection.mtls` ("the peer certificate is
+/// presented", envoyproxy/envoy docs `advanced/attributes`) is true. That peer has no SPIFFE
+/// identity: the empty principal, which ztunnel refuses in its handshake and no principal
+/// matches, never the absent one of a plaintext client (which a policy may allow).
+fn peer_without_uri_san() -> Option<String> {
+    property(&["connection", "mtls"])
+        .filter(|b| b.first() == Some(&1))
+        .map(|_| String::new())
 }
 
 /// `ip:port`, `[v6]:port`, or a bare address; anything else (a pipe, an internal listener
@@ -216,6 +227,10 @@ pub(crate) struct HostAttributes<'a> {
     sni: OnceCell<Option<String>>,
     request: OnceCell<Request>,
     jwt: OnceCell<Option<Claim>>,
+    /// How deep the JWT payload is read (`Engine::jwt_depth`).
+    jwt_depth: usize,
+    /// The JWT payload was needed and could not be read.
+    jwt_unreadable: Cell<bool>,
 }
 
 impl<'a> HostAttributes<'a> {
@@ -230,7 +245,21 @@ impl<'a> HostAttributes<'a> {
             sni: OnceCell::new(),
             request: OnceCell::new(),
             jwt: OnceCell::new(),
+            jwt_depth: 0,
+            jwt_unreadable: Cell::new(false),
         }
+    }
+
+    /// Reads the JWT payload `depth` deep (`Engine::jwt_depth`).
+    pub(crate) fn with_jwt_depth(mut self, depth: usize) -> HostAttributes<'a> {
+        self.jwt_depth = depth;
+        self
+    }
+
+    /// Whether a rule needed the JWT payload and it could not be read: the decision must
+    /// then deny (fail closed).
+    pub(crate) fn jwt_unreadable(&self) -> bool {
+        self.jwt_unreadable.get()
     }
 
     fn request(&self) -> Option<&Request> {
@@ -244,7 +273,8 @@ impl<'a> HostAttributes<'a> {
         self.principal.get_or_init(|| {
             let found = caller(
                 string_property(PEER_PRINCIPAL),
-                string_property(&["connection", "uri_san_peer_certificate"]),
+                string_property(&["connection", "uri_san_peer_certificate"])
+                    .or_else(peer_without_uri_san),
             );
             if found == Caller::Conflict {
                 if CONFLICT_LOGGED.with(|l| l.replace(true)) {
@@ -267,14 +297,21 @@ impl<'a> HostAttributes<'a> {
     fn read_jwt(&self) -> Option<Claim> {
         let metadata = property(&["metadata"])?;
         let source = self.jwt_source;
-        match proto::jwt_payload(&metadata, &source.metadata_namespace, &source.payload_key) {
+        match proto::jwt_payload(
+            &metadata,
+            &source.metadata_namespace,
+            &source.payload_key,
+            proto::Depth(self.jwt_depth),
+        ) {
             Ok(claim) => claim,
             Err(proto::Malformed) => {
+                // Treating it as no token would let a request past a DENY on its claims.
                 log::warn!(
-                    "authz: dynamic metadata {}.{} is not a valid protobuf Struct; treating the request as carrying no JWT",
+                    "authz: dynamic metadata {}.{} is not a valid protobuf Struct; the request is denied",
                     source.metadata_namespace,
                     source.payload_key
                 );
+                self.jwt_unreadable.set(true);
                 None
             }
         }

@@ -19,7 +19,7 @@ mod observe;
 mod proto;
 
 use crate::engine::config::Filter;
-use crate::engine::{Engine, NoteKind, Traffic, Verdict};
+use crate::engine::{Engine, NoteKind, Reason, Traffic, Verdict};
 use attributes::HostAttributes;
 use observe::Metrics;
 use proxy_wasm::hostcalls;
@@ -52,8 +52,15 @@ impl Drop for Loaded {
 
 impl Loaded {
     fn decide(&self, traffic: Traffic, http: bool) -> Verdict {
-        let attrs = HostAttributes::new(&self.engine.config().jwt, http);
-        let decision = self.engine.decide(traffic, &attrs);
+        let attrs = HostAttributes::new(&self.engine.config().jwt, http)
+            .with_jwt_depth(self.engine.jwt_depth());
+        let mut decision = self.engine.decide(traffic, &attrs);
+        // A rule needed the JWT payload and it was unreadable: whatever the rules decided
+        // without it, deny (a DENY that cannot be evaluated must not let the request through).
+        if attrs.jwt_unreadable() && decision.verdict == Verdict::Allow {
+            decision.verdict = Verdict::Deny;
+            decision.reason = Reason::UnreadableJwt;
+        }
         observe::observe(&self.engine, &self.metrics, traffic, &decision);
         decision.verdict
     }

@@ -16,9 +16,12 @@
 
 use crate::engine::Claim;
 
-/// Nesting bound for `Struct`/`ListValue`: a JWT payload is a few levels deep; the bound keeps
-/// a hostile payload from exhausting the guest stack.
-const MAX_DEPTH: u32 = 32;
+/// How deep a payload is read: values below `depth` (see `Engine::jwt_depth`, at most the
+/// longest claim path accepted plus one) are left unread, as [`Claim::Other`]. No rule can look
+/// at them, so a deeply nested claim neither hides the token (the rules that read `iss`, `sub`
+/// or a shallow claim still see it) nor makes the reader recurse without bound.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Depth(pub(crate) usize);
 
 enum Wire<'a> {
     Varint,
@@ -120,6 +123,7 @@ pub(crate) fn jwt_payload(
     metadata: &[u8],
     namespace: &str,
     key: &str,
+    limit: Depth,
 ) -> Result<Option<Claim>, Malformed> {
     // filter_metadata = 1 (map<string, google.protobuf.Struct>); the last entry for a key wins.
     let mut found: Option<&[u8]> = None;
@@ -148,15 +152,16 @@ pub(crate) fn jwt_payload(
     }
     match value {
         None => Ok(None),
-        Some(v) => decode_value(v, 0).map(Some),
+        Some(v) => decode_value(v, 0, limit.0).map(Some),
     }
 }
 
 /// `google.protobuf.Value`: null 1, number 2, string 3, bool 4, struct 5, list 6 (a oneof: the
 /// last one present wins).
-fn decode_value(bytes: &[u8], depth: u32) -> Result<Claim, Malformed> {
-    if depth > MAX_DEPTH {
-        return Err(Malformed);
+fn decode_value(bytes: &[u8], depth: usize, limit: usize) -> Result<Claim, Malformed> {
+    if depth > limit {
+        // Deeper than any rule reads: present, never compared.
+        return Ok(Claim::Other);
     }
     let mut claim = Claim::Other;
     let mut r = Reader::new(bytes);
@@ -164,8 +169,8 @@ fn decode_value(bytes: &[u8], depth: u32) -> Result<Claim, Malformed> {
         claim = match (number, wire) {
             (1, Wire::Varint) | (2, Wire::Fixed64) | (4, Wire::Varint) => Claim::Other,
             (3, Wire::Bytes(b)) => Claim::String(text(b)?),
-            (5, Wire::Bytes(b)) => decode_struct(b, depth + 1)?,
-            (6, Wire::Bytes(b)) => decode_list(b, depth + 1)?,
+            (5, Wire::Bytes(b)) => decode_struct(b, depth + 1, limit)?,
+            (6, Wire::Bytes(b)) => decode_list(b, depth + 1, limit)?,
             (1..=6, _) => return Err(Malformed),
             _ => continue,
         };
@@ -173,7 +178,7 @@ fn decode_value(bytes: &[u8], depth: u32) -> Result<Claim, Malformed> {
     Ok(claim)
 }
 
-fn decode_struct(bytes: &[u8], depth: u32) -> Result<Claim, Malformed> {
+fn decode_struct(bytes: &[u8], depth: usize, limit: usize) -> Result<Claim, Malformed> {
     let mut fields: Vec<(String, Claim)> = Vec::new();
     let mut r = Reader::new(bytes);
     while let Some((number, wire)) = r.field().map_err(|_| Malformed)? {
@@ -181,7 +186,7 @@ fn decode_struct(bytes: &[u8], depth: u32) -> Result<Claim, Malformed> {
             (1, Wire::Bytes(entry)) => {
                 let (k, v) = map_entry(entry)?;
                 let name = text(k)?;
-                let value = decode_value(v, depth)?;
+                let value = decode_value(v, depth, limit)?;
                 match fields.iter_mut().find(|(n, _)| *n == name) {
                     Some(slot) => slot.1 = value,
                     None => fields.push((name, value)),
@@ -194,12 +199,12 @@ fn decode_struct(bytes: &[u8], depth: u32) -> Result<Claim, Malformed> {
     Ok(Claim::Object(fields))
 }
 
-fn decode_list(bytes: &[u8], depth: u32) -> Result<Claim, Malformed> {
+fn decode_list(bytes: &[u8], depth: usize, limit: usize) -> Result<Claim, Malformed> {
     let mut items = Vec::new();
     let mut r = Reader::new(bytes);
     while let Some((number, wire)) = r.field().map_err(|_| Malformed)? {
         match (number, wire) {
-            (1, Wire::Bytes(v)) => items.push(decode_value(v, depth)?),
+            (1, Wire::Bytes(v)) => items.push(decode_value(v, depth, limit)?),
             (1, _) => return Err(Malformed),
             _ => {}
         }
