@@ -143,6 +143,30 @@ fn two_different_identities_are_denied() {
 }
 
 #[test]
+fn the_placeholder_of_an_absent_certificate_names_no_caller() {
+    // Envoy renders `%DOWNSTREAM_PEER_URI_SAN%` as "-" for a client without a certificate:
+    // no caller, so `notPrincipals: ["*"]` (deny the plaintext) must deny it.
+    let mut wasm = configure(
+        json!({"from": [{"source": {"notPrincipals": ["*"]}}]}),
+        "DENY",
+    );
+    let got = run(
+        &mut wasm,
+        &request(None, "10.1.0.7", None),
+        Topology::WaypointChain,
+        &[(&["filter_state", "io.istio.peer_principal"], "-")],
+    );
+    assert_eq!(got.verdict, Verdict::Deny, "{:?}", got.logs);
+    let got = run(
+        &mut wasm,
+        &request(Some(CURL), "10.1.0.7", None),
+        Topology::WaypointChain,
+        &[],
+    );
+    assert_eq!(got.verdict, Verdict::Allow, "{:?}", got.logs);
+}
+
+#[test]
 fn a_forwarded_address_never_stands_for_the_direct_peer() {
     // ALLOW ipBlocks: the forged X-Forwarded-For address is listed, the peer is not.
     let mut allow = configure(

@@ -294,15 +294,30 @@ pub fn waypoint_bootstrap(
 
 /// One tunnel of the client-side Envoy: a plaintext listener tunnelling to `hbone` as
 /// `identity` (no client certificate: `None`), asking for `destination` in the `CONNECT`
-/// authority. `destination: None`: the listener reads a PROXY protocol header first, asks
-/// for the address it names, and hands its source and destination on to the waypoint in a
-/// PROXY protocol header of its own (the upstream `proxy_protocol` transport socket).
+/// authority. `proxied`: the listener reads a PROXY protocol header first and hands its
+/// source and destination on to the waypoint in a PROXY protocol header of its own (the
+/// upstream `proxy_protocol` transport socket); without a `destination` it asks for the
+/// address that header names.
 #[derive(Clone, Debug)]
 pub struct Tunnel {
     pub listen: SocketAddr,
     pub hbone: SocketAddr,
     pub identity: Option<std::sync::Arc<Identity>>,
     pub destination: Option<SocketAddr>,
+    /// Read a PROXY protocol header and pass its addresses on (always, without a
+    /// `destination`).
+    pub proxied: bool,
+}
+
+/// A tunnel wanted from [`Chain::start_with`]: a client listener `name` to `variant`'s HBONE
+/// listener (see [`Tunnel`]).
+#[derive(Clone, Debug)]
+pub struct TunnelSpec {
+    pub name: String,
+    pub variant: String,
+    pub identity: Option<std::sync::Arc<Identity>>,
+    pub destination: Option<SocketAddr>,
+    pub proxied: bool,
 }
 
 /// The client ztunnel's bootstrap.
@@ -311,7 +326,7 @@ pub fn client_bootstrap(tunnels: &[Tunnel], ca_file: &Path) -> Value {
     let mut clusters = Vec::new();
     for (i, t) in tunnels.iter().enumerate() {
         let cluster = format!("hbone-{i}");
-        let proxied = t.destination.is_none();
+        let proxied = t.proxied || t.destination.is_none();
         let hostname = match t.destination {
             Some(d) => d.to_string(),
             None => "%DOWNSTREAM_LOCAL_ADDRESS%".to_string(),
@@ -406,6 +421,29 @@ impl Chain {
         principals: &[&str],
         destination: SocketAddr,
     ) -> Result<Chain> {
+        let mut wanted = Vec::new();
+        for v in &variants {
+            for p in principals {
+                wanted.push(TunnelSpec {
+                    name: format!("{}-{p}", v.name),
+                    variant: v.name.clone(),
+                    identity: Some(pki.workload(p)?),
+                    destination: Some(destination),
+                    proxied: false,
+                });
+            }
+        }
+        Chain::start_with(bin, dir, pki, variants, wanted)
+    }
+
+    /// As [`Chain::start`] with the client's tunnels given one by one.
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        pki: std::sync::Arc<TestPki>,
+        variants: Vec<Variant>,
+        wanted: Vec<TunnelSpec>,
+    ) -> Result<Chain> {
         let server = pki.server(
             "waypoint",
             &["localhost"],
@@ -442,21 +480,23 @@ impl Chain {
 
         let mut tunnels = Vec::new();
         let mut cinfos = Vec::new();
-        for (v, ports) in &with_ports {
-            for p in principals {
-                let t = Tunnel {
-                    listen: free_port()?,
-                    hbone: ports.hbone,
-                    identity: Some(pki.workload(p)?),
-                    destination: Some(destination),
-                };
-                cinfos.push(ListenerInfo {
-                    name: format!("{}-{p}", v.name),
-                    addr: t.listen,
-                    tls: false,
-                });
-                tunnels.push(t);
-            }
+        for w in wanted {
+            let Some((_, ports)) = with_ports.iter().find(|(v, _)| v.name == w.variant) else {
+                anyhow::bail!("tunnel {}: no variant {}", w.name, w.variant);
+            };
+            let t = Tunnel {
+                listen: free_port()?,
+                hbone: ports.hbone,
+                identity: w.identity,
+                destination: w.destination,
+                proxied: w.proxied,
+            };
+            cinfos.push(ListenerInfo {
+                name: w.name,
+                addr: t.listen,
+                tls: false,
+            });
+            tunnels.push(t);
         }
         let cdir = dir.join("client");
         std::fs::create_dir_all(&cdir)?;
@@ -474,12 +514,18 @@ impl Chain {
         })
     }
 
-    /// The client Envoy's listener for `variant` and `principal`.
+    /// The client Envoy's listener for `variant` and `principal` (as [`Chain::start`] names
+    /// them).
     pub fn tunnel(&self, variant: &str, principal: &str) -> Option<SocketAddr> {
+        self.tunnel_named(&format!("{variant}-{principal}"))
+    }
+
+    /// The client Envoy's listener named `name`.
+    pub fn tunnel_named(&self, name: &str) -> Option<SocketAddr> {
         self.client
             .listeners()
             .iter()
-            .find(|l| l.name == format!("{variant}-{principal}"))
+            .find(|l| l.name == name)
             .map(|l| l.addr)
     }
 
