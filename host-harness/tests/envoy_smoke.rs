@@ -418,11 +418,12 @@ fn envoy_waypoint_ipblocks_use_the_direct_peer() {
     ipblocks_with_forwarded_for(ForwardedFor::Ignore, "127.0.6");
 }
 
-/// The same with `use_remote_address: false` (Envoy's default, Istio's waypoint setting): a
-/// forged X-Forwarded-For satisfies `ipBlocks`, because `source.address` is the forwarded
-/// client. Documents why deploy/envoy/waypoint.yaml sets `use_remote_address: true`.
+/// The same with `use_remote_address: false` (Envoy's default, Istio's waypoint setting):
+/// `source.address` is then the forwarded client (port 0), which the module never takes for
+/// the direct peer, so a forged X-Forwarded-For does not satisfy `ipBlocks`; with the peer
+/// hidden, an ALLOW on it matches no one (fail safe).
 #[test]
-fn envoy_waypoint_forwarded_for_moves_source_address() {
+fn envoy_waypoint_forwarded_for_never_satisfies_ip_blocks() {
     ipblocks_with_forwarded_for(ForwardedFor::Trust, "127.0.7");
 }
 
@@ -493,13 +494,13 @@ fn ipblocks_with_forwarded_for(mode: ForwardedFor, net: &str) {
         ForwardedFor::Trust => {
             assert_eq!(
                 status("6", Some(&listed)),
-                200,
-                "the forged header is the source"
+                403,
+                "another peer forging X-Forwarded-For"
             );
             assert_eq!(
                 status("5", Some("192.0.2.1")),
                 403,
-                "the forwarded client is the source"
+                "the listed peer, hidden behind a forwarded address"
             );
         }
     }

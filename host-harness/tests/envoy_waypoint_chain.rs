@@ -165,28 +165,17 @@ fn the_module_decides_as_istiod_rbac_in_the_waypoint_chain_and_the_direct_listen
         );
         plugin.vm_id = format!("authz-{}", row.name);
         plugin.name = format!("authz-{}", row.name);
-        variants.push(Variant {
-            name: format!("module-{}", row.name),
-            chain: Authz::Module(plugin.clone()),
-            direct: Authz::Module(plugin),
-        });
-        variants.push(Variant {
-            name: format!("rbac-{}", row.name),
-            chain: rbac(
-                true,
-                row.action,
-                row.name,
-                row.string_match.clone(),
-                get_only,
-            ),
-            direct: rbac(
-                false,
-                row.action,
-                row.name,
-                row.string_match.clone(),
-                get_only,
-            ),
-        });
+        variants.push(Variant::new(
+            &format!("module-{}", row.name),
+            Authz::Module(plugin.clone()),
+            Authz::Module(plugin),
+        ));
+        let (m, a) = (row.string_match.clone(), row.action);
+        variants.push(Variant::new(
+            &format!("rbac-{}", row.name),
+            rbac(true, a, row.name, m.clone(), get_only),
+            rbac(false, a, row.name, m, get_only),
+        ));
     }
     let chain = Chain::start(
         &env.bin,
@@ -284,11 +273,7 @@ fn x_forwarded_for_never_satisfies_ip_blocks() {
             let mut plugin = Plugin::new(&wasm, config(policy(name, action, from.clone(), None)));
             plugin.vm_id = format!("authz-{name}");
             plugin.name = format!("authz-{name}");
-            Variant {
-                name: name.to_string(),
-                chain: Authz::Module(plugin.clone()),
-                direct: Authz::Module(plugin),
-            }
+            Variant::new(name, Authz::Module(plugin.clone()), Authz::Module(plugin))
         })
         .collect();
     let chain = Chain::start(

@@ -7,23 +7,32 @@
 //! (Whether the engine meets each fixture's expectations is the replay command's business;
 //! this test is about the proxy-wasm layer adding nothing and losing nothing.)
 //!
-//! One thing a module cannot see: in an HTTP filter Envoy exposes only the downstream remote
-//! address, which its connection manager may have taken from X-Forwarded-For, and no
-//! attribute for the direct peer. A case whose `remoteAddress` differs from its source
-//! address is therefore compared with the engine deciding on what the module can see (the
-//! remote address in both places); such cases are counted.
+//! Mode waypoint cases run where Istio runs the module, inside the waypoint's HBONE chain
+//! (caller and client address in filter state, see `Topology::WaypointChain`), and on a
+//! listener terminating the client's mTLS itself (`Topology::Direct`). On the latter, under
+//! `use_remote_address: false`, a forwarded address replaces the peer's, so a case whose
+//! `remoteAddress` differs from its source address is checked in the chain only; a case with
+//! an SNI only on the direct listener (the chain's inner connection has no TLS). Such cases
+//! are counted.
 
 use authz_harness::fixture::{collect, Case, Fixture};
 use authz_harness::replay::config_for_traffic;
+use authz_harness::wasm::codec::Topology;
 use authz_harness::wasm::{
     shared_module, workspace_root, HostError, PluginInstance, StreamOptions, WasmOutcome,
 };
-use authz_plugin::engine::{Engine, OwnedAttributes, PluginConfig, Traffic};
+use authz_plugin::engine::{Engine, Mode, PluginConfig, Traffic};
 use std::collections::HashMap;
 
-fn run(wasm: &mut PluginInstance, case: &Case, traffic: Traffic) -> Result<WasmOutcome, HostError> {
+fn run(
+    wasm: &mut PluginInstance,
+    case: &Case,
+    traffic: Traffic,
+    topology: Topology,
+) -> Result<WasmOutcome, HostError> {
     let opts = StreamOptions {
         source_port: case.source_port.unwrap_or(43210),
+        topology,
         ..StreamOptions::default()
     };
     match traffic {
@@ -32,15 +41,18 @@ fn run(wasm: &mut PluginInstance, case: &Case, traffic: Traffic) -> Result<WasmO
     }
 }
 
-/// The attributes as an HTTP filter sees them: one address, the remote one.
-fn visible(attrs: &OwnedAttributes, traffic: Traffic) -> OwnedAttributes {
-    let mut a = attrs.clone();
-    if traffic == Traffic::Request {
-        if let Some(remote) = a.remote_ip {
-            a.source_ip = Some(remote);
-        }
+/// Where a case runs (see the module comment).
+fn topologies(mode: Mode, case: &Case) -> Vec<Topology> {
+    let a = &case.attributes;
+    let forwarded = a.http.is_some() && a.remote_ip.is_some() && a.remote_ip != a.source_ip;
+    let mut out = Vec::new();
+    if mode == Mode::Waypoint && a.sni.is_none() {
+        out.push(Topology::WaypointChain);
     }
-    a
+    if !(mode == Mode::Waypoint && forwarded) || out.is_empty() {
+        out.push(Topology::Direct);
+    }
+    out
 }
 
 fn check_case(
@@ -50,16 +62,33 @@ fn check_case(
     failures: &mut Vec<String>,
 ) -> bool {
     let traffic = case.traffic_for(engine.mode());
-    let got = match run(wasm, case, traffic) {
+    let places = topologies(engine.mode(), case);
+    let partial = places.len() < 2 && engine.mode() == Mode::Waypoint;
+    for topology in places {
+        check_in(engine, wasm, case, traffic, topology, failures);
+    }
+    partial
+}
+
+fn check_in(
+    engine: &Engine,
+    wasm: &mut PluginInstance,
+    case: &Case,
+    traffic: Traffic,
+    topology: Topology,
+    failures: &mut Vec<String>,
+) {
+    let got = match run(wasm, case, traffic, topology) {
         Ok(got) => got,
         Err(e) => {
-            failures.push(format!("{}: the module failed: {e}", case.name));
-            return false;
+            failures.push(format!(
+                "{} ({topology:?}): the module failed: {e}",
+                case.name
+            ));
+            return;
         }
     };
-    let attrs = visible(&case.attributes, traffic);
-    let projected = attrs != case.attributes;
-    let want = engine.decide(traffic, &attrs);
+    let want = engine.decide(traffic, &case.attributes);
     let key = |id| {
         engine
             .policy(id)
@@ -81,7 +110,7 @@ fn check_case(
         || got_dry != native_dry
     {
         failures.push(format!(
-            "{}: module {} by {:?} audit {:?} dry-run {:?}; native {} by {:?} audit {:?} dry-run {:?}; module log {:?}",
+            "{} ({topology:?}): module {} by {:?} audit {:?} dry-run {:?}; native {} by {:?} audit {:?} dry-run {:?}; module log {:?}",
             case.name,
             got.verdict,
             got.policy,
@@ -94,7 +123,6 @@ fn check_case(
             got.logs
         ));
     }
-    projected
 }
 
 #[test]
@@ -159,7 +187,7 @@ fn every_fixture_through_the_module_agrees_with_the_engine() {
         }
     }
     eprintln!(
-        "{cases} cases through the module ({projected} decided on the one address an HTTP filter sees), \
+        "{cases} cases through the module ({projected} waypoint cases in one topology only), \
          {rejected} configurations rejected"
     );
     assert!(cases > 100, "only {cases} cases");

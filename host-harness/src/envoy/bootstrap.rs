@@ -168,7 +168,7 @@ pub struct EnvoySpec {
     pub forwarded_for: ForwardedFor,
 }
 
-fn jwt_authn_filter(j: &JwtAuthn) -> Value {
+pub(crate) fn jwt_authn_filter(j: &JwtAuthn) -> Value {
     json!({
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {

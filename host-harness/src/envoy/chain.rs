@@ -30,7 +30,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use super::bootstrap::Plugin;
+use super::bootstrap::{jwt_authn_filter, JwtAuthn, Plugin};
 use super::certs::{Identity, TestPki};
 use super::{Envoy, ListenerInfo};
 
@@ -72,6 +72,30 @@ pub struct Variant {
     pub chain: Authz,
     /// The filter on the direct mTLS listener.
     pub direct: Authz,
+    /// `jwt_authn` in front of the filter (Istio's RequestAuthentication).
+    pub jwt: Option<JwtAuthn>,
+    /// Where allowed requests go; `None`: a `direct_response` 200.
+    pub backend: Option<SocketAddr>,
+    /// The HBONE listener reads a PROXY protocol header first, so that a test can give the
+    /// client any source address (the test's stand-in for ztunnel's spoofed source IP).
+    pub proxy_protocol: bool,
+    /// Whether the listeners refuse a client without a certificate (Istio's HBONE always has
+    /// one); `false` lets a case without a principal through to the filters.
+    pub require_client_certificate: bool,
+}
+
+impl Variant {
+    pub fn new(name: &str, chain: Authz, direct: Authz) -> Variant {
+        Variant {
+            name: name.to_string(),
+            chain,
+            direct,
+            jwt: None,
+            backend: None,
+            proxy_protocol: false,
+            require_client_certificate: true,
+        }
+    }
 }
 
 /// The ports of one variant's listeners.
@@ -90,12 +114,12 @@ fn socket(addr: SocketAddr) -> Value {
     json!({ "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } })
 }
 
-fn server_tls(server: &Identity, ca_file: &Path, alpn: &[&str]) -> Value {
+fn server_tls(server: &Identity, ca_file: &Path, alpn: &[&str], require: bool) -> Value {
     json!({
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "require_client_certificate": true,
+            "require_client_certificate": require,
             "common_tls_context": {
                 "tls_certificates": [{
                     "certificate_chain": { "filename": server.cert_file.display().to_string() },
@@ -115,9 +139,26 @@ fn router() -> Value {
     })
 }
 
-/// A connection manager answering 200 behind `authz`, with `use_remote_address: false` as in
-/// istiod's waypoint (and Envoy's default).
-fn authz_hcm(stat_prefix: &str, authz: &Authz) -> Value {
+/// The cluster of a variant's backend.
+fn backend_cluster(v: &Variant) -> String {
+    format!("backend-{}", v.name)
+}
+
+/// A connection manager behind `authz` (and `jwt_authn`), with `use_remote_address: false`
+/// as in istiod's waypoint (and Envoy's default).
+fn authz_hcm(stat_prefix: &str, authz: &Authz, v: &Variant) -> Value {
+    let route = match v.backend {
+        Some(_) => json!({ "match": { "prefix": "/" },
+                           "route": { "cluster": backend_cluster(v), "timeout": "15s" } }),
+        None => json!({ "match": { "prefix": "/" },
+                        "direct_response": { "status": 200, "body": { "inline_string": "upstream" } } }),
+    };
+    let mut filters = Vec::new();
+    if let Some(j) = &v.jwt {
+        filters.push(jwt_authn_filter(j));
+    }
+    filters.push(authz.http_filter());
+    filters.push(router());
     json!({
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -126,10 +167,9 @@ fn authz_hcm(stat_prefix: &str, authz: &Authz) -> Value {
             "use_remote_address": false,
             "route_config": { "virtual_hosts": [{
                 "name": "all", "domains": ["*"],
-                "routes": [{ "match": { "prefix": "/" },
-                             "direct_response": { "status": 200, "body": { "inline_string": "upstream" } } }],
+                "routes": [route],
             }] },
-            "http_filters": [authz.http_filter(), router()],
+            "http_filters": filters,
         },
     })
 }
@@ -157,11 +197,28 @@ pub fn waypoint_bootstrap(
     let mut clusters = Vec::new();
     for (v, ports) in variants {
         let internal = format!("main_internal-{}", v.name);
+        let listener_filters: Vec<Value> = if v.proxy_protocol {
+            vec![json!({
+                "name": "envoy.filters.listener.proxy_protocol",
+                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol" },
+            })]
+        } else {
+            Vec::new()
+        };
+        if let Some(b) = v.backend {
+            clusters.push(json!({
+                "name": backend_cluster(v),
+                "connect_timeout": "5s",
+                "load_assignment": { "cluster_name": backend_cluster(v), "endpoints": [{ "lb_endpoints": [{ "endpoint": {
+                    "address": socket(b) } }] }] },
+            }));
+        }
         listeners.push(json!({
             "name": format!("hbone-{}", v.name),
             "address": socket(ports.hbone),
+            "listener_filters": listener_filters,
             "filter_chains": [{
-                "transport_socket": server_tls(server, ca_file, &["h2"]),
+                "transport_socket": server_tls(server, ca_file, &["h2"], v.require_client_certificate),
                 "filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
@@ -201,7 +258,7 @@ pub fn waypoint_bootstrap(
                 "name": "envoy.filters.listener.original_dst",
                 "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst" },
             }],
-            "filter_chains": [{ "filters": [authz_hcm(&format!("inner-{}", v.name), &v.chain)] }],
+            "filter_chains": [{ "filters": [authz_hcm(&format!("inner-{}", v.name), &v.chain, v)] }],
         }));
         clusters.push(json!({
             "name": internal,
@@ -220,8 +277,8 @@ pub fn waypoint_bootstrap(
             "name": format!("direct-{}", v.name),
             "address": socket(ports.direct),
             "filter_chains": [{
-                "transport_socket": server_tls(server, ca_file, &["http/1.1"]),
-                "filters": [authz_hcm(&format!("direct-{}", v.name), &v.direct)],
+                "transport_socket": server_tls(server, ca_file, &["http/1.1"], v.require_client_certificate),
+                "filters": [authz_hcm(&format!("direct-{}", v.name), &v.direct, v)],
             }],
         }));
     }
@@ -236,13 +293,31 @@ pub fn waypoint_bootstrap(
 }
 
 /// One tunnel of the client-side Envoy: a plaintext listener tunnelling to `hbone` as
-/// `identity`, asking for `destination` in the `CONNECT` authority.
+/// `identity` (no client certificate: `None`), asking for `destination` in the `CONNECT`
+/// authority. `proxied`: the listener reads a PROXY protocol header first and hands its
+/// source and destination on to the waypoint in a PROXY protocol header of its own (the
+/// upstream `proxy_protocol` transport socket); without a `destination` it asks for the
+/// address that header names.
 #[derive(Clone, Debug)]
 pub struct Tunnel {
     pub listen: SocketAddr,
     pub hbone: SocketAddr,
-    pub identity: std::sync::Arc<Identity>,
-    pub destination: SocketAddr,
+    pub identity: Option<std::sync::Arc<Identity>>,
+    pub destination: Option<SocketAddr>,
+    /// Read a PROXY protocol header and pass its addresses on (always, without a
+    /// `destination`).
+    pub proxied: bool,
+}
+
+/// A tunnel wanted from [`Chain::start_with`]: a client listener `name` to `variant`'s HBONE
+/// listener (see [`Tunnel`]).
+#[derive(Clone, Debug)]
+pub struct TunnelSpec {
+    pub name: String,
+    pub variant: String,
+    pub identity: Option<std::sync::Arc<Identity>>,
+    pub destination: Option<SocketAddr>,
+    pub proxied: bool,
 }
 
 /// The client ztunnel's bootstrap.
@@ -251,16 +326,59 @@ pub fn client_bootstrap(tunnels: &[Tunnel], ca_file: &Path) -> Value {
     let mut clusters = Vec::new();
     for (i, t) in tunnels.iter().enumerate() {
         let cluster = format!("hbone-{i}");
+        let proxied = t.proxied || t.destination.is_none();
+        let hostname = match t.destination {
+            Some(d) => d.to_string(),
+            None => "%DOWNSTREAM_LOCAL_ADDRESS%".to_string(),
+        };
+        let listener_filters: Vec<Value> = if proxied {
+            vec![json!({
+                "name": "envoy.filters.listener.proxy_protocol",
+                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol" },
+            })]
+        } else {
+            Vec::new()
+        };
+        let mut common = json!({
+            "validation_context": { "trusted_ca": { "filename": ca_file.display().to_string() } },
+            "alpn_protocols": ["h2"],
+        });
+        if let Some(id) = &t.identity {
+            common["tls_certificates"] = json!([{
+                "certificate_chain": { "filename": id.cert_file.display().to_string() },
+                "private_key": { "filename": id.key_file.display().to_string() },
+            }]);
+        }
+        let tls = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": common,
+            },
+        });
+        let transport = if proxied {
+            json!({
+                "name": "envoy.transport_sockets.upstream_proxy_protocol",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport",
+                    "config": { "version": "V2" },
+                    "transport_socket": tls,
+                },
+            })
+        } else {
+            tls
+        };
         listeners.push(json!({
             "name": format!("outbound-{i}"),
             "address": socket(t.listen),
+            "listener_filters": listener_filters,
             "filter_chains": [{ "filters": [{
                 "name": "envoy.filters.network.tcp_proxy",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                     "stat_prefix": cluster,
                     "cluster": cluster,
-                    "tunneling_config": { "hostname": t.destination.to_string() },
+                    "tunneling_config": { "hostname": hostname },
                 },
             }] }],
         }));
@@ -275,20 +393,7 @@ pub fn client_bootstrap(tunnels: &[Tunnel], ca_file: &Path) -> Value {
             },
             "load_assignment": { "cluster_name": cluster, "endpoints": [{ "lb_endpoints": [{ "endpoint": {
                 "address": socket(t.hbone) } }] }] },
-            "transport_socket": {
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                    "common_tls_context": {
-                        "tls_certificates": [{
-                            "certificate_chain": { "filename": t.identity.cert_file.display().to_string() },
-                            "private_key": { "filename": t.identity.key_file.display().to_string() },
-                        }],
-                        "validation_context": { "trusted_ca": { "filename": ca_file.display().to_string() } },
-                        "alpn_protocols": ["h2"],
-                    },
-                },
-            },
+            "transport_socket": transport,
         }));
     }
     json!({
@@ -315,6 +420,29 @@ impl Chain {
         variants: Vec<Variant>,
         principals: &[&str],
         destination: SocketAddr,
+    ) -> Result<Chain> {
+        let mut wanted = Vec::new();
+        for v in &variants {
+            for p in principals {
+                wanted.push(TunnelSpec {
+                    name: format!("{}-{p}", v.name),
+                    variant: v.name.clone(),
+                    identity: Some(pki.workload(p)?),
+                    destination: Some(destination),
+                    proxied: false,
+                });
+            }
+        }
+        Chain::start_with(bin, dir, pki, variants, wanted)
+    }
+
+    /// As [`Chain::start`] with the client's tunnels given one by one.
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        pki: std::sync::Arc<TestPki>,
+        variants: Vec<Variant>,
+        wanted: Vec<TunnelSpec>,
     ) -> Result<Chain> {
         let server = pki.server(
             "waypoint",
@@ -352,21 +480,23 @@ impl Chain {
 
         let mut tunnels = Vec::new();
         let mut cinfos = Vec::new();
-        for (v, ports) in &with_ports {
-            for p in principals {
-                let t = Tunnel {
-                    listen: free_port()?,
-                    hbone: ports.hbone,
-                    identity: pki.workload(p)?,
-                    destination,
-                };
-                cinfos.push(ListenerInfo {
-                    name: format!("{}-{p}", v.name),
-                    addr: t.listen,
-                    tls: false,
-                });
-                tunnels.push(t);
-            }
+        for w in wanted {
+            let Some((_, ports)) = with_ports.iter().find(|(v, _)| v.name == w.variant) else {
+                anyhow::bail!("tunnel {}: no variant {}", w.name, w.variant);
+            };
+            let t = Tunnel {
+                listen: free_port()?,
+                hbone: ports.hbone,
+                identity: w.identity,
+                destination: w.destination,
+                proxied: w.proxied,
+            };
+            cinfos.push(ListenerInfo {
+                name: w.name,
+                addr: t.listen,
+                tls: false,
+            });
+            tunnels.push(t);
         }
         let cdir = dir.join("client");
         std::fs::create_dir_all(&cdir)?;
@@ -384,12 +514,18 @@ impl Chain {
         })
     }
 
-    /// The client Envoy's listener for `variant` and `principal`.
+    /// The client Envoy's listener for `variant` and `principal` (as [`Chain::start`] names
+    /// them).
     pub fn tunnel(&self, variant: &str, principal: &str) -> Option<SocketAddr> {
+        self.tunnel_named(&format!("{variant}-{principal}"))
+    }
+
+    /// The client Envoy's listener named `name`.
+    pub fn tunnel_named(&self, name: &str) -> Option<SocketAddr> {
         self.client
             .listeners()
             .iter()
-            .find(|l| l.name == format!("{variant}-{principal}"))
+            .find(|l| l.name == name)
             .map(|l| l.addr)
     }
 

@@ -547,8 +547,43 @@ pub fn http_request(
     tls: Option<&TlsClient>,
     req: &HttpRequest,
 ) -> Result<HttpResult, ConnError> {
+    http_request_after(source, dest, tls, &[], req)
+}
+
+/// A PROXY protocol version 1 header announcing `source` → `dest` (haproxy's
+/// proxy-protocol.txt, section 2.1): `TCP4` or `TCP6` as the addresses are.
+pub fn proxy_protocol_v1(source: SocketAddr, dest: SocketAddr) -> Vec<u8> {
+    let family = if source.is_ipv4() && dest.is_ipv4() {
+        "TCP4"
+    } else {
+        "TCP6"
+    };
+    let ip = |a: SocketAddr| match (a.ip(), family) {
+        (std::net::IpAddr::V4(v4), "TCP6") => v4.to_ipv6_mapped().to_string(),
+        (ip, _) => ip.to_string(),
+    };
+    format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        ip(source),
+        ip(dest),
+        source.port(),
+        dest.port()
+    )
+    .into_bytes()
+}
+
+/// As [`http_request`], writing `preamble` (e.g. a PROXY protocol header) before the request.
+pub fn http_request_after(
+    source: Option<SocketAddr>,
+    dest: SocketAddr,
+    tls: Option<&TlsClient>,
+    preamble: &[u8],
+    req: &HttpRequest,
+) -> Result<HttpResult, ConnError> {
     let mut conn = open(source, dest, tls)?;
-    conn.write_all(&req.encode())
+    let mut bytes = preamble.to_vec();
+    bytes.extend_from_slice(&req.encode());
+    conn.write_all(&bytes)
         .and_then(|_| conn.flush())
         .map_err(|e| classify(&e))?;
     let head_only = req.method.eq_ignore_ascii_case("HEAD");

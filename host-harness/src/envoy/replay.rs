@@ -37,6 +37,7 @@ use serde_json::Value;
 
 use super::bootstrap::JwtAuthn;
 use super::bootstrap::{EnvoySpec, ListenerKind, ListenerSpec, Plugin, Upstream as UpstreamSpec};
+use super::chain::{Authz, Chain, TunnelSpec, Variant};
 use super::client::{self, ConnError, HttpRequest, TlsClient};
 use super::jwt::JwtSigner;
 use super::upstream::Upstream;
@@ -367,6 +368,57 @@ fn sni_ok(sni: &str) -> bool {
         && rustls::pki_types::ServerName::try_from(sni.to_string()).is_ok()
 }
 
+/// One Layer 7 case through the waypoint chain: any addresses (carried by PROXY protocol
+/// headers and the `CONNECT` authority), so nothing is moved onto loopback.
+#[derive(Clone, Debug)]
+struct ChainPlan {
+    index: usize,
+    source: SocketAddr,
+    dest: SocketAddr,
+    principal: Option<String>,
+    request: HttpRequest,
+    jwt: bool,
+}
+
+/// An address of 192.0.2.0/24 (TEST-NET-1) that no address field of `config` covers, for
+/// an absent source or destination address.
+fn unnamed_test_net(config: &Value) -> Option<Ipv4Addr> {
+    let mut nets = Vec::new();
+    let mut probe = config.clone();
+    let _ = map_config_addresses(&mut probe, &mut |s| {
+        if let Some(net) = parse_cidr(s) {
+            nets.push(net);
+        }
+        Ok(s.to_string())
+    });
+    (1..=250u8)
+        .map(|d| Ipv4Addr::new(192, 0, 2, d))
+        .find(|ip| !nets.iter().any(|n| n.1 > 0 && contains(*n, *ip)))
+}
+
+/// One verdict from the two topologies: both must agree; a case one of them cannot run is
+/// decided by the other; a failure in either fails the case.
+fn combine(direct: Option<CaseResult>, chain: Option<CaseResult>) -> CaseResult {
+    match (direct, chain) {
+        (Some(Err(e)), _) => Err(format!("direct listener: {e}")),
+        (_, Some(Err(e))) => Err(format!("waypoint chain: {e}")),
+        (Some(Ok(Ok(d))), Some(Ok(Ok(c)))) => {
+            if d.verdict == c.verdict {
+                Ok(Ok(d))
+            } else {
+                Err(format!(
+                    "the waypoint chain decided {} but the direct listener {}",
+                    c.verdict, d.verdict
+                ))
+            }
+        }
+        (Some(Ok(Ok(o))), _) | (_, Some(Ok(Ok(o)))) => Ok(Ok(o)),
+        (Some(Ok(Err(d))), Some(Ok(Err(c)))) => Ok(Err(format!("{d}; {c}"))),
+        (Some(Ok(Err(r))), None) | (None, Some(Ok(Err(r)))) => Ok(Err(r)),
+        (None, None) => Err("envoy: case not run".into()),
+    }
+}
+
 // ---- running ------------------------------------------------------------------------------
 
 /// A free port on `ip`.
@@ -464,44 +516,16 @@ impl EnvoyDecider {
                 let http = waypoint && a.http.is_some();
                 let mut request = if http { request_of(case)? } else { None };
                 let mut jwt = false;
-                if let (Some(req), Some(claim)) =
-                    (request.as_mut(), a.http.as_ref().and_then(|h| h.jwt.as_ref()))
-                {
-                    if jwt_namespace != "envoy.filters.http.jwt_authn" {
-                        return Err(format!(
-                            "jwt.metadataNamespace {jwt_namespace} is not where jwt_authn puts payloads"
-                        ));
-                    }
-                    if req.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization")) {
-                        return Err("the case has its own authorization header and a JWT".into());
-                    }
-                    let payload = raw.get(index).cloned().flatten().unwrap_or_else(|| claim_json(claim));
-                    let token = self.signer.sign(&payload).map_err(|e| format!("signing the JWT: {e:#}"))?;
-                    *req = req.clone().header("authorization", &format!("Bearer {token}"));
-                    jwt = true;
+                if let Some(req) = request.as_mut() {
+                    jwt =
+                        self.sign_jwt(case, raw.get(index).cloned().flatten(), jwt_namespace, req)?;
                 }
                 if let Some(sni) = &a.sni {
                     if !sni_ok(sni) {
                         return Err(format!("SNI {sni:?} cannot be sent by the TLS client"));
                     }
                 }
-                let principal = match &a.peer_principal {
-                    Some(p) if p.is_empty() => None,
-                    Some(p) => {
-                        let uri = if p.contains("://") {
-                            p.clone()
-                        } else {
-                            format!("spiffe://{p}")
-                        };
-                        if let Err(e) = self.env.pki.uri_identity(&uri, p) {
-                            return Err(format!(
-                                "principal {p:?}: no certificate can carry it ({e})"
-                            ));
-                        }
-                        Some(uri)
-                    }
-                    None => None,
-                };
+                let principal = self.principal_uri(case)?;
                 Ok(Plan {
                     index,
                     http,
@@ -514,6 +538,266 @@ impl EnvoyDecider {
                 })
             })
             .collect()
+    }
+
+    /// Adds the case's JWT, signed, to `req`; `true` when there is one.
+    fn sign_jwt(
+        &self,
+        case: &Case,
+        raw: Option<Value>,
+        jwt_namespace: &str,
+        req: &mut HttpRequest,
+    ) -> Result<bool, String> {
+        let Some(claim) = case.attributes.http.as_ref().and_then(|h| h.jwt.as_ref()) else {
+            return Ok(false);
+        };
+        if jwt_namespace != "envoy.filters.http.jwt_authn" {
+            return Err(format!(
+                "jwt.metadataNamespace {jwt_namespace} is not where jwt_authn puts payloads"
+            ));
+        }
+        if req
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        {
+            return Err("the case has its own authorization header and a JWT".into());
+        }
+        let payload = raw.unwrap_or_else(|| claim_json(claim));
+        let token = self
+            .signer
+            .sign(&payload)
+            .map_err(|e| format!("signing the JWT: {e:#}"))?;
+        *req = req
+            .clone()
+            .header("authorization", &format!("Bearer {token}"));
+        Ok(true)
+    }
+
+    /// The case's principal as a URI a test certificate can carry.
+    fn principal_uri(&self, case: &Case) -> Result<Option<String>, String> {
+        match &case.attributes.peer_principal {
+            Some(p) if p.is_empty() => Ok(None),
+            Some(p) => {
+                let uri = if p.contains("://") {
+                    p.clone()
+                } else {
+                    format!("spiffe://{p}")
+                };
+                if let Err(e) = self.env.pki.uri_identity(&uri, p) {
+                    return Err(format!(
+                        "principal {p:?}: no certificate can carry it ({e})"
+                    ));
+                }
+                Ok(Some(uri))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The plan of a Layer 7 case in the waypoint chain, or why it cannot run there.
+    fn chain_plan(
+        &self,
+        index: usize,
+        case: &Case,
+        raw: Option<Value>,
+        config: &Value,
+        unnamed: Option<Ipv4Addr>,
+    ) -> Result<ChainPlan, String> {
+        let a = &case.attributes;
+        if a.sni.is_some() {
+            return Err(
+                "an SNI exists only where Envoy terminates the client's TLS; \
+                        the chain's internal listener has none"
+                    .into(),
+            );
+        }
+        let jwt_namespace = config
+            .pointer("/jwt/metadataNamespace")
+            .and_then(Value::as_str)
+            .unwrap_or("envoy.filters.http.jwt_authn");
+        let mut request = request_of(case)?.ok_or("no request")?;
+        let jwt = self.sign_jwt(case, raw, jwt_namespace, &mut request)?;
+        // The forwarded client: X-Forwarded-For, which the internal listener's connection
+        // manager follows (use_remote_address: false).
+        if let Some(remote) = a.remote_ip.filter(|r| Some(*r) != a.source_ip) {
+            if request
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+            {
+                return Err(
+                    "the case has its own x-forwarded-for header and a remoteAddress".into(),
+                );
+            }
+            request = request.header("x-forwarded-for", &remote.to_string());
+        }
+        let no_unnamed =
+            || "no TEST-NET-1 address is left that the configuration does not name".to_string();
+        let source_ip = match a.source_ip {
+            Some(ip) => ip,
+            None => IpAddr::V4(unnamed.ok_or_else(no_unnamed)?),
+        };
+        let dest_ip = match a.destination_ip {
+            Some(ip) => ip,
+            None => IpAddr::V4(unnamed.ok_or_else(no_unnamed)?),
+        };
+        let dest_port = match a.destination_port {
+            Some(p) => p,
+            None if mentions_port_constraints(config) => {
+                return Err("no destination port, and the policies constrain ports".into())
+            }
+            None => 9080,
+        };
+        // Port 0 is what Envoy gives a forwarded address; a peer never has it.
+        let source_port = case.source_port.filter(|p| *p != 0).unwrap_or(43210);
+        Ok(ChainPlan {
+            index,
+            source: SocketAddr::new(source_ip, source_port),
+            dest: SocketAddr::new(dest_ip, dest_port),
+            principal: self.principal_uri(case)?,
+            request,
+            jwt,
+        })
+    }
+
+    /// Runs the fixture's Layer 7 cases through Istio's waypoint chain (see
+    /// [`super::chain`]): a client Envoy tunnels each request over HTTP/2 `CONNECT` with the
+    /// case's certificate, the case's addresses in PROXY protocol headers and the `CONNECT`
+    /// authority. `Err`: the module rejected the configuration.
+    fn run_chain(&mut self, fixture: &Fixture) -> Result<Vec<(usize, CaseResult)>, String> {
+        let config = &fixture.config;
+        let raw = raw_jwts(fixture);
+        let unnamed = unnamed_test_net(config);
+        let mut out = Vec::new();
+        let mut plans = Vec::new();
+        for (index, case) in fixture.cases.iter().enumerate() {
+            if case.attributes.http.is_none() {
+                continue;
+            }
+            match self.chain_plan(
+                index,
+                case,
+                raw.get(index).cloned().flatten(),
+                config,
+                unnamed,
+            ) {
+                Ok(p) => plans.push(p),
+                Err(reason) => out.push((index, Ok(Err(format!("waypoint chain: {reason}"))))),
+            }
+        }
+        let Some(first) = plans.first().and_then(|p| fixture.cases.get(p.index)) else {
+            return Ok(out);
+        };
+        let fail_all = |plans: &[ChainPlan], msg: String| -> Vec<(usize, CaseResult)> {
+            plans.iter().map(|p| (p.index, Err(msg.clone()))).collect()
+        };
+        let upstream = match Upstream::http(
+            "authz-replay-chain-app",
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "allowed by authz",
+        ) {
+            Ok(u) => u,
+            Err(e) => {
+                out.extend(fail_all(&plans, format!("envoy: upstream: {e:#}")));
+                return Ok(out);
+            }
+        };
+        let plugin = Plugin::new(&self.wasm, config_for_traffic(config, first).to_string());
+        let mut variant = Variant::new(
+            "replay",
+            Authz::Module(plugin.clone()),
+            Authz::Module(plugin),
+        );
+        if plans.iter().any(|p| p.jwt) {
+            variant.jwt = Some(JwtAuthn {
+                jwks: self.signer.jwks().to_string(),
+                payload_in_metadata: config
+                    .pointer("/jwt/payloadKey")
+                    .and_then(Value::as_str)
+                    .unwrap_or("jwt_payload")
+                    .to_string(),
+            });
+        }
+        variant.backend = Some(upstream.addr());
+        variant.proxy_protocol = true;
+        variant.require_client_certificate = false;
+        // One client listener per (caller, destination): the destination goes in its
+        // CONNECT authority (any address family), the source in a PROXY protocol header.
+        let mut callers: Vec<(Option<String>, SocketAddr)> = Vec::new();
+        for p in &plans {
+            let key = (p.principal.clone(), p.dest);
+            if !callers.contains(&key) {
+                callers.push(key);
+            }
+        }
+        let mut tunnels = Vec::new();
+        for (i, (p, dest)) in callers.iter().enumerate() {
+            let identity = match p {
+                Some(uri) => match self.env.pki.uri_identity(uri, uri) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        out.extend(fail_all(&plans, format!("no certificate for {uri}: {e:#}")));
+                        return Ok(out);
+                    }
+                },
+                None => None,
+            };
+            tunnels.push(TunnelSpec {
+                name: format!("caller-{i}"),
+                variant: "replay".into(),
+                identity,
+                destination: Some(*dest),
+                proxied: true,
+            });
+        }
+        self.runs += 1;
+        let dir = self.env.dir().join(format!("run-{}-chain", self.runs));
+        let chain = match Chain::start_with(
+            &self.env.bin,
+            &dir,
+            self.env.pki.clone(),
+            vec![variant],
+            tunnels,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("envoy did not start (files in {}): {e:#}", dir.display());
+                if msg.contains("configuration rejected") {
+                    return Err(rejection(&msg));
+                }
+                self.env.keep();
+                out.extend(fail_all(&plans, msg));
+                return Ok(out);
+            }
+        };
+        for p in &plans {
+            let Some(i) = callers
+                .iter()
+                .position(|(q, d)| *q == p.principal && *d == p.dest)
+            else {
+                continue;
+            };
+            let Some(addr) = chain.tunnel_named(&format!("caller-{i}")) else {
+                out.push((p.index, Err("envoy: no tunnel for the caller".into())));
+                continue;
+            };
+            // The header's destination only has to be of the source's family: the
+            // waypoint takes the destination from the CONNECT authority.
+            let dummy = match p.source {
+                SocketAddr::V4(_) => SocketAddr::from(([127, 0, 0, 1], p.dest.port())),
+                SocketAddr::V6(_) => {
+                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p.dest.port()))
+                }
+            };
+            let preamble = client::proxy_protocol_v1(p.source, dummy);
+            let result = client::http_request_after(None, addr, None, &preamble, &p.request);
+            out.push((
+                p.index,
+                classify_response(result, &chain.waypoint, &upstream, &p.request, p.source),
+            ));
+        }
+        Ok(out)
     }
 
     /// An address of 127.254.0.0/16 that no address field of `config` covers.
@@ -704,7 +988,27 @@ impl EnvoyDecider {
         let Some(req) = &p.request else {
             return Err("envoy: no request to send".into());
         };
-        match client::http_request(Some(p.source), p.dest, Some(tls), req) {
+        classify_response(
+            client::http_request(Some(p.source), p.dest, Some(tls), req),
+            envoy,
+            upstream,
+            req,
+            p.source,
+        )
+    }
+}
+
+/// What a response (or its absence) says about the decision.
+fn classify_response(
+    result: Result<client::HttpResult, ConnError>,
+    envoy: &Envoy,
+    upstream: &Upstream,
+    req: &HttpRequest,
+    source: SocketAddr,
+) -> CaseResult {
+    let p_source = source;
+    {
+        match result {
             Ok(resp) => {
                 let body = resp.body_text();
                 // A HEAD response carries no body.
@@ -733,7 +1037,7 @@ impl EnvoyDecider {
                 }
             }
             Err(ConnError::Connect(e)) => {
-                Ok(Err(format!("cannot connect from {} here: {e}", p.source)))
+                Ok(Err(format!("cannot connect from {p_source} here: {e}")))
             }
             Err(e) => Err(format!(
                 "envoy: no HTTP response: {e} (log {})",
@@ -823,16 +1127,20 @@ impl Decider for EnvoyDecider {
                 }
             }
         }
+        // Layer 7 through Istio's waypoint chain as well: both topologies must agree.
+        let mut chained: Vec<Option<CaseResult>> = vec![None; fixture.cases.len()];
+        if fixture.config.get("mode").and_then(Value::as_str) == Some("waypoint") {
+            for (i, r) in self.run_chain(fixture)? {
+                if let Some(slot) = chained.get_mut(i) {
+                    *slot = Some(r);
+                }
+            }
+        }
         self.results = fixture
             .cases
             .iter()
-            .zip(results)
-            .map(|(c, r)| {
-                (
-                    c.name.clone(),
-                    r.unwrap_or_else(|| Err("envoy: case not run".into())),
-                )
-            })
+            .zip(results.into_iter().zip(chained))
+            .map(|(c, (direct, chain))| (c.name.clone(), combine(direct, chain)))
             .collect();
         Ok(())
     }

@@ -271,8 +271,12 @@ impl<'a> HostAttributes<'a> {
 
     fn caller(&self) -> &Caller {
         self.principal.get_or_init(|| {
+            // Envoy's formatter renders an absent value as "-": a filter state set from
+            // `%DOWNSTREAM_PEER_URI_SAN%` for a client without a certificate holds "-", which
+            // names no caller (measured in Envoy 1.40; in Istio HBONE always has one).
+            let carried = string_property(PEER_PRINCIPAL).filter(|p| p != "-");
             let found = caller(
-                string_property(PEER_PRINCIPAL),
+                carried,
                 string_property(&["connection", "uri_san_peer_certificate"])
                     .or_else(peer_without_uri_san),
             );
