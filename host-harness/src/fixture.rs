@@ -63,10 +63,20 @@ impl Case {
 pub fn read_value(path: &Path) -> Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
+    parse_value(&text, is_json(path)).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+}
+
+fn is_json(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json")
+}
+
+/// Parses the text of a fixture or configuration file (JSON when `json`, YAML otherwise).
+pub fn parse_value(text: &str, json: bool) -> Result<Value> {
+    if json {
+        serde_json::from_str(text).context("invalid JSON")
     } else {
-        serde_norway::from_str(&text).with_context(|| format!("{}: invalid YAML", path.display()))
+        check_nesting(text)?;
+        serde_norway::from_str(text).context("invalid YAML")
     }
 }
 
@@ -74,18 +84,23 @@ pub fn read_value(path: &Path) -> Result<Value> {
 pub fn read_documents(path: &Path) -> Result<Vec<Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    if path.extension().is_some_and(|e| e == "json") {
-        let v: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid JSON", path.display()))?;
+    parse_documents(&text, is_json(path)).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+}
+
+/// Every document of a YAML stream (or the items of a JSON array), empty documents skipped.
+pub fn parse_documents(text: &str, json: bool) -> Result<Vec<Value>> {
+    if json {
+        let v: Value = serde_json::from_str(text).context("invalid JSON")?;
         return Ok(match v {
             Value::Array(items) => items,
             other => vec![other],
         });
     }
+    check_nesting(text)?;
     let mut docs = Vec::new();
-    for (i, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let v = <Value as serde::Deserialize>::deserialize(doc)
-            .with_context(|| format!("{}: document {}: invalid YAML", path.display(), i + 1))?;
+            .with_context(|| format!("document {}: invalid YAML", i + 1))?;
         if !v.is_null() {
             docs.push(v);
         }
@@ -93,10 +108,82 @@ pub fn read_documents(path: &Path) -> Result<Vec<Value>> {
     Ok(docs)
 }
 
+/// How deep `[` and `{` may nest in a YAML file. The YAML deserializer gives up at 128 levels
+/// anyway, but only after its scanner has gone through the whole input, and that scanner
+/// revisits every open flow level for each token: a file of nothing but brackets costs time
+/// quadratic in its size (200 KB took half a minute) before it fails.
+pub const MAX_YAML_NESTING: usize = 256;
+
+/// Rejects, in one linear pass, YAML whose flow collections nest deeper than
+/// [`MAX_YAML_NESTING`]. Brackets inside quoted scalars and comments are not counted.
+pub fn check_nesting(text: &str) -> Result<()> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut line = 1usize;
+    let mut i = 0usize;
+    // The previous significant byte: a quote opens a quoted scalar only where a scalar can
+    // start (YAML 1.2 §7.3: after an indicator or white space), not inside `don't`.
+    let mut prev = b'\n';
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'\n' => line += 1,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_YAML_NESTING {
+                    bail!(
+                        "line {line}: collections nested more than {MAX_YAML_NESTING} levels deep"
+                    );
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'#' if prev.is_ascii_whitespace() => {
+                while bytes.get(i).is_some_and(|&c| c != b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\''
+                if matches!(
+                    prev,
+                    b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b',' | b':' | b'-' | b'?'
+                ) =>
+            {
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    if c == b'\n' {
+                        line += 1;
+                    }
+                    if b == b'"' && c == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if c == b {
+                        // `''` inside a single-quoted scalar is an escaped quote.
+                        if b == b'\'' && bytes.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        prev = b;
+        i += 1;
+    }
+    Ok(())
+}
+
 /// The AuthorizationPolicy documents of a policy file; documents of other kinds are ignored.
 pub fn read_policies(path: &Path) -> Result<Vec<Value>> {
-    Ok(read_documents(path)?
-        .into_iter()
+    Ok(policies_in(read_documents(path)?))
+}
+
+/// The AuthorizationPolicy documents among `docs` (a `kubectl get -o yaml` list is opened).
+pub fn policies_in(docs: Vec<Value>) -> Vec<Value> {
+    docs.into_iter()
         .flat_map(|d| match d {
             // A `kubectl get -o yaml` list.
             Value::Object(ref m) if m.get("kind").and_then(Value::as_str) == Some("List") => m
@@ -107,7 +194,7 @@ pub fn read_policies(path: &Path) -> Result<Vec<Value>> {
             other => vec![other],
         })
         .filter(|d| d.get("kind").and_then(Value::as_str) == Some("AuthorizationPolicy"))
-        .collect())
+        .collect()
 }
 
 /// Appends the policies of `files` to `config.policies`.
@@ -174,7 +261,12 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 impl Fixture {
     pub fn load(path: &Path) -> Result<Fixture> {
-        let value = read_value(path)?;
+        Fixture::from_value(path, read_value(path)?)
+    }
+
+    /// A fixture from its parsed text; `configFile` and `policyFiles` are read relative to
+    /// `path`'s directory.
+    pub fn from_value(path: &Path, value: Value) -> Result<Fixture> {
         let map = value
             .as_object()
             .ok_or_else(|| anyhow!("{}: a fixture must be a mapping", path.display()))?;
