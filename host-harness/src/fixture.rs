@@ -557,3 +557,45 @@ impl Case {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn deeply_nested_yaml_is_refused_in_linear_time() {
+        // 200 KB of brackets: the YAML scanner alone took half a minute on this before
+        // failing. The bound is generous (no timing is asserted on a shared machine beyond
+        // "not a stall").
+        let text = "[".repeat(200_000);
+        let start = Instant::now();
+        let err = parse_value(&text, false).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("nested more than 256 levels"),
+            "{err:#}"
+        );
+        assert!(parse_documents(&text, false).is_err());
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn nesting_ignores_brackets_in_quotes_and_comments() {
+        let deep = "[".repeat(300);
+        for ok in [
+            format!("a: \"{deep}\"\n"),
+            format!("a: '{deep}'\n"),
+            format!("a: x # {deep}\n"),
+            format!("a: 'it''s {deep}'\n"),
+            format!("a: \"\\\" {deep}\"\n"),
+        ] {
+            check_nesting(&ok).unwrap();
+        }
+        // A quote inside a plain scalar does not open a quoted string.
+        let err = check_nesting(&format!("a: don't {}\n", "[".repeat(300))).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        // Nesting the YAML parser accepts is accepted.
+        let v = parse_value(&format!("{}1{}", "[".repeat(100), "]".repeat(100)), false).unwrap();
+        assert!(v.is_array());
+    }
+}
