@@ -26,8 +26,11 @@ FUZZ_RSS_MB="${FUZZ_RSS_MB:-2048}"
 
 log() { echo "fuzz: $*" >&2; }
 
+# Built once, up front, and then run directly: `cargo fuzz run` would rebuild each target
+# from whatever the sources are when its turn comes.
 log "building ${TARGETS[*]}"
-for t in "${TARGETS[@]}"; do cargo +nightly fuzz build "$t" >&2; done
+cargo +nightly fuzz build >&2
+BIN="target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
 mkdir -p artifacts
 summary=artifacts/summary.txt
 : >"$summary"
@@ -39,7 +42,7 @@ for t in "${TARGETS[@]}"; do
     logfile="artifacts/$t/run.log"
     # -max_len bounds one input (the largest seed is below it); -timeout flags a hang;
     # -rss_limit_mb flags runaway memory. Output goes to a log; the tail is shown on failure.
-    if cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+    if "$BIN/$t" "corpus/$t" "seeds/$t" \
         -max_total_time="$SECONDS_PER_TARGET" -timeout="$FUZZ_TIMEOUT" \
         -rss_limit_mb="$FUZZ_RSS_MB" -max_len=262144 -print_final_stats=1 \
         -artifact_prefix="artifacts/$t/" >"$logfile" 2>&1; then
