@@ -6,5 +6,6 @@ pub mod envoy;
 pub mod fixture;
 pub mod oci;
 pub mod replay;
+pub mod soak;
 pub mod wasm;
 pub mod wasm_decider;
