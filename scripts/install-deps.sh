@@ -2,7 +2,7 @@
 # Installs what the build and CI need beyond the Rust toolchain itself:
 #   - rustup target wasm32-wasip1 (the proxy-wasm module's target)
 #   - Debian packages: binaryen (wasm-opt), skopeo (OCI images), docker-registry (a local
-#     OCI registry for the image tests)
+#     OCI registry for the image tests), gnuplot-nox (the soak's and benchmark's plots)
 # Only what is missing is installed. Works as root with no stdin (CI). Idempotent.
 #
 # Environment: SKIP_APT=1 skips the Debian part; EXTRA_APT="pkg ..." adds packages.
@@ -29,7 +29,7 @@ if [ "${SKIP_APT:-0}" = "1" ]; then
     exit 0
 fi
 
-packages=(binaryen skopeo docker-registry ${EXTRA_APT:-})
+packages=(binaryen skopeo docker-registry gnuplot-nox ${EXTRA_APT:-})
 missing=()
 for p in "${packages[@]}"; do
     if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -4,6 +4,7 @@
 pub mod benchgen;
 pub mod envoy;
 pub mod oci;
+pub mod soak;
 pub mod stdout;
 pub mod wasm;
 pub mod wasm_decider;

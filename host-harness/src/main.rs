@@ -19,6 +19,7 @@ USAGE:
   authz-harness oci-layout --wasm FILE --out DIR [--tar FILE] [--source URL] [--revision REV] [--version V] [--created RFC3339]
   authz-harness bench-gen --n N --seed S --out DIR
   authz-harness bench-run [--quick] ...   (bench/run.sh; see BENCHMARKS.md)
+  authz-harness soak [--duration SECONDS] ...   (bench/soak.sh; `soak --help`)
 
 replay   runs every case of every fixture (a directory stands for every fixture file under
          it) through each implementation, prints one line per failing case and a last line
@@ -114,6 +115,7 @@ fn run() -> Result<ExitCode> {
         Some("bench-run") => {
             return authz_harness::benchgen::run_cli(argv.get(1..).unwrap_or_default())
         }
+        Some("soak") => return authz_harness::soak::cli(argv.get(1..).unwrap_or_default()),
         _ => {}
     }
     let args = parse_args()?;

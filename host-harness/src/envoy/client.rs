@@ -218,7 +218,7 @@ impl Conn {
         self.tcp().local_addr()
     }
 
-    fn set_read_timeout(&self, t: Duration) {
+    pub fn set_read_timeout(&self, t: Duration) {
         let _ = self
             .tcp()
             .set_read_timeout(Some(t.max(Duration::from_millis(1))));

@@ -70,3 +70,40 @@ pub fn module_for_tests() -> anyhow::Result<PathBuf> {
     }
     build_module()
 }
+
+/// Builds the test-only module that fails on demand (plugin feature `fault-injection`) into
+/// its own target directory, so the release module's file is never replaced by it, and
+/// returns its path.
+pub fn build_fault_module() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let dir = target_dir().join("fault-injection");
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "authz-plugin",
+            "--target",
+            "wasm32-wasip1",
+            "--profile",
+            "wasm",
+            "--features",
+            "fault-injection",
+            "--target-dir",
+        ])
+        .arg(&dir)
+        .status()
+        .context("running cargo build for the fault-injection module")?;
+    if !status.success() {
+        bail!("building the fault-injection module failed ({status})");
+    }
+    let path = dir
+        .join("wasm32-wasip1")
+        .join("wasm")
+        .join("authz_plugin.wasm");
+    if !path.is_file() {
+        bail!("the build succeeded but {} is missing", path.display());
+    }
+    Ok(path)
+}

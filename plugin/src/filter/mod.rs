@@ -15,6 +15,8 @@
 //! * No engine (never configured successfully): everything is denied (fail closed).
 
 mod attributes;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod observe;
 mod proto;
 
@@ -186,6 +188,8 @@ impl Context for AuthzHttp {}
 
 impl HttpContext for AuthzHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        #[cfg(feature = "fault-injection")]
+        fault::on_request(self.get_http_request_header(fault::HEADER).as_deref());
         let verdict = match &self.loaded {
             Some(loaded) => loaded.decide(Traffic::Request, true),
             None => {
@@ -244,6 +248,8 @@ impl StreamContext for AuthzStream {
     }
 
     fn on_downstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
+        #[cfg(feature = "fault-injection")]
+        fault::on_data(self.get_downstream_data(0, _data_size).as_deref());
         self.enforce()
     }
 
