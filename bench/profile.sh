@@ -3,7 +3,7 @@
 # the kernel, libc, and V8's JIT code, i.e. the module's compiled Wasm).
 #
 #   bench/run.sh --n 1 --sets l7 --keep        # keeps the work directory (printed at the end)
-#   bench/profile.sh /tmp/authz-bench-XXXX/l7-1 module allow [SECONDS]
+#   bench/profile.sh KEPT_DIR/l7-1 module allow [SECONDS]   # KEPT_DIR: the directory --keep printed
 #
 # Starts the kept server-<variant>.json and load.json Envoys again, drives the <variant>-<role>
 # route with wrk for SECONDS (default 8), samples the server with `perf record -e cpu-clock`
