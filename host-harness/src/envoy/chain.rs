@@ -105,9 +105,13 @@ pub struct VariantPorts {
     pub direct: SocketAddr,
 }
 
-fn free_port() -> Result<SocketAddr> {
+/// A free port on 127.0.0.1, held by the returned listener until the caller drops it (so
+/// that the next call cannot return the same port).
+fn free_port(holders: &mut Vec<TcpListener>) -> Result<SocketAddr> {
     let l = TcpListener::bind(("127.0.0.1", 0)).context("no free port on 127.0.0.1")?;
-    Ok(l.local_addr()?)
+    let addr = l.local_addr()?;
+    holders.push(l);
+    Ok(addr)
 }
 
 fn socket(addr: SocketAddr) -> Value {
@@ -450,12 +454,13 @@ impl Chain {
             &["127.0.0.1".parse()?],
             Some("cluster.local/ns/default/sa/waypoint"),
         )?;
+        let mut holders = Vec::new();
         let mut with_ports = Vec::new();
         let mut infos = Vec::new();
         for v in variants {
             let ports = VariantPorts {
-                hbone: free_port()?,
-                direct: free_port()?,
+                hbone: free_port(&mut holders)?,
+                direct: free_port(&mut holders)?,
             };
             infos.push(ListenerInfo {
                 name: format!("hbone-{}", v.name),
@@ -476,8 +481,6 @@ impl Chain {
             &wconf,
             serde_json::to_string_pretty(&waypoint_bootstrap(&with_ports, &server, pki.ca_file()))?,
         )?;
-        let waypoint = Envoy::start_config(bin, &wconf, infos, &wdir, pki.clone())?;
-
         let mut tunnels = Vec::new();
         let mut cinfos = Vec::new();
         for w in wanted {
@@ -485,7 +488,7 @@ impl Chain {
                 anyhow::bail!("tunnel {}: no variant {}", w.name, w.variant);
             };
             let t = Tunnel {
-                listen: free_port()?,
+                listen: free_port(&mut holders)?,
                 hbone: ports.hbone,
                 identity: w.identity,
                 destination: w.destination,
@@ -498,6 +501,9 @@ impl Chain {
             });
             tunnels.push(t);
         }
+        drop(holders);
+        let waypoint = Envoy::start_config(bin, &wconf, infos, &wdir, pki.clone())?;
+
         let cdir = dir.join("client");
         std::fs::create_dir_all(&cdir)?;
         let cconf = cdir.join("client.json");
