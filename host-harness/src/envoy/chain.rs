@@ -30,7 +30,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use super::bootstrap::{jwt_authn_filter, JwtAuthn, Plugin};
+use super::bootstrap::{jwt_authn_filter, JwtAuthn, Plugin, UpstreamTls};
 use super::certs::{Identity, TestPki};
 use super::{Envoy, ListenerInfo};
 
@@ -76,6 +76,10 @@ pub struct Variant {
     pub jwt: Option<JwtAuthn>,
     /// Where allowed requests go; `None`: a `direct_response` 200.
     pub backend: Option<SocketAddr>,
+    /// mTLS to the backend with the waypoint's own identity (to a destination ztunnel).
+    pub backend_tls: Option<UpstreamTls>,
+    /// The address the waypoint connects to the backend from.
+    pub backend_source: Option<std::net::IpAddr>,
     /// The HBONE listener reads a PROXY protocol header first, so that a test can give the
     /// client any source address (the test's stand-in for ztunnel's spoofed source IP).
     pub proxy_protocol: bool,
@@ -92,6 +96,8 @@ impl Variant {
             direct,
             jwt: None,
             backend: None,
+            backend_tls: None,
+            backend_source: None,
             proxy_protocol: false,
             require_client_certificate: true,
         }
@@ -210,12 +216,34 @@ pub fn waypoint_bootstrap(
             Vec::new()
         };
         if let Some(b) = v.backend {
-            clusters.push(json!({
+            let mut cluster = json!({
                 "name": backend_cluster(v),
                 "connect_timeout": "5s",
                 "load_assignment": { "cluster_name": backend_cluster(v), "endpoints": [{ "lb_endpoints": [{ "endpoint": {
                     "address": socket(b) } }] }] },
-            }));
+            });
+            if let Some(t) = &v.backend_tls {
+                let mut tls = json!({
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "common_tls_context": {
+                        "tls_certificates": [{
+                            "certificate_chain": { "filename": t.cert.cert_file.display().to_string() },
+                            "private_key": { "filename": t.cert.key_file.display().to_string() },
+                        }],
+                        "validation_context": { "trusted_ca": { "filename": t.ca_file.display().to_string() } },
+                    },
+                });
+                if let Some(sni) = &t.sni {
+                    tls["sni"] = json!(sni);
+                }
+                cluster["transport_socket"] =
+                    json!({ "name": "envoy.transport_sockets.tls", "typed_config": tls });
+            }
+            if let Some(src) = v.backend_source {
+                cluster["upstream_bind_config"] =
+                    json!({ "source_address": { "address": src.to_string(), "port_value": 0 } });
+            }
+            clusters.push(cluster);
         }
         listeners.push(json!({
             "name": format!("hbone-{}", v.name),
