@@ -86,6 +86,9 @@ pub struct Variant {
     /// Whether the listeners refuse a client without a certificate (Istio's HBONE always has
     /// one); `false` lets a case without a principal through to the filters.
     pub require_client_certificate: bool,
+    /// The internal listener is a TCP chain: the module as a network filter before
+    /// `tcp_proxy` to `backend` (a `WasmPlugin` of `type: NETWORK` on the waypoint).
+    pub tcp: bool,
 }
 
 impl Variant {
@@ -100,6 +103,7 @@ impl Variant {
             backend_source: None,
             proxy_protocol: false,
             require_client_certificate: true,
+            tcp: false,
         }
     }
 }
@@ -182,6 +186,32 @@ fn authz_hcm(stat_prefix: &str, authz: &Authz, v: &Variant) -> Value {
             "http_filters": filters,
         },
     })
+}
+
+/// A TCP chain: the module as a network filter, then `tcp_proxy` to the backend, which is
+/// not dialled before the first bytes got past the module.
+fn tcp_chain(stat_prefix: &str, authz: &Authz, v: &Variant) -> Vec<Value> {
+    let mut filters = Vec::new();
+    if let Authz::Module(p) = authz {
+        filters.push(json!({
+            "name": "envoy.filters.network.wasm",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+                "config": p.plugin_config(),
+            },
+        }));
+    }
+    filters.push(json!({
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": stat_prefix,
+            "cluster": backend_cluster(v),
+            "upstream_connect_mode": "ON_DOWNSTREAM_DATA",
+            "max_early_data_bytes": 65536,
+        },
+    }));
+    filters
 }
 
 fn set_filter_state(key: &str, factory: Option<&str>, format: &str) -> Value {
@@ -290,7 +320,11 @@ pub fn waypoint_bootstrap(
                 "name": "envoy.filters.listener.original_dst",
                 "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst" },
             }],
-            "filter_chains": [{ "filters": [authz_hcm(&format!("inner-{}", v.name), &v.chain, v)] }],
+            "filter_chains": [{ "filters": if v.tcp {
+                tcp_chain(&format!("inner-{}", v.name), &v.chain, v)
+            } else {
+                vec![authz_hcm(&format!("inner-{}", v.name), &v.chain, v)]
+            } }],
         }));
         clusters.push(json!({
             "name": internal,
