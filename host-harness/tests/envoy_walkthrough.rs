@@ -11,16 +11,21 @@
 //!                               productpage app 127.0.10.11 (page, metrics)
 //! ```
 //!
-//! The policies are the files under policies/bookinfo/. Each phase starts the two Envoys
-//! afresh with that phase's policies (as `kubectl apply` would replace them).
+//! The waypoint is built as istiod builds it (see `authz_harness::envoy::chain`): callers reach
+//! it through a client Envoy tunnelling HTTP/2 `CONNECT` to the productpage VIP 10.96.0.10:9080
+//! with their own certificates (their source addresses in PROXY protocol headers), and the
+//! module runs in the internal listener, where the caller is the filter state
+//! `io.istio.peer_principal`.
+//!
+//! The policies are the files under policies/bookinfo/. Each phase starts the Envoys afresh
+//! with that phase's policies (as `kubectl apply` would replace them).
 
 use std::net::IpAddr;
 use std::path::Path;
 
-use authz_harness::envoy::bootstrap::{
-    Dest, EnvoySpec, ListenerKind, Plugin, Upstream as UpstreamSpec,
-};
-use authz_harness::envoy::client::ConnError;
+use authz_harness::envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream as UpstreamSpec};
+use authz_harness::envoy::chain::{Authz, Chain, TunnelSpec, Variant};
+use authz_harness::envoy::client::{self, ConnError, HttpRequest};
 use authz_harness::envoy::upstream::Upstream;
 use authz_harness::envoy::{repo_root, wasm_or_skip, Envoy, TestEnv};
 use serde::Deserialize;
@@ -33,6 +38,10 @@ const PROMETHEUS: &str = "cluster.local/ns/istio-system/sa/prometheus";
 const WAYPOINT: &str = "cluster.local/ns/default/sa/waypoint";
 
 const TITLE: &str = "<title>Simple Bookstore App</title>";
+/// The productpage Service VIP: the `CONNECT` authority the callers' ztunnel asks for.
+const VIP_IP: &str = "10.96.0.10";
+/// The callers that go through the waypoint, and their addresses.
+const CALLERS: &[(&str, &str)] = &[(CURL, "127.0.10.6"), (REVIEWS, "127.0.10.7")];
 const HOST: &str = "productpage:9080";
 
 fn ip(s: &str) -> IpAddr {
@@ -74,7 +83,7 @@ fn waypoint_config(policy_files: &[&str]) -> String {
             "name": "productpage",
             "namespace": "default",
             "hosts": ["productpage.default.svc.cluster.local"],
-            "addresses": ["127.0.10.20"],
+            "addresses": [VIP_IP],
             "ports": [9080],
         }],
         "policies": policies,
@@ -115,34 +124,70 @@ impl World {
         self.env.start(&format!("{phase}-ztunnel"), spec).unwrap()
     }
 
-    /// The waypoint for the productpage Service (VIP 127.0.10.20:9080), forwarding to the
+    /// The waypoint for the productpage Service, Istio's HBONE chain, forwarding to the
     /// destination ztunnel with its own identity from its own address.
-    fn waypoint(&self, phase: &str, policy_files: &[&str]) -> Envoy {
+    fn waypoint(&self, phase: &str, policy_files: &[&str]) -> Waypoint {
         let plugin = Plugin::new(&self.wasm, waypoint_config(policy_files));
-        let upstream = UpstreamSpec {
-            dest: Dest::Addr("127.0.10.10:9080".parse().unwrap()),
-            source_address: Some(ip("127.0.10.21")),
-            tls: Some(
-                self.env
-                    .upstream_tls(WAYPOINT, Some("productpage.default.svc.cluster.local"))
-                    .unwrap(),
-            ),
-        };
-        let mut spec = EnvoySpec::default();
-        spec.listeners.push(
+        let mut v = Variant::new(
+            "waypoint",
+            Authz::Module(plugin.clone()),
+            Authz::Module(plugin),
+        );
+        v.backend = Some("127.0.10.10:9080".parse().unwrap());
+        v.backend_tls = Some(
             self.env
-                .listener(
-                    "waypoint",
-                    ip("127.0.10.20"),
-                    9080,
-                    ListenerKind::Http {
-                        plugin: Some(plugin),
-                    },
-                    upstream,
-                )
+                .upstream_tls(WAYPOINT, Some("productpage.default.svc.cluster.local"))
                 .unwrap(),
         );
-        self.env.start(&format!("{phase}-waypoint"), spec).unwrap()
+        v.backend_source = Some(ip("127.0.10.21"));
+        v.proxy_protocol = true;
+        let tunnels = CALLERS
+            .iter()
+            .map(|(who, _)| TunnelSpec {
+                name: who.to_string(),
+                variant: "waypoint".into(),
+                identity: Some(self.env.pki.workload(who).unwrap()),
+                destination: Some(format!("{VIP_IP}:9080").parse().unwrap()),
+                proxied: true,
+            })
+            .collect();
+        let dir = self.env.dir().join(format!("{phase}-waypoint"));
+        Waypoint {
+            chain: Chain::start_with(&self.env.bin, &dir, self.env.pki.clone(), vec![v], tunnels)
+                .unwrap(),
+        }
+    }
+}
+
+/// The waypoint chain and the callers' ztunnel.
+struct Waypoint {
+    chain: Chain,
+}
+
+impl Waypoint {
+    /// `who` (one of [`CALLERS`], from `from`) asks productpage for /productpage through its
+    /// ztunnel and the waypoint.
+    fn get(
+        &self,
+        who: &str,
+        from: &str,
+        method: &str,
+    ) -> Result<authz_harness::envoy::client::HttpResult, ConnError> {
+        let tunnel = self
+            .chain
+            .tunnel_named(who)
+            .unwrap_or_else(|| panic!("no tunnel for {who}"));
+        let preamble = client::proxy_protocol_v1(
+            format!("{from}:43210").parse().unwrap(),
+            "127.0.0.1:9080".parse().unwrap(),
+        );
+        client::http_request_after(
+            None,
+            tunnel,
+            None,
+            &preamble,
+            &HttpRequest::new(method, "/productpage", HOST),
+        )
     }
 }
 
@@ -303,7 +348,7 @@ fn walkthrough(env: TestEnv, wasm: std::path::PathBuf) {
     {
         let zt = world.ztunnel("l7-before", &["productpage-ztunnel.yaml"]);
         let wp = world.waypoint("l7-before", &["productpage-waypoint.yaml"]);
-        let r = get(&wp, CURL, "127.0.10.6", 9080, "GET");
+        let r = wp.get(CURL, "127.0.10.6", "GET");
         // The waypoint answers what Envoy answers when its upstream closes before any
         // response: 503.
         let resp = r.unwrap_or_else(|e| panic!("curl GET via waypoint: {e}"));
@@ -314,7 +359,7 @@ fn walkthrough(env: TestEnv, wasm: std::path::PathBuf) {
         assert!(!resp.body_text().contains(TITLE));
         // The waypoint's own L7 decisions do not need the ztunnel.
         assert_rbac_denied(
-            &get(&wp, CURL, "127.0.10.6", 9080, "DELETE"),
+            &wp.get(CURL, "127.0.10.6", "DELETE"),
             "curl DELETE via waypoint",
         );
         drop(wp);
@@ -327,11 +372,11 @@ fn walkthrough(env: TestEnv, wasm: std::path::PathBuf) {
         let wp = world.waypoint("l7", &["productpage-waypoint.yaml"]);
         let before = world.page.connections().len();
         assert_rbac_denied(
-            &get(&wp, CURL, "127.0.10.6", 9080, "DELETE"),
+            &wp.get(CURL, "127.0.10.6", "DELETE"),
             "curl DELETE via waypoint",
         );
         assert_rbac_denied(
-            &get(&wp, REVIEWS, "127.0.10.7", 9080, "GET"),
+            &wp.get(REVIEWS, "127.0.10.7", "GET"),
             "reviews-v1 GET via waypoint",
         );
         assert!(
@@ -343,7 +388,7 @@ fn walkthrough(env: TestEnv, wasm: std::path::PathBuf) {
                 .any(|c| String::from_utf8_lossy(&c.received).contains("DELETE")),
             "a denied request reached the app"
         );
-        let r = get(&wp, CURL, "127.0.10.6", 9080, "GET");
+        let r = wp.get(CURL, "127.0.10.6", "GET");
         assert_page(&r, "curl GET via waypoint");
         // The app saw the request coming from the ztunnel, which saw the waypoint.
         let resp = r.unwrap();
@@ -403,9 +448,6 @@ fn walkthrough(env: TestEnv, wasm: std::path::PathBuf) {
             &get(&zt, GATEWAY, "127.0.10.5", 9080, "GET"),
             "gateway → productpage directly (waypoint only now)",
         );
-        assert_page(
-            &get(&wp, CURL, "127.0.10.6", 9080, "GET"),
-            "curl GET via waypoint",
-        );
+        assert_page(&wp.get(CURL, "127.0.10.6", "GET"), "curl GET via waypoint");
     }
 }

@@ -321,3 +321,45 @@ fn x_forwarded_for_never_satisfies_ip_blocks() {
         chain.waypoint.log()
     );
 }
+
+/// The waypoint's TCP chain (a `WasmPlugin` of `type: NETWORK`): the module as a network
+/// filter in the internal listener reads the caller from the same filter state.
+#[test]
+fn the_network_filter_reads_the_caller_in_the_waypoint_tcp_chain() {
+    use authz_harness::envoy::client::tcp_probe;
+    use authz_harness::envoy::upstream::Upstream;
+    let Some(env) = TestEnv::for_test("envoy_waypoint_chain_tcp") else {
+        return;
+    };
+    let Some(wasm) = wasm_or_skip("envoy_waypoint_chain_tcp") else {
+        return;
+    };
+    let echo = Upstream::echo("echo", "127.0.0.1".parse().unwrap()).unwrap();
+    let mut config: Value = serde_json::from_str(&config(policy(
+        "deny-curl",
+        "DENY",
+        json!({"principals": [CURL]}),
+        None,
+    )))
+    .unwrap();
+    config["filter"] = json!("network");
+    let mut plugin = Plugin::new(&wasm, config.to_string());
+    plugin.vm_id = "authz-tcp".into();
+    plugin.name = "authz-tcp".into();
+    let mut v = Variant::new("tcp", Authz::Module(plugin.clone()), Authz::Module(plugin));
+    v.tcp = true;
+    v.backend = Some(echo.addr());
+    let chain = Chain::start(
+        &env.bin,
+        env.dir(),
+        env.pki.clone(),
+        vec![v],
+        &[CURL, OTHER],
+        VIP.parse().unwrap(),
+    )
+    .unwrap();
+    let curl = tcp_probe(None, chain.tunnel("tcp", CURL).unwrap(), None);
+    assert!(curl.denied(&echo), "curl must be refused: {curl:?}");
+    let other = tcp_probe(None, chain.tunnel("tcp", OTHER).unwrap(), None);
+    assert!(other.allowed(&echo), "another caller passes: {other:?}");
+}

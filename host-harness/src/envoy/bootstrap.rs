@@ -166,6 +166,10 @@ pub struct EnvoySpec {
     pub listeners: Vec<ListenerSpec>,
     pub jwt: Option<JwtAuthn>,
     pub forwarded_for: ForwardedFor,
+    /// Listeners (by name) that read a PROXY protocol header before TLS: the connection's
+    /// source and destination addresses are then the header's, so a test can present any
+    /// address, IPv6 included, from loopback.
+    pub proxy_protocol: Vec<String>,
 }
 
 pub(crate) fn jwt_authn_filter(j: &JwtAuthn) -> Value {
@@ -376,6 +380,18 @@ impl EnvoySpec {
                         "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
                     },
                 }]);
+            }
+            if self.proxy_protocol.contains(&l.name) {
+                let mut filters = vec![json!({
+                    "name": "envoy.filters.listener.proxy_protocol",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
+                    },
+                })];
+                if let Some(Value::Array(rest)) = listener.get("listener_filters") {
+                    filters.extend(rest.iter().cloned());
+                }
+                listener["listener_filters"] = Value::Array(filters);
             }
             listener["filter_chains"] = json!([chain]);
             listeners.push(listener);

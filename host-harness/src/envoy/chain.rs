@@ -30,7 +30,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use super::bootstrap::{jwt_authn_filter, JwtAuthn, Plugin};
+use super::bootstrap::{jwt_authn_filter, JwtAuthn, Plugin, UpstreamTls};
 use super::certs::{Identity, TestPki};
 use super::{Envoy, ListenerInfo};
 
@@ -76,12 +76,19 @@ pub struct Variant {
     pub jwt: Option<JwtAuthn>,
     /// Where allowed requests go; `None`: a `direct_response` 200.
     pub backend: Option<SocketAddr>,
+    /// mTLS to the backend with the waypoint's own identity (to a destination ztunnel).
+    pub backend_tls: Option<UpstreamTls>,
+    /// The address the waypoint connects to the backend from.
+    pub backend_source: Option<std::net::IpAddr>,
     /// The HBONE listener reads a PROXY protocol header first, so that a test can give the
     /// client any source address (the test's stand-in for ztunnel's spoofed source IP).
     pub proxy_protocol: bool,
     /// Whether the listeners refuse a client without a certificate (Istio's HBONE always has
     /// one); `false` lets a case without a principal through to the filters.
     pub require_client_certificate: bool,
+    /// The internal listener is a TCP chain: the module as a network filter before
+    /// `tcp_proxy` to `backend` (a `WasmPlugin` of `type: NETWORK` on the waypoint).
+    pub tcp: bool,
 }
 
 impl Variant {
@@ -92,8 +99,11 @@ impl Variant {
             direct,
             jwt: None,
             backend: None,
+            backend_tls: None,
+            backend_source: None,
             proxy_protocol: false,
             require_client_certificate: true,
+            tcp: false,
         }
     }
 }
@@ -105,9 +115,13 @@ pub struct VariantPorts {
     pub direct: SocketAddr,
 }
 
-fn free_port() -> Result<SocketAddr> {
+/// A free port on 127.0.0.1, held by the returned listener until the caller drops it (so
+/// that the next call cannot return the same port).
+fn free_port(holders: &mut Vec<TcpListener>) -> Result<SocketAddr> {
     let l = TcpListener::bind(("127.0.0.1", 0)).context("no free port on 127.0.0.1")?;
-    Ok(l.local_addr()?)
+    let addr = l.local_addr()?;
+    holders.push(l);
+    Ok(addr)
 }
 
 fn socket(addr: SocketAddr) -> Value {
@@ -174,6 +188,32 @@ fn authz_hcm(stat_prefix: &str, authz: &Authz, v: &Variant) -> Value {
     })
 }
 
+/// A TCP chain: the module as a network filter, then `tcp_proxy` to the backend, which is
+/// not dialled before the first bytes got past the module.
+fn tcp_chain(stat_prefix: &str, authz: &Authz, v: &Variant) -> Vec<Value> {
+    let mut filters = Vec::new();
+    if let Authz::Module(p) = authz {
+        filters.push(json!({
+            "name": "envoy.filters.network.wasm",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+                "config": p.plugin_config(),
+            },
+        }));
+    }
+    filters.push(json!({
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": stat_prefix,
+            "cluster": backend_cluster(v),
+            "upstream_connect_mode": "ON_DOWNSTREAM_DATA",
+            "max_early_data_bytes": 65536,
+        },
+    }));
+    filters
+}
+
 fn set_filter_state(key: &str, factory: Option<&str>, format: &str) -> Value {
     let mut v = json!({
         "object_key": key,
@@ -206,12 +246,34 @@ pub fn waypoint_bootstrap(
             Vec::new()
         };
         if let Some(b) = v.backend {
-            clusters.push(json!({
+            let mut cluster = json!({
                 "name": backend_cluster(v),
                 "connect_timeout": "5s",
                 "load_assignment": { "cluster_name": backend_cluster(v), "endpoints": [{ "lb_endpoints": [{ "endpoint": {
                     "address": socket(b) } }] }] },
-            }));
+            });
+            if let Some(t) = &v.backend_tls {
+                let mut tls = json!({
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "common_tls_context": {
+                        "tls_certificates": [{
+                            "certificate_chain": { "filename": t.cert.cert_file.display().to_string() },
+                            "private_key": { "filename": t.cert.key_file.display().to_string() },
+                        }],
+                        "validation_context": { "trusted_ca": { "filename": t.ca_file.display().to_string() } },
+                    },
+                });
+                if let Some(sni) = &t.sni {
+                    tls["sni"] = json!(sni);
+                }
+                cluster["transport_socket"] =
+                    json!({ "name": "envoy.transport_sockets.tls", "typed_config": tls });
+            }
+            if let Some(src) = v.backend_source {
+                cluster["upstream_bind_config"] =
+                    json!({ "source_address": { "address": src.to_string(), "port_value": 0 } });
+            }
+            clusters.push(cluster);
         }
         listeners.push(json!({
             "name": format!("hbone-{}", v.name),
@@ -258,7 +320,11 @@ pub fn waypoint_bootstrap(
                 "name": "envoy.filters.listener.original_dst",
                 "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst" },
             }],
-            "filter_chains": [{ "filters": [authz_hcm(&format!("inner-{}", v.name), &v.chain, v)] }],
+            "filter_chains": [{ "filters": if v.tcp {
+                tcp_chain(&format!("inner-{}", v.name), &v.chain, v)
+            } else {
+                vec![authz_hcm(&format!("inner-{}", v.name), &v.chain, v)]
+            } }],
         }));
         clusters.push(json!({
             "name": internal,
@@ -450,12 +516,13 @@ impl Chain {
             &["127.0.0.1".parse()?],
             Some("cluster.local/ns/default/sa/waypoint"),
         )?;
+        let mut holders = Vec::new();
         let mut with_ports = Vec::new();
         let mut infos = Vec::new();
         for v in variants {
             let ports = VariantPorts {
-                hbone: free_port()?,
-                direct: free_port()?,
+                hbone: free_port(&mut holders)?,
+                direct: free_port(&mut holders)?,
             };
             infos.push(ListenerInfo {
                 name: format!("hbone-{}", v.name),
@@ -476,8 +543,6 @@ impl Chain {
             &wconf,
             serde_json::to_string_pretty(&waypoint_bootstrap(&with_ports, &server, pki.ca_file()))?,
         )?;
-        let waypoint = Envoy::start_config(bin, &wconf, infos, &wdir, pki.clone())?;
-
         let mut tunnels = Vec::new();
         let mut cinfos = Vec::new();
         for w in wanted {
@@ -485,7 +550,7 @@ impl Chain {
                 anyhow::bail!("tunnel {}: no variant {}", w.name, w.variant);
             };
             let t = Tunnel {
-                listen: free_port()?,
+                listen: free_port(&mut holders)?,
                 hbone: ports.hbone,
                 identity: w.identity,
                 destination: w.destination,
@@ -498,6 +563,9 @@ impl Chain {
             });
             tunnels.push(t);
         }
+        drop(holders);
+        let waypoint = Envoy::start_config(bin, &wconf, infos, &wdir, pki.clone())?;
+
         let cdir = dir.join("client");
         std::fs::create_dir_all(&cdir)?;
         let cconf = cdir.join("client.json");

@@ -241,6 +241,17 @@ pub fn open(
     dest: SocketAddr,
     tls: Option<&TlsClient>,
 ) -> Result<Conn, ConnError> {
+    open_after(source, dest, tls, &[])
+}
+
+/// As [`open`], writing `preamble` (e.g. a PROXY protocol header) on the TCP connection
+/// before the TLS handshake.
+pub fn open_after(
+    source: Option<SocketAddr>,
+    dest: SocketAddr,
+    tls: Option<&TlsClient>,
+    preamble: &[u8],
+) -> Result<Conn, ConnError> {
     let socket = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| ConnError::Connect(e.to_string()))?;
     if let Some(src) = source {
@@ -261,6 +272,10 @@ pub fn open(
         .map_err(|e| ConnError::Io(e.to_string()))?;
     tcp.set_write_timeout(Some(IO_TIMEOUT))
         .map_err(|e| ConnError::Io(e.to_string()))?;
+    if !preamble.is_empty() {
+        let mut raw = &tcp;
+        raw.write_all(preamble).map_err(|e| classify(&e))?;
+    }
     let Some(tls) = tls else {
         return Ok(Conn::Plain(tcp));
     };
@@ -341,6 +356,16 @@ pub fn tcp_probe(
     dest: SocketAddr,
     tls: Option<&TlsClient>,
 ) -> L4Result {
+    tcp_probe_after(source, dest, tls, &[])
+}
+
+/// As [`tcp_probe`], writing `preamble` before the TLS handshake (see [`open_after`]).
+pub fn tcp_probe_after(
+    source: Option<SocketAddr>,
+    dest: SocketAddr,
+    tls: Option<&TlsClient>,
+    preamble: &[u8],
+) -> L4Result {
     let seq = PROBE_SEQ.fetch_add(1, Ordering::SeqCst);
     let payload = format!("authz-probe-{}-{seq}\n", std::process::id()).into_bytes();
     let mut result = L4Result {
@@ -349,7 +374,7 @@ pub fn tcp_probe(
         reply: Vec::new(),
         error: None,
     };
-    let mut conn = match open(source, dest, tls) {
+    let mut conn = match open_after(source, dest, tls, preamble) {
         Ok(c) => c,
         Err(e) => {
             result.error = Some(e);
@@ -572,7 +597,8 @@ pub fn proxy_protocol_v1(source: SocketAddr, dest: SocketAddr) -> Vec<u8> {
     .into_bytes()
 }
 
-/// As [`http_request`], writing `preamble` (e.g. a PROXY protocol header) before the request.
+/// As [`http_request`], writing `preamble` (e.g. a PROXY protocol header) first, before
+/// the TLS handshake if there is one (see [`open_after`]).
 pub fn http_request_after(
     source: Option<SocketAddr>,
     dest: SocketAddr,
@@ -580,10 +606,8 @@ pub fn http_request_after(
     preamble: &[u8],
     req: &HttpRequest,
 ) -> Result<HttpResult, ConnError> {
-    let mut conn = open(source, dest, tls)?;
-    let mut bytes = preamble.to_vec();
-    bytes.extend_from_slice(&req.encode());
-    conn.write_all(&bytes)
+    let mut conn = open_after(source, dest, tls, preamble)?;
+    conn.write_all(&req.encode())
         .and_then(|_| conn.flush())
         .map_err(|e| classify(&e))?;
     let head_only = req.method.eq_ignore_ascii_case("HEAD");

@@ -22,10 +22,20 @@
 //!   allow (L4). Envoy cannot say which policy decided, so policies, audit and dry-run are not
 //!   compared.
 //!
-//! Cases that cannot be reproduced on loopback are skipped with the reason: IPv6 addresses,
-//! addresses outside the network moved onto 127/8, a `remoteAddress` different from the
-//! source (X-Forwarded-For handling), payloads jwt_authn refuses (401), headers Envoy owns (host, content-length, connection, pseudo-headers, …), requests Envoy
-//! itself refuses before the filter (400), ports that cannot be bound.
+//! * Addresses loopback cannot hold (IPv6, outside the moved /8) are announced in a PROXY
+//!   protocol header to a listener with the `proxy_protocol` listener filter, which makes
+//!   them the connection's source and destination.
+//! * Layer 7 cases (mode waypoint) also run through Istio's waypoint chain (see
+//!   [`super::chain`]): a client Envoy tunnels each request over HTTP/2 `CONNECT` with the
+//!   case's certificate, the destination in the `CONNECT` authority, the source in a PROXY
+//!   protocol header, a `remoteAddress` as `X-Forwarded-For`. Both topologies must agree; a
+//!   case one of them cannot run is decided by the other.
+//!
+//! Cases that cannot be reproduced are skipped with the reason: a source and destination of
+//! different address families at Layer 4 (one PROXY header carries one family), a
+//! `remoteAddress` on the direct listener alone, payloads jwt_authn refuses (401), headers
+//! Envoy owns (host, content-length, connection, pseudo-headers, …), requests Envoy itself
+//! refuses before the filter (400), ports that cannot be bound.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -270,6 +280,9 @@ struct Plan {
     request: Option<HttpRequest>,
     /// The request carries a signed JWT (the listener then needs jwt_authn).
     jwt: bool,
+    /// Addresses that cannot be placed on loopback (IPv6, outside the moved /8): announced
+    /// (source, destination) in a PROXY protocol header to a listener that reads one.
+    proxied: Option<(SocketAddr, SocketAddr)>,
 }
 
 const OWNED_HEADERS: &[&str] = &[
@@ -496,22 +509,37 @@ impl EnvoyDecider {
                             .into());
                     }
                 }
-                let source_ip = match a.source_ip {
-                    Some(ip) => map.ip(ip)?,
-                    None => free.ok_or_else(no_free)?,
+                // An address the /8 move cannot place goes in a PROXY protocol header as it
+                // is (the configuration keeps it as it is too).
+                let place = |ip: Option<IpAddr>| -> Result<(IpAddr, bool), String> {
+                    match ip {
+                        Some(ip) => Ok(match map.ip(ip) {
+                            Ok(v4) => (IpAddr::V4(v4), false),
+                            Err(_) => (ip, true),
+                        }),
+                        None => Ok((IpAddr::V4(free.ok_or_else(no_free)?), false)),
+                    }
                 };
-                let dest_ip = match a.destination_ip {
-                    Some(ip) => map.ip(ip)?,
-                    None => free.ok_or_else(no_free)?,
-                };
+                let (source_ip, source_far) = place(a.source_ip)?;
+                let (dest_ip, dest_far) = place(a.destination_ip)?;
+                let far = source_far || dest_far;
+                // Envoy keeps an IPv4-mapped IPv6 address as IPv6 (measured): a mixed pair
+                // cannot be announced faithfully.
+                if far && source_ip.is_ipv4() != dest_ip.is_ipv4() {
+                    return Err(format!(
+                        "a PROXY protocol header carries one address family, not {source_ip} and {dest_ip}"
+                    ));
+                }
                 let dest_port = match a.destination_port {
                     Some(p) => p,
                     None if port_sensitive => {
                         return Err("no destination port, and the policies constrain ports".into())
                     }
-                    None => {
-                        free_port(dest_ip).ok_or("no free port for the absent destination port")?
-                    }
+                    None => free_port(match dest_ip {
+                        IpAddr::V4(v4) if !far => v4,
+                        _ => Ipv4Addr::LOCALHOST,
+                    })
+                    .ok_or("no free port for the absent destination port")?,
                 };
                 let http = waypoint && a.http.is_some();
                 let mut request = if http { request_of(case)? } else { None };
@@ -526,15 +554,34 @@ impl EnvoyDecider {
                     }
                 }
                 let principal = self.principal_uri(case)?;
+                let source_port = case.source_port.unwrap_or(0);
+                let (source, dest, proxied) = if far {
+                    // Sent from and to loopback; the listener is chosen when Envoy starts.
+                    (
+                        SocketAddr::from(([127, 0, 0, 1], 0)),
+                        SocketAddr::from(([0, 0, 0, 0], 0)),
+                        Some((
+                            SocketAddr::new(source_ip, case.source_port.filter(|p| *p != 0).unwrap_or(43210)),
+                            SocketAddr::new(dest_ip, dest_port),
+                        )),
+                    )
+                } else {
+                    (
+                        SocketAddr::new(source_ip, source_port),
+                        SocketAddr::new(dest_ip, dest_port),
+                        None,
+                    )
+                };
                 Ok(Plan {
                     index,
                     http,
-                    source: SocketAddr::new(IpAddr::V4(source_ip), case.source_port.unwrap_or(0)),
-                    dest: SocketAddr::new(IpAddr::V4(dest_ip), dest_port),
+                    source,
+                    dest,
                     principal,
                     sni: a.sni.clone(),
                     request,
                     jwt,
+                    proxied,
                 })
             })
             .collect()
@@ -854,7 +901,7 @@ impl EnvoyDecider {
         };
         // One listener per destination; destinations that cannot be bound are skipped.
         let mut listeners: BTreeMap<SocketAddr, Option<String>> = BTreeMap::new();
-        for p in plans {
+        for p in plans.iter().filter(|p| p.proxied.is_none()) {
             listeners.entry(p.dest).or_insert_with(|| {
                 TcpListener::bind(p.dest)
                     .err()
@@ -904,6 +951,31 @@ impl EnvoyDecider {
                 upstream: UpstreamSpec::plain(upstream.addr()),
             });
         }
+        // One listener reading PROXY protocol headers for the cases loopback cannot place.
+        let proxied_at = if plans.iter().any(|p| p.proxied.is_some()) {
+            free_port(Ipv4Addr::LOCALHOST).map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        } else {
+            None
+        };
+        if let Some(addr) = proxied_at {
+            spec.listeners.push(ListenerSpec {
+                name: "proxied".into(),
+                address: addr.ip(),
+                port: addr.port(),
+                tls: Some(server_tls.clone()),
+                kind: if http {
+                    ListenerKind::Http {
+                        plugin: Some(plugin.clone()),
+                    }
+                } else {
+                    ListenerKind::Tcp {
+                        plugin: Some(plugin.clone()),
+                    }
+                },
+                upstream: UpstreamSpec::plain(upstream.addr()),
+            });
+            spec.proxy_protocol.push("proxied".into());
+        }
         self.runs += 1;
         let dir = self.env.dir().join(format!(
             "run-{}-{}",
@@ -923,10 +995,23 @@ impl EnvoyDecider {
             }
         };
         for p in plans {
-            if let Some(Some(reason)) = listeners.get(&p.dest) {
+            let mut p = p.clone();
+            let mut preamble = Vec::new();
+            if let Some((source, dest)) = p.proxied {
+                let Some(at) = proxied_at else {
+                    out.push((
+                        p.index,
+                        Ok(Err("no free port for the PROXY protocol listener".into())),
+                    ));
+                    continue;
+                };
+                preamble = client::proxy_protocol_v1(source, dest);
+                p.dest = at;
+            } else if let Some(Some(reason)) = listeners.get(&p.dest) {
                 out.push((p.index, Ok(Err(reason.clone()))));
                 continue;
             }
+            let p = &p;
             let Some(envoy) = envoy.as_ref() else {
                 continue;
             };
@@ -946,9 +1031,9 @@ impl EnvoyDecider {
                 sni: p.sni.clone(),
             };
             let result = if http {
-                self.observe_http(envoy, &upstream, p, &tls)
+                self.observe_http(envoy, &upstream, p, &tls, &preamble)
             } else {
-                self.observe_tcp(envoy, &upstream, p, &tls)
+                self.observe_tcp(envoy, &upstream, p, &tls, &preamble)
             };
             out.push((p.index, result));
         }
@@ -961,8 +1046,9 @@ impl EnvoyDecider {
         upstream: &Upstream,
         p: &Plan,
         tls: &TlsClient,
+        preamble: &[u8],
     ) -> CaseResult {
-        let r = client::tcp_probe(Some(p.source), p.dest, Some(tls));
+        let r = client::tcp_probe_after(Some(p.source), p.dest, Some(tls), preamble);
         if let Some(ConnError::Connect(e)) = &r.error {
             return Ok(Err(format!("cannot connect from {} here: {e}", p.source)));
         }
@@ -984,12 +1070,13 @@ impl EnvoyDecider {
         upstream: &Upstream,
         p: &Plan,
         tls: &TlsClient,
+        preamble: &[u8],
     ) -> CaseResult {
         let Some(req) = &p.request else {
             return Err("envoy: no request to send".into());
         };
         classify_response(
-            client::http_request(Some(p.source), p.dest, Some(tls), req),
+            client::http_request_after(Some(p.source), p.dest, Some(tls), preamble, req),
             envoy,
             upstream,
             req,

@@ -54,7 +54,8 @@ pub struct Service {
     /// Extra `:authority` names (besides NAME.NS.svc.cluster.local and the short forms).
     pub hosts: Vec<String>,
     /// The addresses clients dial for it (ClusterIP, ServiceEntry addresses): what chooses
-    /// the service (contract.md §1).
+    /// the service in the module, as the destination address chooses a waypoint's filter
+    /// chain (istio/istio pilot/pkg/networking/core/listener_waypoint.go).
     pub addresses: Vec<std::net::IpAddr>,
 }
 
@@ -230,8 +231,9 @@ impl Options {
                 if !o.workloads.is_empty() {
                     bail!("--workload is for --mode ztunnel");
                 }
-                // The module chooses the service by the destination address alone
-                // (contract.md §1). A plugin on the whole waypoint (targetRefs Gateway or
+                // The module chooses the service by the destination address alone, as a
+                // waypoint's filter chains are chosen (istio/istio
+                // pilot/pkg/networking/core/listener_waypoint.go). A plugin on the whole waypoint (targetRefs Gateway or
                 // GatewayClass) sees every service's traffic, so each service needs its
                 // addresses; so do several services anywhere. Only a plugin attached to one
                 // service's own chain (a Service or HTTPRoute target, a hand-placed filter)

@@ -600,7 +600,7 @@ fn bind_targets(
                 None => "waypoint (no service)".into(),
             });
             // One service without addresses: the plugin sits on that service's own chain
-            // and every request is for it (contract.md §1). Several services all carry
+            // and every request is for it. Several services all carry
             // addresses (config.rs rejects the rest), so anything else is for the waypoint.
             targets.fallback = match config.services.as_slice() {
                 [only] if only.addresses.is_empty() => Some(0),

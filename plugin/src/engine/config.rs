@@ -245,10 +245,10 @@ impl PluginConfig {
         {
             workloads.push(parse_workload(item, &index("workloads", i))?);
         }
-        // The service is chosen by the destination address alone (contract.md §1): in Istio
-        // the waypoint has one filter chain per service, matched on the address the client
-        // dialled (istio/istio pilot/pkg/networking/core/listener_waypoint.go, the
-        // `main_internal` filter chain match on the destination IP). `:authority` is written by
+        // The service is chosen by the destination address alone: in Istio the waypoint has
+        // one filter chain per service, matched on the address the client dialled (istio/istio
+        // pilot/pkg/networking/core/listener_waypoint.go, the `main_internal` filter chain
+        // match on the destination IP). `:authority` is written by
         // the client and never chooses. A lone service without addresses is a plugin attached
         // to that one service's chain; with several, one without addresses can never be chosen
         // and its policies would silently not apply.

@@ -323,7 +323,9 @@ impl Engine {
                 }
             }
         }
-        // `:authority` never chooses the service (contract.md §1): a client that writes
+        // `:authority` never chooses the service (istio/istio
+        // pilot/pkg/networking/core/listener_waypoint.go matches the waypoint's per-service
+        // chains on the destination address, not on Host): a client that writes
         // another service's name must not get that service's policies. What the address does
         // not name falls back to the lone address-less service (a plugin on that service's
         // chain) or, in a waypoint, to the policies bound to the waypoint itself.

@@ -27,7 +27,13 @@
 //!   restored client address. `filter_state.envoy.filters.listener.original_dst.remote_ip`
 //!   reads as 4 zero bytes as a whole, but its field `ip` is the restored client address as
 //!   text, whatever `X-Forwarded-For` says: the direct peer.
-//! * `destination.address` is the `CONNECT` authority's address (the service VIP).
+//! * `destination.address` and `destination.port` are the `CONNECT` authority's (the service
+//!   VIP and port), as istiod's `destination_ip`/`destination_port` matchers see them there.
+//! * `connection.requested_server_name` is absent: the inner connection has no TLS, so
+//!   `connection.sni` conditions match nothing in the chain, as istiod's
+//!   `requested_server_name` matcher there.
+//! * The JWT payload is where the internal listener's `jwt_authn` (RequestAuthentication)
+//!   puts it, as on any listener.
 
 use super::proto;
 use crate::engine::config::JwtSource;
