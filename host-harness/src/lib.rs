@@ -4,6 +4,7 @@
 pub mod benchgen;
 pub mod envoy;
 pub mod fixture;
+pub mod normalize;
 pub mod oci;
 pub mod replay;
 pub mod stdout;
