@@ -3,6 +3,7 @@
 
 pub mod benchgen;
 pub mod envoy;
+pub mod normalize;
 pub mod oci;
 pub mod soak;
 pub mod stdout;

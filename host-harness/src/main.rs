@@ -239,6 +239,9 @@ fn print_report(r: &CaseReport, json: bool) {
     }
 }
 
+/// How `check` normalises a request's path, as said in its output.
+const PATH_NORMALIZATION: &str = "Istio's default path normalization, which Envoy applies before any filter: RFC 3986 dot segments removed, escaped unreserved characters decoded, backslashes read as slashes; slashes not merged, escaped slashes kept";
+
 fn check(args: &Args) -> Result<ExitCode> {
     let config_path = args
         .config
@@ -256,7 +259,25 @@ fn check(args: &Args) -> Result<ExitCode> {
     if let Some(m) = case_value.as_object_mut() {
         m.entry("expect").or_insert_with(|| "allow".into());
     }
-    let case = Case::parse(&case_value).with_context(|| format!("{}", case_path.display()))?;
+    let mut case = Case::parse(&case_value).with_context(|| format!("{}", case_path.display()))?;
+    // Envoy normalises the path before any filter; explain the request it delivers.
+    let mut path_note = None;
+    if let Some(http) = case.attributes.http.as_mut() {
+        let normalized = authz_harness::normalize::istio_default(&http.path).map_err(|why| {
+            anyhow!(
+                "{}: path {:?}: {why}; there is no decision to explain",
+                case_path.display(),
+                String::from_utf8_lossy(&http.path)
+            )
+        })?;
+        if normalized != http.path {
+            path_note = Some((
+                String::from_utf8_lossy(&http.path).into_owned(),
+                String::from_utf8_lossy(&normalized).into_owned(),
+            ));
+            http.path = normalized;
+        }
+    }
     // The engine as the filter this traffic reaches compiles it, so that the load notes
     // printed are the ones that filter reports.
     let filtered = authz_harness::replay::config_for_traffic(&config, &case);
@@ -305,8 +326,20 @@ fn check(args: &Args) -> Result<ExitCode> {
         if let (Some(m), Some(obj)) = (&module_view, v.as_object_mut()) {
             obj.insert("module".into(), m.clone());
         }
+        if let (Some((received, normalized)), Some(obj)) = (&path_note, v.as_object_mut()) {
+            obj.insert(
+                "path".into(),
+                serde_json::json!({"received": received, "normalized": normalized,
+                                   "normalization": PATH_NORMALIZATION}),
+            );
+        }
         authz_harness::outln!("{v}");
     } else {
+        if let Some((received, normalized)) = &path_note {
+            authz_harness::outln!(
+                "path: {received:?} is explained as {normalized:?}, the path Envoy delivers ({PATH_NORMALIZATION})"
+            );
+        }
         authz_harness::out!("{explanation}");
         if let Some(m) = &module_view {
             let what = match (m["status"].as_u64(), m["closed"].as_bool()) {

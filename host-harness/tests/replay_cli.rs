@@ -170,3 +170,56 @@ fn a_closed_stdout_ends_the_harness_quietly() {
         assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn check_explains_the_path_envoy_delivers() {
+    // Envoy normalises `:path` before any filter (Istio's default: normalize_path), so
+    // `/public/../admin` reaches the policies as `/admin`: `check` must explain that request.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let case = dir.path().join("case.yaml");
+    std::fs::write(
+        &config,
+        "mode: waypoint\n\
+         waypoint: {name: waypoint, namespace: default}\n\
+         services:\n- {name: productpage, namespace: default, addresses: [10.96.0.10]}\n\
+         policies:\n\
+         - {apiVersion: security.istio.io/v1, kind: AuthorizationPolicy, metadata: {name: deny-admin, namespace: default}, \
+            spec: {targetRefs: [{kind: Service, group: \"\", name: productpage}], action: DENY, rules: [{to: [{operation: {paths: [/admin]}}]}]}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &case,
+        "source: {principal: spiffe://cluster.local/ns/default/sa/curl}\n\
+         destination: {address: 10.96.0.10, port: 9080}\n\
+         http: {method: GET, path: /public/../admin, host: productpage}\n",
+    )
+    .unwrap();
+    let args = [
+        "check",
+        "--native-only",
+        "--config",
+        config.to_str().unwrap(),
+        "--case",
+        case.to_str().unwrap(),
+    ];
+    let (code, out) = harness(&args);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("decision: DENY"), "{out}");
+    assert!(out.contains("DENY policy default/deny-admin"), "{out}");
+    assert!(
+        out.contains("\"/public/../admin\" is explained as \"/admin\""),
+        "{out}"
+    );
+    // A request Envoy refuses before any filter has no decision to explain.
+    std::fs::write(
+        &case,
+        "source: {principal: spiffe://cluster.local/ns/default/sa/curl}\n\
+         destination: {address: 10.96.0.10, port: 9080}\n\
+         http: {method: GET, path: /a%00b, host: productpage}\n",
+    )
+    .unwrap();
+    let (code, out) = harness(&args);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("%00"), "{out}");
+}
