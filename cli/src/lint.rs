@@ -493,6 +493,17 @@ impl Linter<'_> {
     }
 }
 
+/// Only the documents meant as AuthorizationPolicies that Istio would not read as one.
+pub fn unknown_kinds(cluster: &Cluster) -> Vec<Finding> {
+    let mut linter = Linter {
+        cluster,
+        mesh: Mesh::new(cluster),
+        findings: Vec::new(),
+    };
+    linter.kinds();
+    linter.findings
+}
+
 /// Every finding over a cluster, errors first.
 pub fn lint(cluster: &Cluster) -> Vec<Finding> {
     let mut linter = Linter {

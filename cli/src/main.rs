@@ -101,6 +101,20 @@ enum Command {
     Test(TestArgs),
     /// Print the plugin configuration one waypoint or one workload's ztunnel runs with.
     Config(ConfigArgs),
+    /// Write the WasmPlugin, EnvoyExtensionPolicy or Envoy filter that deploys the module with
+    /// these policies. Flags: --kind WasmPlugin|EnvoyExtensionPolicy|envoy-filter, --mode
+    /// waypoint|ztunnel, --policy-file FILE..., --waypoint NS/NAME, --service NS/NAME
+    /// [--service-address IP,...], --workload NS/NAME:label=value, --image URL, --sha256 HEX
+    /// (docs/cli.md lists them all).
+    #[command(disable_help_flag = true)]
+    Render {
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "FLAGS"
+        )]
+        flags: Vec<String>,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -450,6 +464,33 @@ fn config(args: &ConfigArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn render(flags: &[String]) -> Result<ExitCode> {
+    if flags.iter().any(|f| f == "--help" || f == "-h") || flags.is_empty() {
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("render")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        emit(&help)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = authz_render::Options::parse(flags)?;
+    let base = std::env::current_dir().context("the working directory")?;
+    let text = authz_render::render(&opts, &base)?;
+    // What the manifest's header says in comments, said where a person looks.
+    if opts.mode == authz_render::Mode::Ztunnel {
+        eprintln!(
+            "istio-authz: warning: --mode ztunnel renders a NETWORK filter for an Envoy that terminates the client's mTLS itself (a sidecar or a plain Envoy). In ambient mesh the destination ztunnel runs no Wasm: these Layer 4 policies are enforced only where such an Envoy fronts the workload."
+        );
+    }
+    let config = authz_render::plugin_config(&opts, &base)?;
+    for note in authz_render::validate(&config)? {
+        eprintln!("istio-authz: note: {note}");
+    }
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Simulate(args) => simulate(&args),
@@ -460,6 +501,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             args.format == Format::Json,
         )?)),
         Command::Config(args) => config(&args),
+        Command::Render { flags } => render(&flags),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "istio-authz", &mut buf);

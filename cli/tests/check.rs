@@ -225,3 +225,110 @@ fn a_closed_standard_output_ends_the_run_without_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101));
 }
+
+#[test]
+fn policies_can_come_from_standard_input() {
+    let policy = std::fs::read_to_string(common::root().join(L7)).unwrap();
+    let dir = std::env::temp_dir().join(format!("istio-authz-stdin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("waypoint.yaml");
+    std::fs::write(&config, WAYPOINT).unwrap();
+    let out = run(
+        &[
+            "check",
+            "--config",
+            config.to_str().unwrap(),
+            "--policy-file",
+            "-",
+            "--from",
+            "default/curl",
+            "--to",
+            "10.96.0.10:9080",
+            "--method",
+            "DELETE",
+            "--format",
+            "json",
+        ],
+        &policy,
+    );
+    assert_eq!(out.json()["cases"][0]["decision"], "deny", "{}", out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_misspelled_policy_kind_is_refused_not_skipped() {
+    let dir = std::env::temp_dir().join(format!("istio-authz-kind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let deny = dir.join("deny.yaml");
+    std::fs::write(
+        &deny,
+        "apiVersion: security.istio.io/v1\nkind: AuthorisationPolicy\nmetadata: {name: deny-curl, namespace: default}\nspec: {action: DENY, rules: [{}]}\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "check",
+            "--config",
+            "-",
+            "--policy-file",
+            deny.to_str().unwrap(),
+            "--to",
+            "10.96.0.10:9080",
+            "--method",
+            "GET",
+        ],
+        WAYPOINT,
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("\"AuthorisationPolicy\""),
+        "{}",
+        out.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn render_says_where_a_ztunnel_mode_plugin_can_run() {
+    let out = run(
+        &[
+            "render",
+            "--kind",
+            "WasmPlugin",
+            "--mode",
+            "ztunnel",
+            "--workload",
+            "default/productpage-v1:app=productpage",
+            "--policy-file",
+            "policies/bookinfo/productpage-ztunnel.yaml",
+        ],
+        "",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("kind: WasmPlugin"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("ztunnel runs no Wasm"),
+        "{}",
+        out.stderr
+    );
+    let out = run(
+        &[
+            "render",
+            "--kind",
+            "WasmPlugin",
+            "--mode",
+            "waypoint",
+            "--waypoint",
+            "default/waypoint",
+            "--service",
+            "default/productpage",
+            "--service-address",
+            "10.96.0.10",
+            "--policy-file",
+            "policies/bookinfo/productpage-waypoint.yaml",
+        ],
+        "",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+}

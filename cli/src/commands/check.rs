@@ -111,6 +111,61 @@ impl Inline {
     }
 }
 
+/// Appends the AuthorizationPolicies of each file (`-`: standard input) to the configuration's
+/// `policies`; documents of other kinds are skipped, and one whose kind looks like a misspelled
+/// AuthorizationPolicy is an error rather than a silent skip.
+fn append_policies(config: &mut Value, files: &[PathBuf]) -> Result<()> {
+    let (stdin, paths): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        files.iter().partition(|f| f.as_path() == Path::new("-"));
+    let paths: Vec<PathBuf> = paths.into_iter().cloned().collect();
+    for file in &paths {
+        refuse_misspelled_kinds(
+            &std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?,
+            &file.display().to_string(),
+        )?;
+    }
+    append_policy_files(config, &paths)?;
+    if !stdin.is_empty() {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading standard input")?;
+        refuse_misspelled_kinds(&text, "standard input")?;
+        let mut cluster = istio_authz::cluster::Cluster::default();
+        cluster.add_text("-", &text)?;
+        let list = config
+            .as_object_mut()
+            .ok_or_else(|| anyhow!("the configuration is not a mapping"))?
+            .entry("policies")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = list {
+            list.extend(cluster.policies().map(|p| p.value.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A document that its author meant as an AuthorizationPolicy but that no proxy would read as
+/// one: a DENY dropped that way lets traffic through.
+fn refuse_misspelled_kinds(text: &str, origin: &str) -> Result<()> {
+    let mut cluster = istio_authz::cluster::Cluster::default();
+    cluster.add_text(origin, text)?;
+    if let Some(f) = istio_authz::lint::unknown_kinds(&cluster)
+        .into_iter()
+        .next()
+    {
+        bail!(
+            "{}: {}: {}: {} ({})",
+            f.origin,
+            f.object,
+            f.field,
+            f.message,
+            f.fix
+        );
+    }
+    Ok(())
+}
+
 /// The cases of a case file: one case, a list of cases, or a mapping with `cases:`.
 fn read_cases(path: &Path) -> Result<Vec<(Case, Option<Verdict>)>> {
     let value = read_value(path)?;
@@ -156,7 +211,7 @@ fn read_cases(path: &Path) -> Result<Vec<(Case, Option<Verdict>)>> {
 pub fn run(input: &CheckInput) -> Result<(Vec<Checked>, Vec<String>)> {
     let mut config =
         read_value(&input.config).with_context(|| format!("{}", input.config.display()))?;
-    append_policy_files(&mut config, &input.policy_files)?;
+    append_policies(&mut config, &input.policy_files)?;
     let trust_domain = config
         .get("trustDomain")
         .and_then(Value::as_str)

@@ -21,7 +21,8 @@ pub mod check;
 pub mod layout;
 pub mod module;
 pub mod registry;
-pub mod render;
+// Rendering lives in its own crate (no Wasm runtime, no TLS) so that istio-authz can use it.
+pub use authz_render as render;
 pub mod time;
 pub mod variants;
 
@@ -92,12 +93,7 @@ pub fn digest_hex(digest: &str) -> Result<&str> {
     Ok(hex)
 }
 
-/// Whether `s` is 64 lower-case hex characters (the CRDs' `^[a-f0-9]{64}$`).
-pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use authz_render::is_sha256_hex;
 
 /// JSON with object keys sorted, no whitespace, no trailing newline: the exact bytes whose
 /// sha256 is a manifest's digest. Independent of serde_json's `preserve_order` feature.

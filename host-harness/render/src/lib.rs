@@ -24,10 +24,16 @@
 //! The output starts with a comment holding the exact command; [`recorded_args`] reads it
 //! back, so a generated file can be checked and regenerated.
 
-use super::is_sha256_hex;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_norway::{Mapping, Value};
 use std::path::{Path, PathBuf};
+
+/// Whether `s` is 64 lower-case hex characters (the CRDs' `^[a-f0-9]{64}$`).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
 /// The default image repository (the project's GitHub organisation on ghcr.io).
 pub const DEFAULT_REPOSITORY: &str = "ghcr.io/istio-authz-wasm/authz-plugin";
@@ -351,7 +357,7 @@ fn map(pairs: Vec<(&str, Value)>) -> Value {
 pub fn read_policies(path: &Path) -> Result<Vec<Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    crate::fixture::check_nesting(&text).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+    authz_fixture::fixture::check_nesting(&text).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
     let mut out = Vec::new();
     for (i, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
         let v = <Value as serde::Deserialize>::deserialize(doc)
