@@ -115,13 +115,29 @@ pub struct VariantPorts {
     pub direct: SocketAddr,
 }
 
-/// A free port on 127.0.0.1, held by the returned listener until the caller drops it (so
-/// that the next call cannot return the same port).
+/// A free port on 127.0.0.1, held by the returned listener until the caller drops it, and
+/// never one already handed out for this chain: the kernel has been seen to hand the same
+/// port to two of a chain's fifty-odd listeners, which Envoy then refuses as duplicates.
 fn free_port(holders: &mut Vec<TcpListener>) -> Result<SocketAddr> {
-    let l = TcpListener::bind(("127.0.0.1", 0)).context("no free port on 127.0.0.1")?;
-    let addr = l.local_addr()?;
-    holders.push(l);
-    Ok(addr)
+    for _ in 0..64 {
+        let l = TcpListener::bind(("127.0.0.1", 0)).context("no free port on 127.0.0.1")?;
+        let addr = l.local_addr()?;
+        let taken = holders
+            .iter()
+            .any(|h| h.local_addr().is_ok_and(|a| a.port() == addr.port()));
+        holders.push(l);
+        if !taken {
+            return Ok(addr);
+        }
+    }
+    anyhow::bail!("no distinct free port on 127.0.0.1")
+}
+
+/// A start that failed because a port chosen for a listener was taken in between: worth
+/// trying again with new ports.
+fn port_clash(e: &anyhow::Error) -> bool {
+    let msg = format!("{e:#}").to_ascii_lowercase();
+    msg.contains("address already in use") || msg.contains("duplicate address")
 }
 
 fn socket(addr: SocketAddr) -> Value {
@@ -502,8 +518,25 @@ impl Chain {
         Chain::start_with(bin, dir, pki, variants, wanted)
     }
 
-    /// As [`Chain::start`] with the client's tunnels given one by one.
+    /// As [`Chain::start`] with the client's tunnels given one by one. Ports are chosen
+    /// afresh and the chain started again (up to three times) when one was taken meanwhile.
     pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        pki: std::sync::Arc<TestPki>,
+        variants: Vec<Variant>,
+        wanted: Vec<TunnelSpec>,
+    ) -> Result<Chain> {
+        let mut attempt = 0;
+        loop {
+            match Chain::start_once(bin, dir, pki.clone(), variants.clone(), wanted.clone()) {
+                Err(e) if attempt < 2 && port_clash(&e) => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(
         bin: &Path,
         dir: &Path,
         pki: std::sync::Arc<TestPki>,

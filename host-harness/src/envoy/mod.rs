@@ -378,9 +378,10 @@ impl Envoy {
                     let msg = format!("{e:#}");
                     last_err = e;
                     let spec_had_free_ports = spec.listeners.iter().any(|l| l.port == 0);
-                    if !(spec_had_free_ports
-                        && msg.to_ascii_lowercase().contains("address already in use"))
-                    {
+                    let lower = msg.to_ascii_lowercase();
+                    let clash = lower.contains("address already in use")
+                        || lower.contains("duplicate address");
+                    if !(spec_had_free_ports && clash) {
                         break;
                     }
                 }
