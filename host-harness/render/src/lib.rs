@@ -357,7 +357,8 @@ fn map(pairs: Vec<(&str, Value)>) -> Value {
 pub fn read_policies(path: &Path) -> Result<Vec<Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    authz_fixture::fixture::check_nesting(&text).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+    authz_fixture::fixture::check_nesting(&text)
+        .map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
     let mut out = Vec::new();
     for (i, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
         let v = <Value as serde::Deserialize>::deserialize(doc)
