@@ -264,11 +264,11 @@ impl Linter<'_> {
                         );
                         continue;
                     }
-                    if kind == "Service" {
-                        if let Some(service) = self.cluster.service(&policy.namespace, name) {
+                    if kind == "Service" || kind == "ServiceEntry" {
+                        if let Some(service) = self.cluster.find(kind, &policy.namespace, name) {
                             if self
                                 .mesh
-                                .waypoint_for(service.0, Addressed::Service)
+                                .waypoint_for(service, Addressed::Service)
                                 .is_none()
                             {
                                 self.add(
@@ -277,8 +277,8 @@ impl Linter<'_> {
                                     policy,
                                     field.clone(),
                                     format!(
-                                        "Service {} has no waypoint, and only a waypoint enforces targetRefs policies: this policy is not enforced",
-                                        service.0.key()
+                                        "{kind} {} has no waypoint, and only a waypoint enforces targetRefs policies: this policy is not enforced",
+                                        service.key()
                                     ),
                                     "label the service or its namespace istio.io/use-waypoint=<waypoint>, or bind the policy with a selector for ztunnel",
                                 );

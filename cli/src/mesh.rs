@@ -209,6 +209,16 @@ impl<'a> Mesh<'a> {
                 })
             })
             .collect();
+        let entries = self
+            .cluster
+            .of_kind("ServiceEntry")
+            .filter(|e| e.group() == "networking.istio.io")
+            .filter(|e| {
+                self.waypoint_for(e, Addressed::Service)
+                    .is_some_and(|w| w.gateway.0.key() == gateway.key())
+            })
+            .map(service_entry);
+        let services: Vec<Value> = services.into_iter().chain(entries).collect();
         let mut config = self.common("waypoint");
         config.insert(
             "waypoint".into(),
@@ -233,6 +243,42 @@ impl<'a> Mesh<'a> {
         );
         Value::Object(config)
     }
+}
+
+/// A ServiceEntry as a waypoint serves it: its hosts, and the addresses clients dial (those
+/// written in `spec.addresses` and those Istio allocated, `status.addresses`).
+fn service_entry(entry: &Object) -> Value {
+    let spec = entry.value.get("spec");
+    let strings = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|x| {
+                x.as_str()
+                    .or_else(|| x.get("value").and_then(Value::as_str))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let mut addresses: Vec<String> = strings(spec.and_then(|s| s.get("addresses")));
+    addresses.extend(strings(entry.value.pointer("/status/addresses")));
+    addresses.retain(|a| a.parse::<IpAddr>().is_ok());
+    addresses.dedup();
+    let ports: Vec<u64> = spec
+        .and_then(|s| s.get("ports"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("number").and_then(Value::as_u64))
+        .collect();
+    json!({
+        "name": entry.name,
+        "namespace": entry.namespace,
+        "kind": "ServiceEntry",
+        "hosts": strings(spec.and_then(|s| s.get("hosts"))),
+        "addresses": addresses,
+        "ports": ports,
+    })
 }
 
 /// Builds the engine for a generated configuration; an error names the policy, field and

@@ -195,3 +195,18 @@ fn a_policy_the_proxy_would_refuse_is_an_error_naming_the_field() {
     assert_eq!(f["field"], "spec.rules[0].from[0].source.ipBlocks[0]");
     assert!(f["message"].as_str().unwrap_or("").contains("10.0.0.0/33"));
 }
+
+#[test]
+fn a_waypoint_policy_for_a_service_entry_without_a_waypoint_is_an_error() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: external-api, namespace: default}\nspec: {hosts: [api.example.com], addresses: [240.240.0.7], ports: [{number: 443, name: tls}]}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: api-deny, namespace: default}\nspec:\n  targetRefs: [{kind: ServiceEntry, group: networking.istio.io, name: external-api}]\n  action: DENY\n  rules: [{to: [{operation: {methods: [DELETE]}}]}]\n";
+    let f = only(&lint(text, false), "no-waypoint").clone();
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ServiceEntry default/external-api has no waypoint"),
+        "{f}"
+    );
+    // With the namespace's waypoint, the ServiceEntry uses it.
+    assert!(lint(text, true).iter().all(|f| f["code"] != "no-waypoint"));
+}

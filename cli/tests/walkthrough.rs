@@ -315,3 +315,36 @@ fn version_help_and_completions_work() {
         out.stderr
     );
 }
+
+#[test]
+fn a_service_entry_that_uses_the_waypoint_is_in_its_configuration() {
+    let entry = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: external-api, namespace: default}\nspec:\n  hosts: [api.example.com]\n  addresses: [240.240.0.7]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: DNS\n";
+    let out = run(
+        &[
+            "config",
+            "--waypoint",
+            "default/waypoint",
+            "--cluster",
+            BOOKINFO,
+            WAYPOINT,
+            "-",
+        ],
+        entry,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let config = out.json();
+    let services = config["services"].as_array().expect("services");
+    let entry = services
+        .iter()
+        .find(|s| s["name"] == "external-api")
+        .unwrap_or_else(|| panic!("{config:#}"));
+    assert_eq!(entry["kind"], "ServiceEntry");
+    assert_eq!(entry["addresses"][0], "240.240.0.7");
+    assert_eq!(entry["hosts"][0], "api.example.com");
+    // The namespace's other services are there too, each with the address that chooses it.
+    let productpage = services
+        .iter()
+        .find(|s| s["name"] == "productpage")
+        .expect("productpage");
+    assert_eq!(productpage["addresses"][0], "10.96.0.10");
+}
