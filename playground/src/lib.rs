@@ -133,14 +133,19 @@ fn jwt(case: &Value) -> Result<Option<Value>> {
     match value {
         Value::Object(_) => Ok(Some(value)),
         Value::Null => Ok(None),
-        _ => bail!("JWT claims: write a mapping of claims, e.g. {{iss: issuer.example, sub: alice}}"),
+        _ => {
+            bail!("JWT claims: write a mapping of claims, e.g. {{iss: issuer.example, sub: alice}}")
+        }
     }
 }
 
 /// The form as a fixture case (contract §2), `expect` left to the caller.
 fn fixture_case(case: &Value) -> Result<Value> {
     let mut c = Map::new();
-    c.insert("name".into(), json!(non_empty(field(case, "name")).unwrap_or("playground")));
+    c.insert(
+        "name".into(),
+        json!(non_empty(field(case, "name")).unwrap_or("playground")),
+    );
     let mut source = Map::new();
     if let Some(p) = non_empty(field(case, "principal")) {
         source.insert("principal".into(), json!(p));
@@ -211,7 +216,8 @@ fn non_empty(s: &str) -> Option<&str> {
 fn config_from_text(text: &str) -> Result<Value> {
     let mut docs = Vec::new();
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let v = Value::deserialize(doc).map_err(|e| anyhow!("document {}: not valid YAML: {e}", i + 1))?;
+        let v = Value::deserialize(doc)
+            .map_err(|e| anyhow!("document {}: not valid YAML: {e}", i + 1))?;
         if !v.is_null() {
             docs.push(v);
         }
@@ -235,7 +241,9 @@ fn config_from_text(text: &str) -> Result<Value> {
         .ok_or_else(|| anyhow!("policies: expected a list"))?;
     for (i, doc) in docs.enumerate() {
         let items = match doc.get("items") {
-            Some(Value::Array(items)) if doc.get("kind").and_then(Value::as_str) == Some("List") => {
+            Some(Value::Array(items))
+                if doc.get("kind").and_then(Value::as_str) == Some("List") =>
+            {
                 items.clone()
             }
             _ => vec![doc],
@@ -270,10 +278,20 @@ fn evaluate_config(case: &Value) -> Result<Value> {
         map.insert("ok".into(), json!(true));
         map.insert("kind".into(), json!("config"));
         map.insert("mode".into(), json!(engine.mode().as_str()));
-        map.insert("layer".into(), json!(if traffic == authz_plugin::engine::Traffic::Request { 7 } else { 4 }));
+        map.insert(
+            "layer".into(),
+            json!(if traffic == authz_plugin::engine::Traffic::Request {
+                7
+            } else {
+                4
+            }),
+        );
         map.insert("notes".into(), json!(notes));
         map.insert("text".into(), json!(explanation.to_string()));
-        map.insert("policies".into(), policies_json(&config_policies(&config), &explanation));
+        map.insert(
+            "policies".into(),
+            policies_json(&config_policies(&config), &explanation),
+        );
     }
     Ok(out)
 }
@@ -369,7 +387,11 @@ fn policy_key(policy: &Value) -> String {
             .to_string()
     };
     let ns = get("namespace");
-    format!("{}/{}", if ns.is_empty() { "default" } else { &ns }, get("name"))
+    format!(
+        "{}/{}",
+        if ns.is_empty() { "default" } else { &ns },
+        get("name")
+    )
 }
 
 fn yaml(value: &Value) -> String {
@@ -397,7 +419,11 @@ fn request_of(case: &Value) -> Result<HttpRequest> {
         return Ok(HttpRequest::default());
     }
     Ok(HttpRequest {
-        method: Some(non_empty(field(case, "method")).unwrap_or("GET").to_string()),
+        method: Some(
+            non_empty(field(case, "method"))
+                .unwrap_or("GET")
+                .to_string(),
+        ),
         path: Some(non_empty(field(case, "path")).unwrap_or("/").to_string()),
         host: non_empty(field(case, "host")).map(str::to_string),
         headers: headers(case)?,
@@ -422,7 +448,10 @@ fn evaluate_cluster(case: &Value) -> Result<Value> {
         map.insert("ok".into(), json!(true));
         map.insert("kind".into(), json!("cluster"));
         map.insert("text".into(), json!(walk.text()));
-        map.insert("policies".into(), policies_json_all(&policies, &explanations));
+        map.insert(
+            "policies".into(),
+            policies_json_all(&policies, &explanations),
+        );
         let findings: Vec<Value> = istio_authz::lint::lint(&cluster)
             .iter()
             .map(|f| f.json())
@@ -530,7 +559,9 @@ fn export_inner(case: &Value) -> Result<Value> {
                 .iter()
                 .find(|h| h.explanation.verdict == Verdict::Deny)
                 .or(walk.hops.last())
-                .ok_or_else(|| anyhow!("no proxy on this call's path enforces a policy: nothing to export"))?;
+                .ok_or_else(|| {
+                    anyhow!("no proxy on this call's path enforces a policy: nothing to export")
+                })?;
             let name = format!("{title} ({} {})", hop.proxy, hop.name);
             (
                 hop.config.clone(),
@@ -547,7 +578,10 @@ fn export_inner(case: &Value) -> Result<Value> {
                 m.insert("name".into(), json!(title));
             }
             let parsed_case = fixture::Case::parse(&c)?;
-            let e = engine.explain(parsed_case.traffic_for(engine.mode()), &parsed_case.attributes);
+            let e = engine.explain(
+                parsed_case.traffic_for(engine.mode()),
+                &parsed_case.attributes,
+            );
             (config, c, e)
         }
     };
@@ -560,7 +594,13 @@ fn export_inner(case: &Value) -> Result<Value> {
     );
     let slug: String = title
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     Ok(json!({"ok": true, "file": file, "name": format!("{}.yaml", slug.trim_matches('-'))}))
 }
@@ -678,7 +718,10 @@ mod tests {
         let out = evaluate_case(&case);
         assert_eq!(out["ok"], false, "{out}");
         let error = out["error"].as_str().unwrap();
-        assert!(error.contains("default/p") && error.contains("ports"), "{error}");
+        assert!(
+            error.contains("default/p") && error.contains("ports"),
+            "{error}"
+        );
     }
 
     #[test]

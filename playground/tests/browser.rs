@@ -121,12 +121,11 @@ fn answer(mut stream: TcpStream, dir: &Path) -> std::io::Result<()> {
         relative
     };
     let file = dir.join(relative);
-    let (status, body, ctype) =
-        if relative.split('/').any(|s| s == "..") || !file.is_file() {
-            ("404 Not Found", b"not found".to_vec(), "text/plain")
-        } else {
-            ("200 OK", std::fs::read(&file)?, content_type(&file))
-        };
+    let (status, body, ctype) = if relative.split('/').any(|s| s == "..") || !file.is_file() {
+        ("404 Not Found", b"not found".to_vec(), "text/plain")
+    } else {
+        ("200 OK", std::fs::read(&file)?, content_type(&file))
+    };
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
@@ -147,7 +146,12 @@ struct Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         if !self.session.is_empty() {
-            let _ = http(self.port, "DELETE", &format!("/session/{}", self.session), None);
+            let _ = http(
+                self.port,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -167,7 +171,10 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> std::io::R
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(rest)
     } else {
         rest.to_string()
@@ -508,7 +515,10 @@ fn the_page_shows_the_engines_decisions() {
         return skip_or_fail("dist/playground is not built (run ./build.sh)");
     }
     let (Some(chromium), Some(chromedriver)) = (
-        find_program("CHROMIUM", &["chromium", "chromium-browser", "google-chrome"]),
+        find_program(
+            "CHROMIUM",
+            &["chromium", "chromium-browser", "google-chrome"],
+        ),
         find_program("CHROMEDRIVER", &["chromedriver"]),
     ) else {
         return skip_or_fail(
@@ -545,11 +555,21 @@ fn the_page_shows_the_engines_decisions() {
         let shown = driver.shown();
         let native = native_walk(&text, step.from, step.method);
         let title = step.title;
-        assert!(shown["error"].is_null(), "{title}: the page shows an error: {shown}");
-        assert_eq!(shown["decision"], native["decision"], "{title}: page {shown}, native {native}");
+        assert!(
+            shown["error"].is_null(),
+            "{title}: the page shows an error: {shown}"
+        );
+        assert_eq!(
+            shown["decision"], native["decision"],
+            "{title}: page {shown}, native {native}"
+        );
         let hops = shown["hops"].as_array().unwrap();
         let native_hops = native["hops"].as_array().unwrap();
-        assert_eq!(hops.len(), native_hops.len(), "{title}: page {shown}, native {native}");
+        assert_eq!(
+            hops.len(),
+            native_hops.len(),
+            "{title}: page {shown}, native {native}"
+        );
         assert_eq!(hops.len(), step.expect.len(), "{title}: {shown}");
         for ((page, native), (proxy, decision)) in hops.iter().zip(native_hops).zip(&step.expect) {
             assert_eq!(page["proxy"], native["proxy"], "{title}");
@@ -558,17 +578,25 @@ fn the_page_shows_the_engines_decisions() {
             assert_eq!(page["decision"], *decision, "{title}: {shown}");
             let policy = native["policy"].as_str().unwrap();
             assert!(
-                page["policy"].as_str().unwrap().starts_with(&policy_text(policy)),
+                page["policy"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&policy_text(policy)),
                 "{title}: page says {}, native policy {policy:?}",
                 page["policy"]
             );
             // The nearest miss as the engine words it.
             match native.get("nearestMiss") {
                 Some(m) => {
-                    let miss = page["miss"].as_str().unwrap_or_else(|| panic!("{title}: no nearest miss shown: {shown}"));
+                    let miss = page["miss"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{title}: no nearest miss shown: {shown}"));
                     for key in ["policy", "field", "wanted", "got"] {
                         let v = m[key].as_str().unwrap();
-                        assert!(miss.contains(v), "{title}: nearest miss {miss:?} lacks {key} {v:?}");
+                        assert!(
+                            miss.contains(v),
+                            "{title}: nearest miss {miss:?} lacks {key} {v:?}"
+                        );
                     }
                 }
                 None => assert!(page["miss"].is_null(), "{title}: {shown}"),
@@ -577,7 +605,11 @@ fn the_page_shows_the_engines_decisions() {
             if let Some(rule) = native.get("rule").and_then(Value::as_str) {
                 let want = format!("{policy} {rule}");
                 assert!(
-                    shown["highlighted"].as_array().unwrap().iter().any(|h| h.as_str().unwrap().ends_with(&want)),
+                    shown["highlighted"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|h| h.as_str().unwrap().ends_with(&want)),
                     "{title}: {want} not highlighted: {shown}"
                 );
             }
@@ -587,7 +619,10 @@ fn the_page_shows_the_engines_decisions() {
 
     // 2. The walkthrough's refused DELETE again: the README's screenshot, then Share and
     // Export.
-    let step = walkthrough().into_iter().find(|s| s.method == "DELETE").unwrap();
+    let step = walkthrough()
+        .into_iter()
+        .find(|s| s.method == "DELETE")
+        .unwrap();
     let delete_text = files(&step.files);
     driver.paste("text", &delete_text);
     driver.type_into("from", CURL);
@@ -598,18 +633,30 @@ fn the_page_shows_the_engines_decisions() {
     driver.screenshot("walkthrough-delete.png");
 
     driver.click("#export");
-    let exported = driver.script("return document.getElementById('export-out').textContent", json!([]));
-    let exported = exported.as_str().unwrap_or_else(|| panic!("no export shown: {exported}"));
+    let exported = driver.script(
+        "return document.getElementById('export-out').textContent",
+        json!([]),
+    );
+    let exported = exported
+        .as_str()
+        .unwrap_or_else(|| panic!("no export shown: {exported}"));
     let file = out_dir().join("exported-delete.yaml");
     std::fs::write(&file, exported).unwrap();
     let fixture = Fixture::load(&file).unwrap();
     let reports = replay_fixture(&fixture, &mut [&mut Native::default()]);
     assert_eq!(reports.len(), 1, "{exported}");
-    assert!(reports[0].passed(), "the exported fixture does not replay: {:?}\n{exported}", reports[0].failures);
+    assert!(
+        reports[0].passed(),
+        "the exported fixture does not replay: {:?}\n{exported}",
+        reports[0].failures
+    );
     assert_eq!(fixture.cases[0].expect.as_str(), "deny");
 
     driver.click("#share");
-    let link = driver.script("return document.getElementById('share-link').href", json!([]));
+    let link = driver.script(
+        "return document.getElementById('share-link').href",
+        json!([]),
+    );
     let link = link.as_str().unwrap().to_string();
     assert!(link.contains("#case="), "{link}");
     // A fresh page: the default example first, then the link.
@@ -625,7 +672,13 @@ fn the_page_shows_the_engines_decisions() {
     );
     assert_eq!(
         restored,
-        json!([delete_text, CURL, "DELETE", "/productpage", "curl DELETE productpage"]),
+        json!([
+            delete_text,
+            CURL,
+            "DELETE",
+            "/productpage",
+            "curl DELETE productpage"
+        ]),
         "the shared link does not restore the case"
     );
     let after = driver.shown();
@@ -634,7 +687,11 @@ fn the_page_shows_the_engines_decisions() {
 
     // 3. Every fixture replayed in the page gives what `replay` gives with the native engine.
     let mut fixtures: Vec<PathBuf> = Vec::new();
-    for dir in ["tests/fixtures/seeds", "tests/fixtures/waypoint", "tests/fixtures/ztunnel"] {
+    for dir in [
+        "tests/fixtures/seeds",
+        "tests/fixtures/waypoint",
+        "tests/fixtures/ztunnel",
+    ] {
         let mut found: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -644,7 +701,10 @@ fn the_page_shows_the_engines_decisions() {
         fixtures.extend(found);
     }
     assert!(fixtures.len() > 20, "{fixtures:?}");
-    driver.script("document.getElementById('replay-box').open = true", json!([]));
+    driver.script(
+        "document.getElementById('replay-box').open = true",
+        json!([]),
+    );
     let mut cases = 0;
     for path in &fixtures {
         let Some((fixture, text)) = inline_fixture(path) else {
@@ -665,16 +725,21 @@ fn the_page_shows_the_engines_decisions() {
             json!([]),
         );
         let name = path.display();
-        let rows = rows.as_array().unwrap_or_else(|| panic!("{name}: the page says {rows}"));
+        let rows = rows
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: the page says {rows}"));
         assert_eq!(rows.len(), native.len(), "{name}");
         for (row, report) in rows.iter().zip(&native) {
             let (label, observed) = &report.observed[0];
             assert_eq!(label, "native");
             assert_eq!(row["case"], report.case.as_str(), "{name}");
             assert_eq!(
-                row["decision"], observed.verdict.as_str(),
+                row["decision"],
+                observed.verdict.as_str(),
                 "{name}: {}: the page shows {} but replay decides {}",
-                report.case, row["decision"], observed.verdict
+                report.case,
+                row["decision"],
+                observed.verdict
             );
             assert_eq!(
                 row["policy"],
@@ -683,11 +748,19 @@ fn the_page_shows_the_engines_decisions() {
                 report.case
             );
             assert_eq!(row["result"], "passed", "{name}: {}: {row}", report.case);
-            assert!(report.passed(), "{name}: {}: {:?}", report.case, report.failures);
+            assert!(
+                report.passed(),
+                "{name}: {}: {:?}",
+                report.case,
+                report.failures
+            );
             cases += 1;
         }
     }
     assert!(cases > 100, "only {cases} cases replayed");
     driver.screenshot("replay.png");
-    eprintln!("playground: {cases} fixture cases replayed in the page; screenshots in {}", out_dir().display());
+    eprintln!(
+        "playground: {cases} fixture cases replayed in the page; screenshots in {}",
+        out_dir().display()
+    );
 }

@@ -2,8 +2,7 @@
 //!
 //! [`engine`] is the whole semantics, host-agnostic and usable natively; the proxy-wasm layer
 //! (built only for `wasm32` WASI targets; the browser build, `wasm32-unknown-unknown`, has none)
-//! is a thin shim that reads attributes from the host and enforces
-//! the engine's decision.
+//! is a thin shim that reads attributes from the host and enforces the engine's decision.
 
 pub mod engine;
 
