@@ -25,7 +25,7 @@
 # (SOURCE_DATE_EPOCH if set).
 #
 # The playground needs the wasm32-unknown-unknown target and wasm-bindgen-cli at the version of
-# the wasm-bindgen crate in Cargo.lock (scripts/install-deps.sh installs both).
+# the wasm-bindgen crate in Cargo.lock; both are installed when missing (cargo install: minutes).
 #
 # Environment: SKIP_PLAYGROUND=1 skips the playground; SKIP_WASM_OPT=1 ships the unoptimised module when wasm-opt (Debian: binaryen,
 # scripts/install-deps.sh) is missing; OCI_REVISION overrides the revision annotation
@@ -156,12 +156,7 @@ if [ "${SKIP_PLAYGROUND:-0}" = "1" ]; then
   echo "build.sh: SKIP_PLAYGROUND=1: not building dist/playground" >&2
   exit 0
 fi
-bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
-if ! command -v wasm-bindgen >/dev/null 2>&1 || [ "$(wasm-bindgen --version | cut -d' ' -f2)" != "$bindgen_version" ]; then
-  echo "build.sh: wasm-bindgen $bindgen_version (wasm-bindgen-cli) not found: run scripts/install-deps.sh," >&2
-  echo "          or set SKIP_PLAYGROUND=1 to build without the playground." >&2
-  exit 1
-fi
+scripts/install-wasm-bindgen.sh
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi

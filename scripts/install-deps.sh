@@ -30,23 +30,7 @@ else
 fi
 
 # --- wasm-bindgen-cli ---------------------------------------------------------------------------
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$root/Cargo.lock")
-if [ -z "$bindgen_version" ]; then
-    log "no wasm-bindgen in Cargo.lock"
-    exit 1
-fi
-if command -v wasm-bindgen >/dev/null 2>&1 && [ "$(wasm-bindgen --version | cut -d' ' -f2)" = "$bindgen_version" ]; then
-    log "wasm-bindgen $bindgen_version already installed"
-else
-    log "cargo install --locked wasm-bindgen-cli --version $bindgen_version"
-    if ! cargo install --locked wasm-bindgen-cli --version "$bindgen_version" >&2; then
-        # --locked pins the CLI's own dependencies to its published lock file; a registry
-        # mirror that lacks one of those versions can still resolve compatible ones.
-        log "--locked failed; retrying with the newest compatible dependencies"
-        cargo install wasm-bindgen-cli --version "$bindgen_version" >&2
-    fi
-fi
+"$(dirname "${BASH_SOURCE[0]}")/install-wasm-bindgen.sh"
 
 # --- Debian -------------------------------------------------------------------------------
 if [ "${SKIP_APT:-0}" = "1" ]; then
