@@ -27,7 +27,8 @@
 # The playground needs the wasm32-unknown-unknown target and wasm-bindgen-cli at the version of
 # the wasm-bindgen crate in Cargo.lock; both are installed when missing (cargo install: minutes).
 #
-# Environment: SKIP_PLAYGROUND=1 skips the playground; SKIP_WASM_OPT=1 ships the unoptimised module when wasm-opt (Debian: binaryen,
+# Environment: SKIP_PLAYGROUND=1 skips the playground; SKIP_WASM_OPT=1 ships the unoptimised
+# module when wasm-opt (Debian: binaryen,
 # scripts/install-deps.sh) is missing; OCI_REVISION overrides the revision annotation
 # (default: git HEAD); CARGO_TARGET_DIR and CARGO_HOME as usual.
 set -euo pipefail
@@ -160,18 +161,22 @@ scripts/install-wasm-bindgen.sh
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
-cargo build --locked -p authz-playground --target wasm32-unknown-unknown --profile wasm
+cargo build --locked -p authz-playground --target wasm32-unknown-unknown --profile playground
 rm -rf dist/playground
 mkdir -p dist/playground
-wasm-bindgen --target web --no-typescript --out-dir dist/playground \
-  "$target_dir/wasm32-unknown-unknown/wasm/authz_playground.wasm"
+# wasm-opt runs before wasm-bindgen: Debian's binaryen 108, run on wasm-bindgen's output, breaks
+# the externref table wasm-bindgen adds (the page then fails to load). wasm-bindgen keeps the
+# optimised code and adds only its small glue.
+playground_wasm="$target_dir/wasm32-unknown-unknown/playground/authz_playground.wasm"
 if command -v wasm-opt >/dev/null 2>&1; then
   wasm-opt -Oz --strip-debug --strip-producers "${wasm_features[@]}" \
-    dist/playground/authz_playground_bg.wasm -o dist/playground/authz_playground_bg.wasm.opt
-  mv dist/playground/authz_playground_bg.wasm.opt dist/playground/authz_playground_bg.wasm
+    "$playground_wasm" -o "$target_dir/wasm32-unknown-unknown/playground/authz_playground.opt.wasm"
+  playground_wasm="$target_dir/wasm32-unknown-unknown/playground/authz_playground.opt.wasm"
 elif [ "${SKIP_WASM_OPT:-0}" != "1" ]; then
   echo "build.sh: wasm-opt not found (see above)" >&2
   exit 1
 fi
+wasm-bindgen --target web --no-typescript --out-name authz_playground --out-dir dist/playground \
+  "$playground_wasm"
 cp playground/web/index.html playground/web/app.js playground/web/style.css dist/playground/
 echo "playground: dist/playground/ (authz_playground_bg.wasm $(stat -c %s dist/playground/authz_playground_bg.wasm) bytes)"

@@ -75,7 +75,7 @@ function nearestMissText(m) {
 }
 
 function hopCard(proxy, name, layer, source, e, notes) {
-  const decided = e.policy ? `${e.policy}${e.rule != null ? ` spec.rules[${e.rule}]` : ""}` : "by default (no policy matched)";
+  const decided = e.policy ? `decided by ${e.policy}${e.rule != null ? ` spec.rules[${e.rule}]` : ""}` : "decided by default (no policy matched)";
   const card = el("div", { class: `hop ${e.decision}`, "data-decision": e.decision, "data-policy": e.policy || "" },
     el("div", { class: "hop-head" },
       el("span", { class: "hop-proxy" }, proxy),
@@ -83,7 +83,7 @@ function hopCard(proxy, name, layer, source, e, notes) {
       layer ? ` (Layer ${layer})` : "",
       ": ", el("strong", { class: "hop-decision" }, e.decision.toUpperCase())),
     el("div", { class: "hop-sees" }, `sees ${source || "no identity (plaintext)"}`),
-    el("div", { class: "hop-policy" }, `decided by ${decided}`),
+    el("div", { class: "hop-policy" }, decided),
     el("div", { class: "hop-reason" }, e.reason));
   if (e.audit && e.audit.length) card.append(el("div", { class: "hop-audit" }, `AUDIT: ${e.audit.join(", ")}`));
   if (e.dryRun) card.append(el("div", { class: "hop-dryrun" }, `dry-run: would ${e.dryRun.decision} (${e.dryRun.policy || "by default"})`));
