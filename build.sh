@@ -14,6 +14,9 @@
 #   dist/oci/                      OCI image layout, one image manifest tagged <version>
 #   dist/authz-plugin-oci.tar      the same layout as a tarball (skopeo: oci-archive:FILE:TAG)
 #   dist/SHA256SUMS                sha256 of the module and the tarball
+#   dist/playground/               the browser playground (index.html, app.js, style.css, the
+#                                  wasm-bindgen glue and its .wasm after wasm-opt): static files,
+#                                  served by any static file server
 #
 # Reproducible: two checkouts of one commit, in different folders and with different
 # CARGO_HOMEs, give byte-identical modules and images. Source, CARGO_HOME and toolchain paths
@@ -21,7 +24,11 @@
 # build cache is not touched); the image's created time and tar mtimes are the commit time
 # (SOURCE_DATE_EPOCH if set).
 #
-# Environment: SKIP_WASM_OPT=1 ships the unoptimised module when wasm-opt (Debian: binaryen,
+# The playground needs the wasm32-unknown-unknown target and wasm-bindgen-cli at the version of
+# the wasm-bindgen crate in Cargo.lock; both are installed when missing (cargo install: minutes).
+#
+# Environment: SKIP_PLAYGROUND=1 skips the playground; SKIP_WASM_OPT=1 ships the unoptimised
+# module when wasm-opt (Debian: binaryen,
 # scripts/install-deps.sh) is missing; OCI_REVISION overrides the revision annotation
 # (default: git HEAD); CARGO_TARGET_DIR and CARGO_HOME as usual.
 set -euo pipefail
@@ -143,3 +150,33 @@ else
   echo "sha256 for http(s):// URLs (the module):                  $module_sha"
 fi
 echo "harness: $harness"
+
+# --- the playground ----------------------------------------------------------------------------
+# The engine and istio-authz's walk for the browser (playground/, wasm-bindgen), and the page.
+if [ "${SKIP_PLAYGROUND:-0}" = "1" ]; then
+  echo "build.sh: SKIP_PLAYGROUND=1: not building dist/playground" >&2
+  exit 0
+fi
+scripts/install-wasm-bindgen.sh
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
+cargo build --locked -p authz-playground --target wasm32-unknown-unknown --profile playground
+rm -rf dist/playground
+mkdir -p dist/playground
+# wasm-opt runs before wasm-bindgen: Debian's binaryen 108, run on wasm-bindgen's output, breaks
+# the externref table wasm-bindgen adds (the page then fails to load). wasm-bindgen keeps the
+# optimised code and adds only its small glue.
+playground_wasm="$target_dir/wasm32-unknown-unknown/playground/authz_playground.wasm"
+if command -v wasm-opt >/dev/null 2>&1; then
+  wasm-opt -Oz --strip-debug --strip-producers "${wasm_features[@]}" \
+    "$playground_wasm" -o "$target_dir/wasm32-unknown-unknown/playground/authz_playground.opt.wasm"
+  playground_wasm="$target_dir/wasm32-unknown-unknown/playground/authz_playground.opt.wasm"
+elif [ "${SKIP_WASM_OPT:-0}" != "1" ]; then
+  echo "build.sh: wasm-opt not found (see above)" >&2
+  exit 1
+fi
+wasm-bindgen --target web --no-typescript --out-name authz_playground --out-dir dist/playground \
+  "$playground_wasm"
+cp playground/web/index.html playground/web/app.js playground/web/style.css dist/playground/
+echo "playground: dist/playground/ (authz_playground_bg.wasm $(stat -c %s dist/playground/authz_playground_bg.wasm) bytes)"

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the build and CI need beyond the Rust toolchain itself:
-#   - rustup target wasm32-wasip1 (the proxy-wasm module's target)
+#   - rustup targets wasm32-wasip1 (the proxy-wasm module's target) and wasm32-unknown-unknown
+#     (the browser playground)
+#   - wasm-bindgen-cli at the version of the wasm-bindgen crate in Cargo.lock (cargo install;
+#     it must match the crate exactly; this takes a few minutes)
 #   - Debian packages: binaryen (wasm-opt), skopeo (OCI images), docker-registry (a local
-#     OCI registry for the image tests), gnuplot-nox (the soak's and benchmark's plots)
+#     OCI registry for the image tests), gnuplot-nox (the soak's and benchmark's plots),
+#     chromium and chromium-driver (the playground's browser test)
 # Only what is missing is installed. Works as root with no stdin (CI). Idempotent.
 #
 # Environment: SKIP_APT=1 skips the Debian part; EXTRA_APT="pkg ..." adds packages.
@@ -12,16 +16,21 @@ log() { echo "install-deps: $*" >&2; }
 
 # --- rustup -------------------------------------------------------------------------------
 if command -v rustup >/dev/null 2>&1; then
-    if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
-        log "rust target wasm32-wasip1 already installed"
-    else
-        log "rustup target add wasm32-wasip1"
-        rustup target add wasm32-wasip1 >&2
-    fi
+    for target in wasm32-wasip1 wasm32-unknown-unknown; do
+        if rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+            log "rust target $target already installed"
+        else
+            log "rustup target add $target"
+            rustup target add "$target" >&2
+        fi
+    done
 else
     log "rustup not found: cannot add wasm32-wasip1 (install rustup first)"
     exit 1
 fi
+
+# --- wasm-bindgen-cli ---------------------------------------------------------------------------
+"$(dirname "${BASH_SOURCE[0]}")/install-wasm-bindgen.sh"
 
 # --- Debian -------------------------------------------------------------------------------
 if [ "${SKIP_APT:-0}" = "1" ]; then
@@ -29,7 +38,7 @@ if [ "${SKIP_APT:-0}" = "1" ]; then
     exit 0
 fi
 
-packages=(binaryen skopeo docker-registry gnuplot-nox ${EXTRA_APT:-})
+packages=(binaryen skopeo docker-registry gnuplot-nox chromium chromium-driver ${EXTRA_APT:-})
 missing=()
 for p in "${packages[@]}"; do
     if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -113,6 +113,10 @@ pub struct Hop {
     pub source: Option<String>,
     pub explanation: Explanation,
     pub notes: Vec<String>,
+    /// The plugin configuration this proxy was given and what it saw: enough to write the hop
+    /// as a fixture (contract §2) that `replay` checks.
+    pub config: Value,
+    pub attributes: OwnedAttributes,
 }
 
 impl Hop {
@@ -405,7 +409,8 @@ pub fn walk(cluster: &Cluster, from: &From, to: &To, http: &HttpRequest) -> Resu
             sni: None,
             http: request,
         };
-        let explanation = decide(&mesh, &mesh.waypoint_config(wp), traffic, &attrs)?;
+        let config = mesh.waypoint_config(wp);
+        let explanation = decide(&mesh, &config, traffic, &attrs)?;
         let mut notes = Vec::new();
         if traffic == Traffic::Connection {
             notes.push(
@@ -420,6 +425,8 @@ pub fn walk(cluster: &Cluster, from: &From, to: &To, http: &HttpRequest) -> Resu
             source: caller.identity.clone(),
             explanation,
             notes,
+            config,
+            attributes: attrs,
         });
         if denied {
             return Ok(walk);
@@ -453,12 +460,8 @@ pub fn walk(cluster: &Cluster, from: &From, to: &To, http: &HttpRequest) -> Resu
         sni: None,
         http: None,
     };
-    let explanation = decide(
-        &mesh,
-        &mesh.ztunnel_config(pod),
-        Traffic::Connection,
-        &attrs,
-    )?;
+    let config = mesh.ztunnel_config(pod);
+    let explanation = decide(&mesh, &config, Traffic::Connection, &attrs)?;
     let mut notes = Vec::new();
     if waypoint.is_some() {
         notes.push("the waypoint opens this connection: ztunnel sees the waypoint's identity, not the client's".into());
@@ -470,6 +473,8 @@ pub fn walk(cluster: &Cluster, from: &From, to: &To, http: &HttpRequest) -> Resu
         source,
         explanation,
         notes,
+        config,
+        attributes: attrs,
     });
     Ok(walk)
 }
