@@ -69,7 +69,7 @@ fn request(envoy: &Envoy, app: &App, port: u16, fault: Option<&str>) -> (u16, bo
     let status = envoy
         .request_http(
             Some(CURL),
-            ip("127.0.4.5"),
+            ip("127.0.14.5"),
             port,
             "GET",
             "/",
@@ -88,13 +88,13 @@ fn a_module_that_traps_or_runs_out_of_memory_in_envoy_fails_closed() {
         return;
     };
     let wasm = build_fault_module().unwrap();
-    let web = App::http("web", ip("127.0.4.30"), "ok").unwrap();
-    let echo = App::echo("echo", ip("127.0.4.31")).unwrap();
+    let web = App::http("web", ip("127.0.14.30"), "ok").unwrap();
+    let echo = App::echo("echo", ip("127.0.14.31")).unwrap();
     let mut spec = EnvoySpec::default();
     for (name, addr, config, policy) in [
-        ("trap", "127.0.4.10", waypoint_config(false), "FAIL_CLOSED"),
-        ("oom", "127.0.4.11", waypoint_config(false), "FAIL_CLOSED"),
-        ("open", "127.0.4.12", waypoint_config(true), "FAIL_OPEN"),
+        ("trap", "127.0.14.10", waypoint_config(false), "FAIL_CLOSED"),
+        ("oom", "127.0.14.11", waypoint_config(false), "FAIL_CLOSED"),
+        ("open", "127.0.14.12", waypoint_config(true), "FAIL_OPEN"),
     ] {
         spec.listeners.push(
             env.listener(
@@ -115,7 +115,7 @@ fn a_module_that_traps_or_runs_out_of_memory_in_envoy_fails_closed() {
     spec.listeners.push(
         env.listener(
             "l4",
-            ip("127.0.4.13"),
+            ip("127.0.14.13"),
             0,
             ListenerKind::Tcp {
                 plugin: Some(plugin(&wasm, "l4", ztunnel, "FAIL_CLOSED")),
@@ -173,7 +173,7 @@ fn a_module_that_traps_or_runs_out_of_memory_in_envoy_fails_closed() {
     // Layer 4: a connection whose first bytes make the module trap is closed before any byte
     // reaches the upstream; so is every later one.
     let port = envoy.port("l4").unwrap();
-    let probe = envoy.connect_tcp(Some(CURL), ip("127.0.4.5"), port, None);
+    let probe = envoy.connect_tcp(Some(CURL), ip("127.0.14.5"), port, None);
     assert!(probe.allowed(&echo), "before the fault: {probe:?}");
     let listener = envoy
         .listeners()
@@ -183,7 +183,7 @@ fn a_module_that_traps_or_runs_out_of_memory_in_envoy_fails_closed() {
         .clone();
     let tls = envoy.tls_client(&listener, Some(CURL), None).unwrap();
     let mut conn = client::open(
-        Some(SocketAddr::new(ip("127.0.4.5"), 0)),
+        Some(SocketAddr::new(ip("127.0.14.5"), 0)),
         listener.addr,
         tls.as_ref(),
     )
@@ -202,7 +202,7 @@ fn a_module_that_traps_or_runs_out_of_memory_in_envoy_fails_closed() {
         "the faulting connection reached the upstream"
     );
     for _ in 0..3 {
-        let probe = envoy.connect_tcp(Some(CURL), ip("127.0.4.5"), port, None);
+        let probe = envoy.connect_tcp(Some(CURL), ip("127.0.14.5"), port, None);
         // Closed by Envoy (the failed plugin's connections are closed as they are accepted,
         // so the TLS handshake does not complete), never timed out or echoed.
         assert!(probe.denied(&echo), "after the fault: {probe:?}");

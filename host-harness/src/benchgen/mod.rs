@@ -19,6 +19,7 @@ pub mod gen;
 pub mod memory;
 pub mod model;
 pub mod run;
+pub mod shapes;
 
 pub use gen::{Description, Generated, Sample, SetKind};
 

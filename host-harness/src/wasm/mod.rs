@@ -336,6 +336,9 @@ struct Vm {
     root_id: u32,
     next_context_id: u32,
     fuel: u64,
+    /// Instructions (fuel) the last `proxy_on_configure` took: a deterministic measure of
+    /// configure cost, unlike time on a shared machine.
+    configure_fuel: u64,
     failed: Option<String>,
 }
 
@@ -395,6 +398,7 @@ impl Vm {
             root_id: 0,
             next_context_id: 1,
             fuel: settings.fuel_per_callback,
+            configure_fuel: 0,
             failed: None,
         };
         // WASI reactor initialisation, then main if exported (cpp-host `startVm`).
@@ -511,6 +515,9 @@ impl Vm {
         }
         let _ = self.store.set_fuel(self.fuel);
         let result = func.call(&mut self.store, params);
+        if name == "proxy_on_configure" {
+            self.configure_fuel = self.fuel - self.store.get_fuel().unwrap_or(0);
+        }
         {
             let s = self.store.data_mut();
             s.current = 0;
@@ -639,6 +646,11 @@ impl PluginInstance {
     }
 
     /// The module's log lines from the last successful (re)configure.
+    /// Instructions (Wasmtime fuel) the module's `on_configure` took on the worker VM.
+    pub fn configure_fuel(&self) -> u64 {
+        self.vm.configure_fuel
+    }
+
     pub fn configure_logs(&self) -> &[LogLine] {
         &self.configure_logs
     }

@@ -4,7 +4,7 @@
 use super::config::{Filter, Mode, PluginConfig, ServiceKind};
 use super::decision::PolicyId;
 use super::error::{ConfigError, LoadNote, NoteKind};
-use super::hash::FnvMap;
+use super::hash::{FnvMap, FnvSet};
 use super::matcher::{Cidr, Glob, PathTemplate, StrMatch};
 use super::policy::{Action, Attr, AuthorizationPolicy, Entry, Field, RefKind, Scope};
 use std::collections::BTreeSet;
@@ -305,40 +305,58 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
         })
         .collect();
 
-    let mut notes = Vec::new();
+    let mut notes = Notes::default();
     let bundle = trust_bundle(&config);
 
     // Which policies each target gets.
     let (targets, target_policies) = bind_targets(&config, &sorted, &mut notes);
 
-    let compile_point = |point: Point, notes: &mut Vec<LoadNote>| -> (Compiled, Vec<u32>) {
-        let mut compiled = Compiled::default();
-        let mut first_rule_of: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
-        for (pid, policy) in sorted.iter().enumerate() {
-            let start = compiled.rules.len() as u32;
-            let rules =
-                compile_policy(&config, policy, PolicyId(pid as u32), point, &bundle, notes);
-            compiled.rules.extend(rules);
-            first_rule_of.push((start, compiled.rules.len() as u32));
-        }
-        // One set per distinct policy list (many workloads share theirs).
-        let mut set_ids: FnvMap<Vec<u32>, u32> = FnvMap::default();
-        let mut set_of = Vec::with_capacity(target_policies.len());
-        for list in &target_policies {
-            let id = match set_ids.get(list) {
-                Some(id) => *id,
-                None => {
-                    let set = build_set(&compiled, &sorted, list, &first_rule_of);
-                    let id = compiled.sets.len() as u32;
-                    compiled.sets.push(set);
-                    set_ids.insert(list.clone(), id);
-                    id
+    let compile_point =
+        |point: Point, notes: &mut Notes| -> Result<(Compiled, Vec<u32>), ConfigError> {
+            let mut compiled = Compiled::default();
+            let mut first_rule_of: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
+            for (pid, policy) in sorted.iter().enumerate() {
+                let start = compiled.rules.len() as u32;
+                let rules =
+                    compile_policy(&config, policy, PolicyId(pid as u32), point, &bundle, notes);
+                compiled.rules.extend(rules);
+                first_rule_of.push((start, compiled.rules.len() as u32));
+            }
+            // One set per distinct policy list (many workloads share theirs). Each set indexes
+            // its own copy of its rules, so distinct lists cost their sizes added up: count
+            // that before building anything, and refuse what would not fit.
+            let mut set_ids: FnvMap<&[u32], u32> = FnvMap::default();
+            let mut entries: u64 = 0;
+            for list in &target_policies {
+                if !set_ids.contains_key(list.as_slice()) {
+                    set_ids.insert(list, 0);
+                    entries += list
+                        .iter()
+                        .filter_map(|pid| first_rule_of.get(*pid as usize))
+                        .map(|(start, end)| u64::from(end - start))
+                        .sum::<u64>();
                 }
-            };
-            set_of.push(id);
-        }
-        (compiled, set_of)
-    };
+            }
+            if entries > MAX_INDEXED_RULES {
+                return Err(too_many_indexed_rules(&config, entries, set_ids.len()));
+            }
+            set_ids.clear();
+            let mut set_of = Vec::with_capacity(target_policies.len());
+            for list in &target_policies {
+                let id = match set_ids.get(list.as_slice()) {
+                    Some(id) => *id,
+                    None => {
+                        let set = build_set(&compiled, &sorted, list, &first_rule_of);
+                        let id = compiled.sets.len() as u32;
+                        compiled.sets.push(set);
+                        set_ids.insert(list, id);
+                        id
+                    }
+                };
+                set_of.push(id);
+            }
+            Ok((compiled, set_of))
+        };
 
     let mut http = None;
     let mut tcp = None;
@@ -349,23 +367,21 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
         } else {
             Point::WaypointHttp
         };
-        let (c, ids) = compile_point(point, &mut notes);
+        let (c, ids) = compile_point(point, &mut notes)?;
         set_of = ids;
         http = Some(c);
     }
     if want_tcp {
         // A second compilation reports its own conversions; keep only the TCP ones new.
-        let mut tcp_notes = Vec::new();
+        let mut tcp_notes = Notes::default();
         // The set ids per target are the same in every point (same policy lists, same
         // dedupe order), so they are kept once.
-        let (c, ids) = compile_point(Point::WaypointTcp, &mut tcp_notes);
+        let (c, ids) = compile_point(Point::WaypointTcp, &mut tcp_notes)?;
         if set_of.is_empty() {
             set_of = ids;
         }
-        for n in tcp_notes {
-            if !notes.contains(&n) {
-                notes.push(n);
-            }
+        for n in tcp_notes.list {
+            notes.push_once(n);
         }
         tcp = Some(c);
     }
@@ -409,7 +425,7 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
         trusted_domains: bundle,
         config,
         policies,
-        notes,
+        notes: notes.list,
         targets,
         http,
         tcp,
@@ -421,6 +437,54 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
 /// policy's prefix is a prefix of another's and sorting by it sorts the full names.
 fn envoy_policy_prefix(namespace: &str, name: &str) -> String {
     format!("ns[{namespace}]-policy[{name}]-rule[")
+}
+
+/// How many rule entries the per-destination rule sets may hold in all (each distinct set of
+/// policies, one per workload or service whose policies differ, indexes its own rules).
+/// A ztunnel enforcing for thousands of workloads that each have their own selector policy
+/// under thousands of namespace-wide ones needs workloads × policies entries: about 150 MB
+/// and seconds of loading per million. Past this bound the configuration is refused with an
+/// error saying so, rather than stalling the proxy (fail closed: the last good
+/// configuration, or deny-all, stays in force).
+pub const MAX_INDEXED_RULES: u64 = 2_000_000;
+
+fn too_many_indexed_rules(config: &PluginConfig, entries: u64, sets: usize) -> ConfigError {
+    let (field, what) = match config.mode {
+        Mode::Ztunnel => ("workloads", format!("{} workloads", config.workloads.len())),
+        Mode::Waypoint => ("services", format!("{} services", config.services.len())),
+    };
+    ConfigError::new(
+        field,
+        format!(
+            "{what} with {} policies need {entries} rule entries in {sets} distinct per-destination rule sets, \
+             more than the {MAX_INDEXED_RULES} one proxy indexes; split the destinations across \
+             more proxies or give workloads that share policies the same selectors",
+            config.policies.len()
+        ),
+    )
+}
+
+/// The load report under construction: every note in order, and the set of those already
+/// given so that a note can be added once in constant time (a `Vec::contains` per CUSTOM
+/// policy made loading 50,000 of them quadratic).
+#[derive(Default)]
+struct Notes {
+    list: Vec<LoadNote>,
+    seen: FnvSet<LoadNote>,
+}
+
+impl Notes {
+    fn push(&mut self, note: LoadNote) {
+        self.seen.insert(note.clone());
+        self.list.push(note);
+    }
+
+    /// Adds `note` unless the same note was already given.
+    fn push_once(&mut self, note: LoadNote) {
+        if !self.seen.contains(&note) {
+            self.push(note);
+        }
+    }
 }
 
 /// The trust domain and its aliases (waypoint `trustdomain.Bundle`); `cluster.local` in a
@@ -439,19 +503,18 @@ fn trust_bundle(config: &PluginConfig) -> Vec<String> {
 fn bind_targets(
     config: &PluginConfig,
     sorted: &[&AuthorizationPolicy],
-    notes: &mut Vec<LoadNote>,
+    notes: &mut Notes,
 ) -> (Targets, Vec<Vec<u32>>) {
     let mut targets = Targets::default();
     let mut lists: Vec<Vec<u32>> = Vec::new();
     let root = config.root_namespace.as_str();
-    let note =
-        |notes: &mut Vec<LoadNote>, p: &AuthorizationPolicy, kind: NoteKind, message: String| {
-            notes.push(LoadNote {
-                policy: p.key(),
-                kind,
-                message,
-            })
-        };
+    let note = |notes: &mut Notes, p: &AuthorizationPolicy, kind: NoteKind, message: String| {
+        notes.push(LoadNote {
+            policy: p.key(),
+            kind,
+            message,
+        })
+    };
 
     match config.mode {
         Mode::Ztunnel => {
@@ -472,25 +535,61 @@ fn bind_targets(
                     _ => {}
                 }
             }
+            // Which policies reach a workload: those of its namespace or the root namespace
+            // that have no selector, or whose selector's labels are all among its labels.
+            // Indexed by namespace and by one label of each selector, so that each workload
+            // looks only at policies that can apply to it (comparing every workload with
+            // every policy made thousands of workloads, each with its own policy, quadratic).
+            let mut unselected: FnvMap<&str, Vec<u32>> = FnvMap::default();
+            let mut by_label: FnvMap<(&str, &str, &str), Vec<u32>> = FnvMap::default();
+            for (pid, p) in sorted.iter().enumerate() {
+                match &p.scope {
+                    Scope::Namespace => {
+                        unselected.entry(&p.namespace).or_default().push(pid as u32)
+                    }
+                    Scope::Selector(labels) => match labels.first() {
+                        None => unselected.entry(&p.namespace).or_default().push(pid as u32),
+                        Some((k, v)) => by_label
+                            .entry((&p.namespace, k, v))
+                            .or_default()
+                            .push(pid as u32),
+                    },
+                    Scope::TargetRefs(_) => {}
+                }
+            }
             for (wi, w) in config.workloads.iter().enumerate() {
-                let list: Vec<u32> = sorted
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| {
-                        let ns_ok = p.namespace == root || p.namespace == w.namespace;
-                        match &p.scope {
-                            Scope::Namespace => ns_ok,
-                            Scope::Selector(labels) => {
-                                ns_ok
-                                    && labels.iter().all(|(k, v)| {
-                                        w.labels.iter().any(|(wk, wv)| wk == k && wv == v)
-                                    })
+                let namespaces: &[&str] = if w.namespace == root {
+                    &[root]
+                } else {
+                    &[root, &w.namespace]
+                };
+                let mut list: Vec<u32> = Vec::new();
+                for ns in namespaces {
+                    if let Some(pids) = unselected.get(ns) {
+                        list.extend_from_slice(pids);
+                    }
+                    for (k, v) in &w.labels {
+                        for pid in by_label
+                            .get(&(*ns, k.as_str(), v.as_str()))
+                            .into_iter()
+                            .flatten()
+                        {
+                            let selected = matches!(
+                                sorted.get(*pid as usize).map(|p| &p.scope),
+                                Some(Scope::Selector(labels)) if labels.iter().all(|(k, v)| {
+                                    w.labels.iter().any(|(wk, wv)| wk == k && wv == v)
+                                })
+                            );
+                            if selected {
+                                list.push(*pid);
                             }
-                            Scope::TargetRefs(_) => false,
                         }
-                    })
-                    .map(|(i, _)| i as u32)
-                    .collect();
+                    }
+                }
+                // Policy order, each once (a workload's labels can name one selector twice
+                // only if its labels repeat a key, but stay safe).
+                list.sort_unstable();
+                list.dedup();
                 lists.push(list);
                 targets
                     .names
@@ -821,7 +920,7 @@ fn compile_policy(
     pid: PolicyId,
     point: Point,
     bundle: &[String],
-    notes: &mut Vec<LoadNote>,
+    notes: &mut Notes,
 ) -> Vec<CompiledRule> {
     let Some(rules) = &policy.rules else {
         return Vec::new();
@@ -927,9 +1026,7 @@ fn compile_policy(
                 policy.provider.as_deref().unwrap_or("")
             ),
         };
-        if !notes.contains(&note) {
-            notes.push(note);
-        }
+        notes.push_once(note);
     }
     out
 }

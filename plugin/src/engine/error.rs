@@ -44,7 +44,7 @@ impl std::error::Error for ConfigError {}
 
 /// Something accepted at load that the user should know: a policy converted to fail safe at
 /// this enforcement point, or accepted but not attached here. Reported once, at load.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LoadNote {
     /// `namespace/name`.
     pub policy: String,
@@ -52,7 +52,7 @@ pub struct LoadNote {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NoteKind {
     /// Enforced, but not exactly as written (fail-safe conversion).
     Converted,

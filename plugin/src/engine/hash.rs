@@ -3,7 +3,7 @@
 //! std's `RandomState` draws its keys from WASI `random_get` on every map; index keys come
 //! from the operator's own configuration, so HashDoS is not a concern and FNV-1a is enough.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 #[derive(Default, Clone, Copy)]
@@ -28,3 +28,4 @@ impl Hasher for Fnv {
 }
 
 pub type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+pub type FnvSet<T> = HashSet<T, BuildHasherDefault<Fnv>>;
