@@ -1,4 +1,4 @@
-//! The fixture reader (contract.md §2): any text gives a fixture or an error, never a panic or
+//! The fixture reader (docs/fixtures.md): any text gives a fixture or an error, never a panic or
 //! a hang (deeply nested YAML included). References to other files are dropped first: the
 //! target reads only its input.
 #![no_main]

@@ -1,4 +1,4 @@
-//! `authz-harness`: replay fixtures and explain decisions (contract.md §3).
+//! `authz-harness`: replay fixtures and explain decisions (docs/cli.md).
 
 use anyhow::{anyhow, bail, Context, Result};
 use authz_harness::fixture::{self, Case, Fixture};

@@ -1,5 +1,5 @@
-//! The fixtures of tests/fixtures replayed through a real Envoy with the module (contract.md
-//! §3 `replay --envoy`), next to the native engine: Envoy must decide every reproducible
+//! The fixtures of tests/fixtures replayed through a real Envoy with the module (docs/cli.md
+//! `replay --envoy`), next to the native engine: Envoy must decide every reproducible
 //! case as the native engine does; cases that cannot be reproduced on loopback are skipped
 //! with the reason. (Cases the native engine itself fails are reported, not failed here: they
 //! belong to the engine and the fixtures.)

@@ -350,7 +350,7 @@ fn envoy_ztunnel_module_closes_unknown_principal() {
 }
 
 /// A ztunnel listener that lets peers without a client certificate reach the module
-/// (contract: no certificate is not refused for that; policies decide), and the trust-domain
+/// (docs/semantics.md#ztunnel-trust-domain: no certificate is not refused for that; policies decide), and the trust-domain
 /// rule (a peer certificate from another trust domain is refused before any policy).
 #[test]
 fn envoy_ztunnel_module_plaintext_peer_and_foreign_trust_domain() {

@@ -309,7 +309,7 @@ fn deploy_manifests_validate_against_the_crds_and_the_module_accepts_their_confi
 }
 
 #[test]
-fn the_manifests_are_the_ones_the_brief_asks_for() {
+fn the_manifests_attach_where_documented_fail_closed_and_pin_the_image() {
     let waypoint = &documents("deploy/istio/wasmplugin-waypoint.yaml")[0]["spec"];
     assert_eq!(waypoint["type"], "HTTP");
     assert_eq!(waypoint["phase"], "AUTHZ");

@@ -1,4 +1,4 @@
-//! The harness command line as contract.md §3 describes it, on the project's own fixtures.
+//! The harness command line as docs/cli.md describes it, on the project's own fixtures.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

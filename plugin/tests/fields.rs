@@ -1,5 +1,5 @@
 //! One test per field and its `not` twin, at each enforcement point, in the manner of
-//! ztunnel's own `rbac.rs` tests (semantics.md §4.8): an ALLOW policy with one rule holding
+//! ztunnel's own `rbac.rs` tests (docs/semantics.md#ztunnel-matching): an ALLOW policy with one rule holding
 //! only the field under test, against three connections P (plaintext), T and A.
 
 #![allow(
@@ -392,7 +392,7 @@ fn layer7_fields_and_not_twins_at_the_waypoint() {
 
 #[test]
 fn layer7_at_ztunnel_fails_safe() {
-    // contract.md §1: an ALLOW rule with any Layer 7 attribute never matches...
+    // docs/semantics.md#layer-7-at-ztunnel: an ALLOW rule with any Layer 7 attribute never matches...
     let e = engine(
         "ztunnel",
         json!([{"from": [{"source": {"principals": ["td/ns/namespace/sa/account"]}}], "to": [{"operation": {"methods": ["GET"]}}]}]),

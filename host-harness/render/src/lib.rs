@@ -1,5 +1,5 @@
 //! `authz-harness render`: AuthorizationPolicy files → a ready `WasmPlugin`,
-//! `EnvoyExtensionPolicy` or Envoy filter, whose plugin configuration (contract.md §1) the
+//! `EnvoyExtensionPolicy` or Envoy filter, whose plugin configuration (docs/configuration.md) the
 //! module's own parser has accepted. Users should not write `pluginConfig` by hand.
 //!
 //! Defaults:
@@ -383,7 +383,7 @@ pub fn read_policies(path: &Path) -> Result<Vec<Value>> {
     Ok(out)
 }
 
-/// The plugin configuration (contract.md §1) for `opts`, with the policies of its files
+/// The plugin configuration (docs/configuration.md) for `opts`, with the policies of its files
 /// (relative paths are taken from `base`).
 pub fn plugin_config(opts: &Options, base: &Path) -> Result<Value> {
     let mut pairs: Vec<(&str, Value)> = vec![(

@@ -687,7 +687,7 @@ impl Generated {
         }
     }
 
-    /// The module's plugin configuration for a set (contract.md §1).
+    /// The module's plugin configuration for a set (docs/configuration.md).
     pub fn plugin_config(&self, kind: SetKind) -> Value {
         let net = &self.description.net;
         let set = self.set(kind);

@@ -34,7 +34,7 @@ authz-harness bench-gen --n N [--seed S] --out DIR [--l4-port P] [--no-seeds]
 Writes N generated AuthorizationPolicies in two forms into DIR, for three sets (l7: waypoint
 ALLOW policies attached by targetRefs to one Service; l4: ztunnel ALLOW policies attached by
 selector; l4worst: ztunnel's worst case, root-namespace DENY policies of 10 rules):
-  <set>-plugin.json   the module's plugin configuration (contract.md section 1)
+  <set>-plugin.json   the module's plugin configuration (docs/configuration.md)
   <set>-rbac.json     the typed_config of the Envoy RBAC filter istiod would generate
   samples.json        sample requests/connections with the expected decision
   description.json    the description they were generated from

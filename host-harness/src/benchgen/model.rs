@@ -1,8 +1,8 @@
 //! The generator's own description of a policy set: a small subset of the AuthorizationPolicy
 //! API (the fields the benchmark uses), rendered three ways from the same values:
 //!
-//! * as AuthorizationPolicy resources (the module's plugin configuration, contract.md §1);
-//! * as the Envoy RBAC policies istiod would generate for them (semantics.md §5.2–§5.3:
+//! * as AuthorizationPolicy resources (the module's plugin configuration, docs/configuration.md);
+//! * as the Envoy RBAC policies istiod would generate for them (docs/semantics.md#waypoint-translation, docs/semantics.md#waypoint-attributes:
 //!   one Envoy policy per rule named `ns[NS]-policy[NAME]-rule[I]`, permissions and principals
 //!   in istiod's order, principals from the peer certificate as `authenticated.principal_name`
 //!   with the `spiffe://` prefix, namespaces as the regex `.*/ns/NS/.*`);
@@ -270,7 +270,7 @@ impl Condition {
 }
 
 impl Rule {
-    /// The reference semantics of one rule (semantics.md §2.1) on the fields used here.
+    /// The reference semantics of one rule (docs/semantics.md#rule-structure) on the fields used here.
     pub fn matches(&self, t: &Traffic, http: bool) -> bool {
         (self.from.is_empty() || self.from.iter().any(|s| s.matches(t)))
             && (self.to.is_empty() || self.to.iter().any(|o| o.matches(t, http)))

@@ -20,7 +20,7 @@ pub const V8_RUNTIME: &str = "envoy.wasm.runtime.v8";
 pub struct Plugin {
     /// The module file (`authz_plugin.wasm`).
     pub wasm: PathBuf,
-    /// The plugin configuration (contract.md §1) as JSON text, passed to the module as a
+    /// The plugin configuration (docs/configuration.md) as JSON text, passed to the module as a
     /// `google.protobuf.StringValue`.
     pub config: String,
     /// Envoy `PluginConfig.name`; also used as `root_id`.

@@ -1,5 +1,5 @@
 //! `authz-harness replay --envoy`: every fixture case replayed through a real Envoy on
-//! loopback with the module loaded (contract.md §3), as a [`Decider`].
+//! loopback with the module loaded (docs/cli.md), as a [`Decider`].
 //!
 //! How a case becomes traffic:
 //! * Addresses: fixtures use cluster addresses (10.x); the one /8 network the cases use is

@@ -1,5 +1,5 @@
 //! The pull rules of Istio's Wasm image fetcher, which Envoy Gateway copied unchanged
-//! (oci.md §1.2–1.3), applied to an OCI layout or a registry.
+//! (istio/istio `pkg/wasm/imagefetcher.go` `PrepareFetch`, `pkg/wasm/cache.go`), applied to an OCI layout or a registry.
 //!
 //! Encoded from (keep in step with upstream):
 //! - istio/istio `pkg/wasm/imagefetcher.go`: `PrepareFetch`, `extractDockerImage`,

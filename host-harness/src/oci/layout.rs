@@ -1,4 +1,4 @@
-//! A byte-reproducible OCI image layout of the module (oci.md §3.1–3.4).
+//! A byte-reproducible OCI image layout of the module (<https://github.com/opencontainers/image-spec/blob/main/image-layout.md>).
 //!
 //! What [`write_release`] writes, for one module and one set of [`ReleaseOptions`], is always
 //! the same bytes:

@@ -1,5 +1,6 @@
 //! Shipping the module as an OCI artifact that Istio's `WasmPlugin` and Envoy Gateway's
-//! `EnvoyExtensionPolicy` pull (research: /work/shared/reference/oci.md).
+//! `EnvoyExtensionPolicy` pull (istio/istio `pkg/wasm/imagefetcher.go`,
+//! envoyproxy/gateway `internal/wasm/imagefetcher.go`).
 //!
 //! - [`layout`]: a byte-reproducible OCI image layout (`oci-layout`, `index.json`,
 //!   `blobs/sha256/…`) holding one image manifest whose single `tar+gzip` layer contains

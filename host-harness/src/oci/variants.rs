@@ -1,4 +1,5 @@
-//! Images built around one module in the shapes that circulate (oci.md §1.2, §2, §3.4), each
+//! Images built around one module in the shapes that circulate (istio/istio
+//! `pkg/wasm/imagefetcher.go`; <https://tag-runtime.cncf.io/wgs/wasm/deliverables/wasm-oci-artifact/>), each
 //! with what Istio's / Envoy Gateway's fetcher does with it. The checker's tests push and
 //! pull these; only [`TestImage::Compat`] is what we ship.
 
@@ -278,7 +279,7 @@ pub fn write_test_images(
     Ok(out)
 }
 
-/// The CNCF Wasm OCI artifact of `wasm` (oci.md §2.1, §3.2).
+/// The CNCF Wasm OCI artifact of `wasm` (<https://tag-runtime.cncf.io/wgs/wasm/deliverables/wasm-oci-artifact/>).
 fn cncf(w: &mut LayoutWriter, wasm: &[u8], opts: &ReleaseOptions) -> Result<Descriptor> {
     let layer = w
         .put_blob(CNCF_WASM_LAYER, wasm)?

@@ -210,7 +210,7 @@ impl Default for JwtLocation {
 
 impl JwtLocation {
     /// Reads `jwt.metadataNamespace` / `jwt.payloadKey` from a plugin configuration, with the
-    /// contract's defaults.
+    /// defaults of docs/configuration.md#jwt.
     pub fn from_config(config_json: &[u8]) -> JwtLocation {
         let mut loc = JwtLocation::default();
         if let Ok(value) = serde_json::from_slice::<serde_json::Value>(config_json) {
@@ -314,7 +314,7 @@ pub enum Topology {
 }
 
 /// The attributes Envoy serves for one connection or request, encoded as Envoy encodes them
-/// (proxy-wasm.md §1.7, §2.2).
+/// (<https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/advanced/attributes>).
 pub fn stream_properties(
     attrs: &OwnedAttributes,
     http: bool,

@@ -2,7 +2,7 @@
 //! it: every `env.proxy_*` function the Rust SDK imports, and the WASI functions a
 //! `wasm32-wasip1` Rust module imports.
 //!
-//! Rules kept throughout (proxy-wasm.md §1.4–§1.5, §5):
+//! Rules kept throughout (<https://github.com/proxy-wasm/spec/tree/main/abi-versions/v0.2.1>):
 //! * every guest pointer is bounds-checked; a bad one traps the guest (cpp-host would return
 //!   `INVALID_MEMORY_ACCESS`, a status the Rust SDK cannot represent);
 //! * results are allocated inside the guest through its `proxy_on_memory_allocate` (or

@@ -1,5 +1,5 @@
 //! A Wasmtime embedding of the host side of proxy-wasm ABI 0.2.1 that drives the authz module
-//! exactly as Envoy does (proxy-wasm.md §1.9):
+//! exactly as Envoy does (proxy-wasm/proxy-wasm-cpp-host `src/wasm.cc`, `src/context.cc`):
 //!
 //! * **configure**: a canary VM (`_initialize`, `proxy_on_context_create(root, 0)`,
 //!   `proxy_on_vm_start`, `proxy_on_configure`) is started and discarded; then the worker VM

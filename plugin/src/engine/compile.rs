@@ -43,7 +43,7 @@ impl Point {
                     | Attr::Port
                     | Attr::DestinationIp => true,
                     // `serviceAccounts` is a ztunnel field; `source.serviceAccount` is not an
-                    // L4 `when` key (semantics.md §1.8).
+                    // L4 `when` key (docs/semantics.md#when-conditions).
                     Attr::ServiceAccount => !is_condition,
                     _ => false,
                 }
@@ -1178,7 +1178,7 @@ fn expand_principal(value: &str, bundle: &[String]) -> Vec<String> {
 }
 
 /// `requestPrincipals` values: `iss/sub` split at the last `/` (istiod
-/// `requestPrincipalGenerator`, semantics.md §1.9(l)).
+/// `requestPrincipalGenerator`, docs/semantics.md#jwt).
 fn split_request_principal(value: &str) -> (StrMatch, StrMatch) {
     let any = || StrMatch::NonEmpty;
     if value == "*" {
@@ -1226,7 +1226,7 @@ mod tests {
 
     #[test]
     fn request_principal_table() {
-        // semantics.md §1.9(l) [ISTIO authz/model/generator_test.go TestRequestPrincipal]
+        // docs/semantics.md#jwt [ISTIO authz/model/generator_test.go TestRequestPrincipal]
         let e = |s: &str| StrMatch::Exact(s.as_bytes().into());
         let p = |s: &str| StrMatch::Prefix(s.as_bytes().into());
         let s = |x: &str| StrMatch::Suffix(x.as_bytes().into());

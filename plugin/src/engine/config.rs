@@ -1,4 +1,4 @@
-//! The plugin configuration (contract.md §1): what `WasmPlugin.spec.pluginConfig` and Envoy's
+//! The plugin configuration (docs/configuration.md): what `WasmPlugin.spec.pluginConfig` and Envoy's
 //! `configuration` deliver.
 
 use super::error::ConfigError;

@@ -355,7 +355,7 @@ impl Engine {
             return deny(Reason::ConflictingIdentity);
         }
         // "A destination ztunnel refuses, in its TLS handshake and before any policy, a peer
-        // whose SPIFFE trust domain is not its own" (contract.md §1).
+        // whose SPIFFE trust domain is not its own" (docs/semantics.md#ztunnel-trust-domain).
         if self.config.mode == Mode::Ztunnel {
             if let Some(p) = attrs.peer_principal() {
                 let trusted = Identity::parse(p)

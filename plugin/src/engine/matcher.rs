@@ -1,4 +1,4 @@
-//! Value grammars of the AuthorizationPolicy API (semantics.md §1.9), compiled once.
+//! Value grammars of the AuthorizationPolicy API (docs/semantics.md#value-grammars), compiled once.
 
 use std::net::IpAddr;
 
@@ -140,7 +140,7 @@ impl Cidr {
     }
 }
 
-/// A path template with `{*}` and `{**}` (Envoy `uri_template`, semantics.md §1.9(i)).
+/// A path template with `{*}` and `{**}` (Envoy `uri_template`, docs/semantics.md#paths).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathTemplate {
     /// Tokens before the `{**}` (or all of them when there is none).
@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn string_grammar() {
-        // [ZT src/rbac.rs string_match], semantics.md §4.8.
+        // [ZT src/rbac.rs string_match], docs/semantics.md#ztunnel-matching.
         let exact = StrMatch::parse("foo", false);
         assert!(exact.matches(b"foo") && !exact.matches(b"not") && !exact.matches(b""));
         let prefix = StrMatch::parse("foo*", false);

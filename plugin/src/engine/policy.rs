@@ -837,7 +837,7 @@ fn parse_condition(value: &Value, path: &str, namespace: &str, action: Action) -
     })
 }
 
-/// `when` keys (istiod `ValidateAttribute`, semantics.md §1.8).
+/// `when` keys (istiod `ValidateAttribute`, docs/semantics.md#when-conditions).
 fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
     let attr = match key {
         "source.ip" => Attr::SourceIp,
