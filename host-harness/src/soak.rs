@@ -518,7 +518,19 @@ pub fn run(opts: &Options) -> Result<Report> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let decisions_before = module_decisions(&envoy)?;
+    // The module hands its counts over on a one-second timer: the readiness probes' counts
+    // must have arrived before the baseline is taken, or they would be counted as the soak's.
+    let mut decisions_before = module_decisions(&envoy)?;
+    let waiting = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(1200));
+        let now = module_decisions(&envoy)?;
+        if now == decisions_before || waiting.elapsed() > Duration::from_secs(6) {
+            decisions_before = now;
+            break;
+        }
+        decisions_before = now;
+    }
 
     let t0 = Instant::now();
     let stop = AtomicBool::new(false);
@@ -699,9 +711,9 @@ pub fn run(opts: &Options) -> Result<Report> {
     }
     // The module hands its counts to Envoy on a one-second timer (observe.rs): give the last
     // ones a few ticks to arrive before comparing.
-    let settle = Instant::now();
+    let waiting = Instant::now();
     let mut module_total = module_decisions(&envoy)?.saturating_sub(decisions_before);
-    while module_total < decided && settle.elapsed() < Duration::from_secs(5) {
+    while module_total < decided && waiting.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(200));
         module_total = module_decisions(&envoy)?.saturating_sub(decisions_before);
     }
