@@ -114,7 +114,7 @@ pub struct Hop {
     pub explanation: Explanation,
     pub notes: Vec<String>,
     /// The plugin configuration this proxy was given and what it saw: enough to write the hop
-    /// as a fixture (contract §2) that `replay` checks.
+    /// as a fixture (docs/fixtures.md) that `replay` checks.
     pub config: Value,
     pub attributes: OwnedAttributes,
 }

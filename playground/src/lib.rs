@@ -3,7 +3,7 @@
 //! the editor's text and the request form, as JSON — and shows what comes back.
 //!
 //! Everything here is plumbing between the page and code the module and the command line
-//! already use: the case form becomes a fixture case (contract §2) read by the harness's own
+//! already use: the case form becomes a fixture case (docs/fixtures.md) read by the harness's own
 //! fixture parser, a fixture is replayed by the harness's own `replay` loop with the native
 //! engine, and a cluster is walked by `istio_authz::simulate::walk`. No decision is made here.
 //!
@@ -37,7 +37,7 @@ pub fn evaluate(case_json: &str) -> String {
     out.to_string()
 }
 
-/// Replays a fixture file (YAML or JSON, contract §2, configuration inline) as `authz-harness
+/// Replays a fixture file (YAML or JSON, docs/fixtures.md, configuration inline) as `authz-harness
 /// replay` does with the native engine: one result per case.
 #[wasm_bindgen]
 pub fn replay(fixture_text: &str) -> String {
@@ -133,7 +133,7 @@ fn jwt(case: &Value) -> Result<Option<Value>> {
     }
 }
 
-/// The form as a fixture case (contract §2), `expect` left to the caller.
+/// The form as a fixture case (docs/fixtures.md), `expect` left to the caller.
 fn fixture_case(case: &Value) -> Result<Value> {
     let mut c = Map::new();
     c.insert(
@@ -204,7 +204,7 @@ fn non_empty(s: &str) -> Option<&str> {
 
 // --- configuration mode: one proxy, as the module is configured ----------------------------
 
-/// The editor's text: a plugin configuration (contract §1), optionally followed by more YAML
+/// The editor's text: a plugin configuration (docs/configuration.md), optionally followed by more YAML
 /// documents of AuthorizationPolicy (or a `kind: List` of them) appended to its `policies`,
 /// as a fixture's `policyFiles` are.
 fn config_from_text(text: &str) -> Result<Value> {

@@ -1,4 +1,4 @@
-//! `istio-authz test`: the user's own fixture files (the contract's format) through the
+//! `istio-authz test`: the user's own fixture files (docs/fixtures.md) through the
 //! engine; each case's expectations checked.
 
 use super::{emit, Progress};
