@@ -37,6 +37,35 @@ DIR defaults to bench/results, TAG to `run`.
 Exit status 1 when a decision check failed (the module and native RBAC disagreed).
 ";
 
+/// A path as results files record it: relative to the repository when inside it, `~/…` when
+/// under the home directory, so that no machine's layout is written into a results file.
+fn portable(path: &Path) -> String {
+    let root = crate::envoy::repo_root();
+    if let Ok(rel) = path.strip_prefix(&root) {
+        return rel.display().to_string();
+    }
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+        if let Ok(rel) = path.strip_prefix(&home) {
+            return format!("~/{}", rel.display());
+        }
+    }
+    path.display().to_string()
+}
+
+fn portable_path<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&portable(path))
+}
+
+fn portable_optional_path<S: serde::Serializer>(
+    path: &Option<PathBuf>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => s.serialize_some(&portable(p)),
+        None => s.serialize_none(),
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Options {
     pub quick: bool,
@@ -50,14 +79,18 @@ pub struct Options {
     #[serde(skip)]
     pub out: PathBuf,
     pub tag: String,
+    #[serde(serialize_with = "portable_path")]
     pub wasm: PathBuf,
+    #[serde(serialize_with = "portable_path")]
     pub envoy: PathBuf,
+    #[serde(serialize_with = "portable_path")]
     pub wrk: PathBuf,
     pub memory: bool,
     /// Skip the Envoy phases: configure time, memory and native decide time only.
     pub no_load: bool,
     /// The module file the run used (a copy of `wasm`, taken at the start), its size and
     /// FNV-1a 64 fingerprint.
+    #[serde(serialize_with = "portable_optional_path")]
     pub module_copy: Option<PathBuf>,
     pub module_fnv64: String,
     /// The largest N for the worst-case set (its native RBAC takes about a second per
