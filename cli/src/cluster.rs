@@ -325,8 +325,8 @@ impl<'a> Pod<'a> {
         all
     }
 
-    /// The first `containerPort` declared, if any.
-    pub fn first_container_port(&self) -> Option<u16> {
+    /// Every `ports` entry of every container.
+    fn container_ports(&self) -> impl Iterator<Item = &'a Value> {
         self.0
             .spec()
             .and_then(|s| s.get("containers"))
@@ -335,23 +335,24 @@ impl<'a> Pod<'a> {
             .flatten()
             .filter_map(|c| c.get("ports").and_then(Value::as_array))
             .flatten()
-            .filter_map(|p| p.get("containerPort").and_then(Value::as_u64))
-            .find_map(|p| u16::try_from(p).ok())
+    }
+
+    fn number(port: &Value) -> Option<u16> {
+        port.get("containerPort")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+    }
+
+    /// The first `containerPort` declared, if any.
+    pub fn first_container_port(&self) -> Option<u16> {
+        self.container_ports().find_map(Pod::number)
     }
 
     /// A named container port.
     pub fn named_port(&self, name: &str) -> Option<u16> {
-        self.0
-            .spec()
-            .and_then(|s| s.get("containers"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.get("ports").and_then(Value::as_array))
-            .flatten()
+        self.container_ports()
             .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-            .and_then(|p| p.get("containerPort").and_then(Value::as_u64))
-            .and_then(|p| u16::try_from(p).ok())
+            .and_then(Pod::number)
     }
 }
 

@@ -90,8 +90,8 @@ fn json_output_is_one_object_with_the_load_notes() {
 
 #[test]
 fn a_case_list_checks_each_expectation() {
-    let dir = std::env::temp_dir().join(format!("istio-authz-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::Scratch::new("check");
+    let dir = scratch.path();
     let cases = dir.join("cases.yaml");
     std::fs::write(
         &cases,
@@ -114,13 +114,12 @@ fn a_case_list_checks_each_expectation() {
     let out = check(&["--case", cases.to_str().unwrap()], WAYPOINT);
     assert_eq!(out.code, 1);
     assert!(out.stdout.contains("expected: ALLOW"), "{}", out.stdout);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_principal_without_its_scheme_is_flagged() {
-    let dir = std::env::temp_dir().join(format!("istio-authz-scheme-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::Scratch::new("scheme");
+    let dir = scratch.path();
     let case = dir.join("case.yaml");
     std::fs::write(
         &case,
@@ -133,13 +132,12 @@ fn a_principal_without_its_scheme_is_flagged() {
         "{}",
         out.stdout
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn an_error_in_a_policy_file_names_that_file() {
-    let dir = std::env::temp_dir().join(format!("istio-authz-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::Scratch::new("bad");
+    let dir = scratch.path();
     let bad = dir.join("bad.yaml");
     std::fs::write(
         &bad,
@@ -165,7 +163,6 @@ fn an_error_in_a_policy_file_names_that_file() {
         "{}",
         out.stderr
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -184,8 +181,8 @@ fn test_replays_fixtures_and_its_json_is_json_throughout() {
 
 #[test]
 fn test_fails_on_a_wrong_expectation() {
-    let dir = std::env::temp_dir().join(format!("istio-authz-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::Scratch::new("test");
+    let dir = scratch.path();
     std::fs::write(
         dir.join("wrong.yaml"),
         format!("name: wrong\nconfig:\n  {}\ncases:\n- name: curl DELETE\n  source: {{principal: spiffe://cluster.local/ns/default/sa/curl}}\n  destination: {{address: 10.96.0.10, port: 9080}}\n  http: {{method: DELETE, path: /, host: productpage}}\n  expect: allow\n",
@@ -203,7 +200,6 @@ fn test_fails_on_a_wrong_expectation() {
         "{}",
         out.stdout
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -229,8 +225,8 @@ fn a_closed_standard_output_ends_the_run_without_a_panic() {
 #[test]
 fn policies_can_come_from_standard_input() {
     let policy = std::fs::read_to_string(common::root().join(L7)).unwrap();
-    let dir = std::env::temp_dir().join(format!("istio-authz-stdin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::Scratch::new("stdin");
+    let dir = scratch.path();
     let config = dir.join("waypoint.yaml");
     std::fs::write(&config, WAYPOINT).unwrap();
     let out = run(
@@ -252,13 +248,12 @@ fn policies_can_come_from_standard_input() {
         &policy,
     );
     assert_eq!(out.json()["cases"][0]["decision"], "deny", "{}", out.stderr);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_misspelled_policy_kind_is_refused_not_skipped() {
-    let dir = std::env::temp_dir().join(format!("istio-authz-kind-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::Scratch::new("kind");
+    let dir = scratch.path();
     let deny = dir.join("deny.yaml");
     std::fs::write(
         &deny,
@@ -285,7 +280,6 @@ fn a_misspelled_policy_kind_is_refused_not_skipped() {
         "{}",
         out.stderr
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
