@@ -930,26 +930,29 @@ impl EnvoyDecider {
                     .collect()
             }
         };
+        // Every listener of the run: the module in front of the upstream, over mTLS.
+        let module_listener = |name: String, addr: SocketAddr| ListenerSpec {
+            name,
+            address: addr.ip(),
+            port: addr.port(),
+            tls: Some(server_tls.clone()),
+            kind: if http {
+                ListenerKind::Http {
+                    plugin: Some(plugin.clone()),
+                }
+            } else {
+                ListenerKind::Tcp {
+                    plugin: Some(plugin.clone()),
+                }
+            },
+            upstream: UpstreamSpec::plain(upstream.addr()),
+        };
         for (i, (addr, unbindable)) in listeners.iter().enumerate() {
             if unbindable.is_some() {
                 continue;
             }
-            spec.listeners.push(ListenerSpec {
-                name: format!("dest-{i}"),
-                address: addr.ip(),
-                port: addr.port(),
-                tls: Some(server_tls.clone()),
-                kind: if http {
-                    ListenerKind::Http {
-                        plugin: Some(plugin.clone()),
-                    }
-                } else {
-                    ListenerKind::Tcp {
-                        plugin: Some(plugin.clone()),
-                    }
-                },
-                upstream: UpstreamSpec::plain(upstream.addr()),
-            });
+            spec.listeners
+                .push(module_listener(format!("dest-{i}"), *addr));
         }
         // One listener reading PROXY protocol headers for the cases loopback cannot place.
         let proxied_at = if plans.iter().any(|p| p.proxied.is_some()) {
@@ -958,22 +961,7 @@ impl EnvoyDecider {
             None
         };
         if let Some(addr) = proxied_at {
-            spec.listeners.push(ListenerSpec {
-                name: "proxied".into(),
-                address: addr.ip(),
-                port: addr.port(),
-                tls: Some(server_tls.clone()),
-                kind: if http {
-                    ListenerKind::Http {
-                        plugin: Some(plugin.clone()),
-                    }
-                } else {
-                    ListenerKind::Tcp {
-                        plugin: Some(plugin.clone()),
-                    }
-                },
-                upstream: UpstreamSpec::plain(upstream.addr()),
-            });
+            spec.listeners.push(module_listener("proxied".into(), addr));
             spec.proxy_protocol.push("proxied".into());
         }
         self.runs += 1;
