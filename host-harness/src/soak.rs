@@ -352,15 +352,6 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
-fn stat(envoy: &Envoy, name: &str) -> u64 {
-    envoy
-        .stats(name)
-        .ok()
-        .and_then(|s| s.into_iter().find(|(k, _)| k == name))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The module's enforced decisions so far: every `authz.*.allow` and `authz.*.deny` counter
 /// (observe.rs moves exactly one of them per decision). Envoy lists them under
 /// `wasmcustom.`.
@@ -471,13 +462,12 @@ fn send(envoy: &Envoy, port: u16, probe: &Probe) -> Outcome {
 fn settle(envoy: &Envoy, success_before: u64, rejected_before: u64) -> Result<bool> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let success = stat(envoy, "listener_manager.lds.update_success");
-        let rejected = stat(envoy, "listener_manager.lds.update_rejected");
+        let success = envoy.stat("listener_manager.lds.update_success");
+        let rejected = envoy.stat("listener_manager.lds.update_rejected");
         if rejected > rejected_before {
             return Ok(false);
         }
-        if success > success_before && stat(envoy, "listener_manager.total_listeners_warming") == 0
-        {
+        if success > success_before && envoy.stat("listener_manager.total_listeners_warming") == 0 {
             return Ok(true);
         }
         if Instant::now() > deadline {
@@ -591,8 +581,8 @@ pub fn run(opts: &Options) -> Result<Report> {
                     k += 1;
                     version += 1;
                     let l = listener(env, wasm, app, port, set)?;
-                    let success = stat(envoy, "listener_manager.lds.update_success");
-                    let rejected = stat(envoy, "listener_manager.lds.update_rejected");
+                    let success = envoy.stat("listener_manager.lds.update_success");
+                    let rejected = envoy.stat("listener_manager.lds.update_rejected");
                     let pushed = Instant::now();
                     push_lds(lds, version, &l)?;
                     let accepted = settle(envoy, success, rejected)?;
@@ -635,16 +625,16 @@ pub fn run(opts: &Options) -> Result<Report> {
             samples.push(Sample {
                 t: t0.elapsed().as_secs_f64(),
                 rss_kib: rss_kib(pid),
-                allocated: stat(&envoy, "server.memory_allocated"),
-                heap: stat(&envoy, "server.memory_heap_size"),
+                allocated: envoy.stat("server.memory_allocated"),
+                heap: envoy.stat("server.memory_heap_size"),
                 requests,
                 broken,
-                accepted: stat(&envoy, "listener_manager.lds.update_success"),
-                rejected: stat(&envoy, "listener_manager.lds.update_rejected"),
+                accepted: envoy.stat("listener_manager.lds.update_success"),
+                rejected: envoy.stat("listener_manager.lds.update_rejected"),
                 module_decisions: module_decisions(&envoy)
                     .unwrap_or(0)
                     .saturating_sub(decisions_before),
-                wasm_vms: stat(&envoy, "wasm.wasm_vm_count"),
+                wasm_vms: envoy.stat("wasm.wasm_vm_count"),
             });
             next += opts.sample_every;
             let now = Instant::now();

@@ -6,23 +6,13 @@ use std::time::{Duration, Instant};
 
 use authz_harness::envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
 use authz_harness::envoy::upstream::Upstream as App;
-use authz_harness::envoy::{wasm_or_skip, Envoy, TestEnv};
+use authz_harness::envoy::{wasm_or_skip, TestEnv};
 use serde_json::json;
 
 const CURL: &str = "cluster.local/ns/default/sa/curl";
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-fn counter(envoy: &Envoy, name: &str) -> u64 {
-    envoy
-        .stats(name)
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -72,13 +62,13 @@ fn counters_reach_envoy_within_a_tick() {
     let allow = "wasmcustom.authz.policy.default.productpage-waypoint.allow";
     let deny = "wasmcustom.authz.default.deny";
     let start = Instant::now();
-    while (counter(&envoy, allow), counter(&envoy, deny)) != (3, 1) {
+    while (envoy.stat(allow), envoy.stat(deny)) != (3, 1) {
         assert!(
             start.elapsed() < Duration::from_secs(15),
             "counters after {:?}: {allow}={} {deny}={}\n{:?}",
             start.elapsed(),
-            counter(&envoy, allow),
-            counter(&envoy, deny),
+            envoy.stat(allow),
+            envoy.stat(deny),
             envoy.stats("authz").unwrap()
         );
         std::thread::sleep(Duration::from_millis(200));

@@ -65,16 +65,6 @@ fn push(lds: &Path, version: u32, listener: &Value) {
     std::fs::rename(&tmp, lds).unwrap();
 }
 
-fn stat(envoy: &Envoy, name: &str) -> u64 {
-    envoy
-        .stats(name)
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn wait_for(what: &str, envoy: &Envoy, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -178,7 +168,7 @@ fn envoy_refuses_a_broken_configuration_with_the_modules_message_and_keeps_the_l
 
     // Version 2: a broken plugin configuration. Envoy must refuse the update, say why in
     // the module's own words, and keep serving version 1.
-    let rejected_before = stat(&envoy, "listener_manager.lds.update_rejected");
+    let rejected_before = envoy.stat("listener_manager.lds.update_rejected");
     let broken = listener(
         &env,
         &wasm,
@@ -188,7 +178,7 @@ fn envoy_refuses_a_broken_configuration_with_the_modules_message_and_keeps_the_l
     );
     push(&lds, 2, &broken);
     wait_for("the update to be rejected", &envoy, || {
-        stat(&envoy, "listener_manager.lds.update_rejected") > rejected_before
+        envoy.stat("listener_manager.lds.update_rejected") > rejected_before
     });
     let log = envoy.log();
     assert!(
@@ -221,8 +211,8 @@ fn envoy_refuses_a_broken_configuration_with_the_modules_message_and_keeps_the_l
     assert_eq!(status(&envoy, port, "GET"), 200);
     eprintln!(
         "lds: {} updates accepted, {} rejected",
-        stat(&envoy, "listener_manager.lds.update_success"),
-        stat(&envoy, "listener_manager.lds.update_rejected")
+        envoy.stat("listener_manager.lds.update_success"),
+        envoy.stat("listener_manager.lds.update_rejected")
     );
     for line in envoy
         .log()

@@ -535,6 +535,15 @@ impl Envoy {
             .collect())
     }
 
+    /// One counter or gauge by its exact name; 0 when absent or unreadable.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats(name)
+            .ok()
+            .and_then(|s| s.into_iter().find(|(k, _)| k == name))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
     }
