@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-use authz_plugin::engine::PluginConfig;
+use authz_engine::PluginConfig;
 
 const GOOD: &str = r#"{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
   "metadata": {"name": "good", "namespace": "default"},

@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-use authz_plugin::engine::{Engine, OwnedAttributes, OwnedHttp, Traffic};
+use authz_engine::{Engine, OwnedAttributes, OwnedHttp, Traffic};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-use authz_plugin::engine::{Claim, Engine, OwnedAttributes, OwnedHttp, Traffic, Verdict};
+use authz_engine::{Claim, Engine, OwnedAttributes, OwnedHttp, Traffic, Verdict};
 use serde_json::{json, Value};
 
 fn waypoint(policies: Value) -> Engine {

@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use authz_plugin::engine::{Claim, Engine, OwnedAttributes, OwnedHttp, Reason, Traffic, Verdict};
+use authz_engine::{Claim, Engine, OwnedAttributes, OwnedHttp, Reason, Traffic, Verdict};
 use serde_json::{json, Value};
 
 /// P: plaintext 127.0.0.1:1234 → 127.0.0.2:8080, no identity.
@@ -60,8 +60,8 @@ fn engine(mode: &str, rules: Value) -> Engine {
         }]
     });
     let config = serde_json::to_vec(&config).unwrap();
-    let mut parsed = authz_plugin::engine::PluginConfig::from_json(&config).unwrap();
-    parsed.filter = authz_plugin::engine::Filter::Network;
+    let mut parsed = authz_engine::PluginConfig::from_json(&config).unwrap();
+    parsed.filter = authz_engine::Filter::Network;
     Engine::from_config_all_points(parsed).unwrap()
 }
 
@@ -384,7 +384,7 @@ fn layer7_fields_and_not_twins_at_the_waypoint() {
     for (rule, want) in cases {
         let e = engine("waypoint", json!([rule]));
         let mut parsed = e.config().clone();
-        parsed.filter = authz_plugin::engine::Filter::Http;
+        parsed.filter = authz_engine::Filter::Http;
         let e = Engine::from_config(parsed).unwrap();
         assert_eq!(allowed(&e, Traffic::Request, &get), want, "{rule}");
     }

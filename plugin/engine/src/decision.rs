@@ -24,7 +24,7 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// Index of a policy in [`crate::engine::Engine::policies`].
+/// Index of a policy in [`crate::Engine::policies`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyId(pub u32);
 

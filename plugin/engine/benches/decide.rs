@@ -1,7 +1,7 @@
 //! Decision cost of the native engine: the seeds' policies, N generated waypoint policies
 //! (N = 10 … 10,000) and ztunnel's own worst case (10,000 DENY policies × 10 rules).
 //!
-//! `cargo bench -p authz-plugin --bench decide`. Reported as times; compare rows of one run.
+//! `cargo bench -p authz-engine --bench decide`. Reported as times; compare rows of one run.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-use authz_plugin::engine::{Engine, OwnedAttributes, OwnedHttp, Traffic, Verdict};
+use authz_engine::{Engine, OwnedAttributes, OwnedHttp, Traffic, Verdict};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use serde_json::{json, Value};
 use std::hint::black_box;

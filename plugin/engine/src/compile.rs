@@ -1276,17 +1276,11 @@ mod tests {
         let Ok(engine) = Engine::from_json(config.to_string().as_bytes()) else {
             panic!("configuration rejected");
         };
-        let attrs = crate::engine::OwnedAttributes {
-            http: Some(crate::engine::OwnedHttp::new(
-                b"GET",
-                b"/",
-                b"h",
-                vec![],
-                None,
-            )),
+        let attrs = crate::OwnedAttributes {
+            http: Some(crate::OwnedHttp::new(b"GET", b"/", b"h", vec![], None)),
             ..Default::default()
         };
-        let decision = engine.decide(crate::engine::Traffic::Request, &attrs);
+        let decision = engine.decide(crate::Traffic::Request, &attrs);
         assert_eq!(decision.reason.rule().map(|r| r.rule), Some(10));
     }
 
