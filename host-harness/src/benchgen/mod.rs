@@ -16,6 +16,7 @@
 pub mod check;
 pub mod envoy;
 pub mod gen;
+pub mod indexed;
 pub mod memory;
 pub mod model;
 pub mod run;
