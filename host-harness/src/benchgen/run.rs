@@ -341,7 +341,9 @@ pub struct Results {
 /// A run is quiet when everything else on the machine used less than this many CPUs.
 pub const QUIET_CPU: f64 = 0.1;
 
-const VARIANTS: [&str; 4] = ["none", "empty-wasm", "native", "module"];
+/// `native-indexed` is the same policies as a hand-indexed matcher ([`super::indexed`]); it
+/// comes last so that the other variants keep their addresses.
+pub(super) const VARIANTS: [&str; 5] = ["none", "empty-wasm", "native", "module", "native-indexed"];
 const ROLES: [&str; 2] = ["bench-allow", "bench-deny"];
 
 fn role_name(role: &str) -> &'static str {
@@ -415,10 +417,10 @@ fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))
 }
 
-/// Server addresses: Layer 7 variants on .20/.21/.22, Layer 4 on .24/.25/.26 (all inside the
+/// Server addresses: Layer 7 variants on .20–.24, Layer 4 on .24–.28 (all inside the
 /// generator's `server_cidr`, 127.0.0.16/28); the module's are the ones in the plugin
 /// configuration.
-fn server_ip(kind: SetKind, variant: &str) -> IpAddr {
+pub(super) fn server_ip(kind: SetKind, variant: &str) -> IpAddr {
     let base = if kind.http() { 20 } else { 24 };
     let off = VARIANTS.iter().position(|v| *v == variant).unwrap_or(0) as u8;
     v4(127, 0, 0, base + off)
@@ -514,7 +516,7 @@ fn run_wrk(o: &Options, port: u16, script: &Path, seconds: u64) -> Result<WrkOut
 }
 
 /// What a listener decided for one sample, replayed with the Rust mTLS client.
-fn replay(
+pub(super) fn replay(
     pki: &TestPki,
     s: &Sample,
     target: SocketAddr,
@@ -610,6 +612,7 @@ impl Ctx<'_> {
             let filter = match variant {
                 "none" => Filter::None,
                 "native" => Filter::Native(rbac.clone()),
+                "native-indexed" => Filter::Native(super::indexed::envoy_rbac_indexed(set)),
                 "empty-wasm" => Filter::Module {
                     wasm: self.work.join("empty.wasm"),
                     config: "{}".into(),
@@ -650,7 +653,7 @@ impl Ctx<'_> {
                 n,
                 variant,
                 rules: match *variant {
-                    "native" => set.rule_count(),
+                    "native" | "native-indexed" => set.rule_count(),
                     "module" => set.policies.len(),
                     _ => 0,
                 },
@@ -692,7 +695,8 @@ impl Ctx<'_> {
             Duration::from_secs(60),
         )?;
 
-        // Equal work: every replayable sample decided identically by both listeners.
+        // Equal work: every replayable sample decided identically by the native, module and
+        // native-indexed listeners.
         let mut row = CheckRow {
             set: kind,
             n,
@@ -722,16 +726,22 @@ impl Ctx<'_> {
                 SocketAddr::new(server_ip(kind, "module"), port),
                 http,
             );
+            let indexed = replay(
+                &self.pki,
+                s,
+                SocketAddr::new(server_ip(kind, "native-indexed"), port),
+                http,
+            );
             row.replayed += 1;
-            if native.is_ok() && native == module {
+            if native.is_ok() && native == module && native == indexed {
                 row.identical += 1;
             }
-            if native == Ok(s.expect) && module == Ok(s.expect) {
+            if native == Ok(s.expect) && module == Ok(s.expect) && indexed == Ok(s.expect) {
                 row.as_expected += 1;
             } else {
                 row.mismatches.push(format!(
-                    "{}: expected {}, native {:?}, module {:?}",
-                    s.name, s.expect, native, module
+                    "{}: expected {}, native {:?}, module {:?}, native-indexed {:?}",
+                    s.name, s.expect, native, module, indexed
                 ));
             }
         }
@@ -808,7 +818,7 @@ impl Ctx<'_> {
                     };
                     let seconds = w.duration_us as f64 / 1e6;
                     let expect_denied =
-                        role == "bench-deny" && (variant == "native" || variant == "module");
+                        role == "bench-deny" && !matches!(variant, "none" | "empty-wasm");
                     let socket_errors =
                         w.connect_errors + w.read_errors + w.write_errors + w.timeouts;
                     let decisions_ok = socket_errors == 0
@@ -1197,7 +1207,7 @@ pub fn tables(r: &Results) -> String {
         let _ = writeln!(md, "\n#### Decision checks (equal work)\n");
         let _ = writeln!(
             md,
-            "| set | N | native engine vs generator | replayed through both Envoys | identical | as expected |"
+            "| set | N | native engine vs generator | replayed through native, module and native-indexed | identical | as expected |"
         );
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
         for c in &r.checks {
