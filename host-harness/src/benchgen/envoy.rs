@@ -344,6 +344,18 @@ impl Proc {
         dir: &Path,
         timeout: Duration,
     ) -> Result<Proc> {
+        Proc::start_workers(bin, name, bootstrap, dir, timeout, 1)
+    }
+
+    /// As [`Proc::start`], with `workers` worker threads (`--concurrency`).
+    pub fn start_workers(
+        bin: &Path,
+        name: &str,
+        bootstrap: &Value,
+        dir: &Path,
+        timeout: Duration,
+        workers: usize,
+    ) -> Result<Proc> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join(format!("{name}.json"));
         std::fs::write(&config, serde_json::to_vec(bootstrap)?)
@@ -370,13 +382,9 @@ impl Proc {
         let child = command
             .arg("-c")
             .arg(&config)
-            .args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "--log-level",
-                "warn",
-            ])
+            .arg("--concurrency")
+            .arg(workers.to_string())
+            .args(["--disable-hot-restart", "--log-level", "warn"])
             .arg("--admin-address-path")
             .arg(&admin_file)
             .stdin(Stdio::null())

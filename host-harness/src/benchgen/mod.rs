@@ -17,10 +17,12 @@ pub mod check;
 pub mod envoy;
 pub mod gen;
 pub mod indexed;
+pub mod indexed_report;
 pub mod memory;
 pub mod model;
 pub mod run;
 pub mod shapes;
+pub mod workers;
 
 pub use gen::{Description, Generated, Sample, SetKind};
 

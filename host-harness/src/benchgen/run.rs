@@ -273,7 +273,7 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(mut v: Vec<f64>) -> Option<Spread> {
+    pub(super) fn of(mut v: Vec<f64>) -> Option<Spread> {
         v.retain(|x| x.is_finite());
         if v.is_empty() {
             return None;
@@ -333,6 +333,8 @@ pub struct Results {
     pub footprint: Vec<FootprintRow>,
     pub runs: Vec<LoadRun>,
     pub summary: Vec<SummaryRow>,
+    /// Resident memory with two workers ([`super::workers`]).
+    pub workers_memory: Vec<super::workers::WorkersRow>,
     pub errors: Vec<String>,
 }
 
@@ -1203,6 +1205,8 @@ pub fn tables(r: &Results) -> String {
             );
         }
     }
+    md.push_str(&super::indexed_report::table(r));
+    md.push_str(&super::workers::table(r));
     if !r.checks.is_empty() {
         let _ = writeln!(md, "\n#### Decision checks (equal work)\n");
         let _ = writeln!(
@@ -1337,15 +1341,16 @@ fn plot_files(r: &Results, dir: &Path, tag: &str) -> Result<()> {
                 continue;
             }
             let file = format!("{tag}-{}-{role}.dat", kind.name());
-            let mut data = String::from("# N none native module\n");
+            let mut data = String::from("# N none native module native-indexed\n");
             for s in rows {
                 let _ = writeln!(
                     data,
-                    "{} {} {} {}",
+                    "{} {} {} {} {}",
                     s.n,
                     fmt_num(s.rps.get("none"), 1).replace('–', "NaN"),
                     fmt_num(s.rps.get("native"), 1).replace('–', "NaN"),
                     fmt_num(s.rps.get("module"), 1).replace('–', "NaN"),
+                    fmt_num(s.rps.get("native-indexed"), 1).replace('–', "NaN"),
                 );
             }
             std::fs::write(dir.join(&file), data)?;
@@ -1355,17 +1360,19 @@ fn plot_files(r: &Results, dir: &Path, tag: &str) -> Result<()> {
             panels.push((kind, series));
         }
     }
+    let memory = super::indexed_report::memory_panels(r, dir, tag)?;
+    let count = panels.len() + memory.len();
     let mut gp = String::new();
     let _ = writeln!(
         gp,
         "set terminal pngcairo size 1500,{} font ',10'\nset output '{tag}.png'",
-        450 * panels.len().max(1)
+        450 * count.max(1)
     );
     let _ = writeln!(
         gp,
         "set logscale xy\nset grid\nset key outside right\nset xlabel 'number of AuthorizationPolicies (N)'\nset xrange [0.7:14000]"
     );
-    let _ = writeln!(gp, "set multiplot layout {},1", panels.len().max(1));
+    let _ = writeln!(gp, "set multiplot layout {},1", count.max(1));
     for (kind, series) in &panels {
         let _ = writeln!(
             gp,
@@ -1387,10 +1394,16 @@ fn plot_files(r: &Results, dir: &Path, tag: &str) -> Result<()> {
                 "'{file}' using 1:4 with linespoints lw 2 dt {dash} lc rgb '#2471a3' title 'module, {role}'"
             ));
             plots.push(format!(
+                "'{file}' using 1:5 with linespoints lw 2 dt {dash} lc rgb '#1e8449' title 'native-indexed, {role}'"
+            ));
+            plots.push(format!(
                 "'{file}' using 1:2 with lines dt {dash} lc rgb '#999999' title 'no filter, {role}'"
             ));
         }
         let _ = writeln!(gp, "plot {}", plots.join(", \\\n     "));
+    }
+    for m in memory {
+        let _ = writeln!(gp, "{m}");
     }
     let _ = writeln!(gp, "unset multiplot");
     std::fs::write(dir.join(format!("{tag}.gp")), gp)?;
@@ -1472,6 +1485,7 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
             footprint: Vec::new(),
             runs: Vec::new(),
             summary: Vec::new(),
+            workers_memory: Vec::new(),
             errors: Vec::new(),
         },
     };
@@ -1507,6 +1521,15 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
                 ctx.results
                     .errors
                     .push(format!("{} N={n}: footprint: {e:#}", kind.name()));
+            }
+            if !o.no_load && o.memory && super::workers::wanted(n, kind) {
+                match super::workers::measure(&o.envoy, &ctx.pki, &work, ctx.module(), &g, kind) {
+                    Ok(rows) => ctx.results.workers_memory.extend(rows),
+                    Err(e) => ctx
+                        .results
+                        .errors
+                        .push(format!("{} N={n}: two workers: {e:#}", kind.name())),
+                }
             }
         }
     }
