@@ -168,6 +168,8 @@ pub struct HostState {
     pub shared: Arc<Mutex<SharedData>>,
     pub vm_id: String,
     pub tick_period_ms: u32,
+    /// How often the module called each `env` host function (what a request costs the host).
+    pub host_calls: Mutex<HashMap<String, u64>>,
     started: Instant,
     rng: u64,
 }
@@ -202,6 +204,7 @@ impl HostState {
             shared,
             vm_id,
             tick_period_ms: 0,
+            host_calls: Mutex::new(HashMap::new()),
             started: Instant::now(),
             rng: seed | 1,
         }
@@ -387,6 +390,9 @@ fn lower(bytes: &[u8]) -> Vec<u8> {
 /// Host calls Envoy allows while `_initialize` runs (cpp-host restricts to logging, time and
 /// WASI before any root context exists).
 fn check_init(caller: &Caller<'_, HostState>, func: &str) -> HostResult<()> {
+    if let Ok(mut calls) = caller.data().host_calls.lock() {
+        *calls.entry(func.to_string()).or_default() += 1;
+    }
     if caller.data().callback == Callback::Initialize {
         bail!("{func} called during _initialize: Envoy allows only logging, time and WASI before the root context exists");
     }

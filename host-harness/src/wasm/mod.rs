@@ -660,6 +660,18 @@ impl PluginInstance {
         self.vm.failed.as_deref()
     }
 
+    /// How often the module called each `env` host function that Envoy restricts during
+    /// `_initialize` (property, header, buffer, metric and stream calls), since it started.
+    pub fn host_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        self.vm
+            .store
+            .data()
+            .host_calls
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
     /// Metrics the module defined: name, kind and value.
     pub fn metrics(&self) -> Vec<(String, MetricKind, i64)> {
         self.vm

@@ -2,7 +2,8 @@
 //!
 //! Every accessor fetches its property on the engine's first call and caches it in a
 //! [`OnceCell`]; the engine only asks for what a candidate rule needs, so a connection that
-//! no rule inspects costs no host call at all. Encodings are Envoy's (see
+//! no rule inspects costs no host call at all. The method and the path are single header
+//! reads; the whole header map is copied only for a rule on a header or the host. Encodings are Envoy's (see
 //! <https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/advanced/attributes>): strings as raw bytes, `destination.port` as an 8-byte little-endian int64,
 //! addresses as `ip:port` (`[v6]:port`), the request as the header map of the ABI, and the
 //! JWT payload inside the dynamic-metadata message. Identity comes only from what the proxy
@@ -100,11 +101,22 @@ fn int64(bytes: &[u8]) -> Option<i64> {
     Some(i64::from_le_bytes(array))
 }
 
-/// The request as the engine sees it, built from one read of the header map.
+/// One request header by name (`:method`, `:path`): a single value, so a rule on the method or
+/// the path alone does not copy the whole header map into the VM.
+fn request_header(name: &str) -> Option<Vec<u8>> {
+    match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name) {
+        Ok(value) => value,
+        Err(status) => {
+            log::warn!("authz: request header {name} unreadable: {status:?}");
+            None
+        }
+    }
+}
+
+/// The request's headers as the engine sees them, built from one read of the header map, made
+/// only when a rule names a header or the host.
 #[derive(Default)]
 struct Request {
-    method: Option<Vec<u8>>,
-    path: Option<Vec<u8>>,
     authority: Option<Vec<u8>>,
     /// Lower-case name and value, one entry per occurrence, in order: never joined, as
     /// Envoy 1.40's RBAC matches each occurrence on its own (see [`Attributes::header`]).
@@ -124,13 +136,8 @@ impl Request {
         let mut request = Request::default();
         for (name, value) in pairs {
             let name = name.to_ascii_lowercase();
-            match name.as_str() {
-                ":method" if request.method.is_none() => request.method = Some(value.clone()),
-                ":path" if request.path.is_none() => request.path = Some(value.clone()),
-                ":authority" if request.authority.is_none() => {
-                    request.authority = Some(value.clone())
-                }
-                _ => {}
+            if name == ":authority" && request.authority.is_none() {
+                request.authority = Some(value.clone());
             }
             request.headers.push((name, value));
         }
@@ -231,6 +238,8 @@ pub(crate) struct HostAttributes<'a> {
     destination: OnceCell<Option<IpAddr>>,
     port: OnceCell<Option<u16>>,
     sni: OnceCell<Option<String>>,
+    method: OnceCell<Option<Vec<u8>>>,
+    path: OnceCell<Option<Vec<u8>>>,
     request: OnceCell<Request>,
     jwt: OnceCell<Option<Claim>>,
     /// How deep the JWT payload is read (`Engine::jwt_depth`).
@@ -249,6 +258,8 @@ impl<'a> HostAttributes<'a> {
             destination: OnceCell::new(),
             port: OnceCell::new(),
             sni: OnceCell::new(),
+            method: OnceCell::new(),
+            path: OnceCell::new(),
             request: OnceCell::new(),
             jwt: OnceCell::new(),
             jwt_depth: 0,
@@ -373,11 +384,19 @@ impl Attributes for HostAttributes<'_> {
     }
 
     fn method(&self) -> Option<&[u8]> {
-        self.request()?.method.as_deref()
+        if !self.http {
+            return None;
+        }
+        self.method
+            .get_or_init(|| request_header(":method"))
+            .as_deref()
     }
 
     fn path(&self) -> Option<&[u8]> {
-        self.request()?.path.as_deref()
+        if !self.http {
+            return None;
+        }
+        self.path.get_or_init(|| request_header(":path")).as_deref()
     }
 
     fn host(&self) -> Option<&[u8]> {

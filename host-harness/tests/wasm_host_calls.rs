@@ -1,0 +1,128 @@
+//! What a request costs the host: the module reads only what a candidate rule needs, each
+//! thing once. The seeds' waypoint policy (a principal and a method) reads the peer's identity
+//! and the method alone, never the whole header map; a rule on a header reads the map once.
+
+use std::collections::BTreeMap;
+
+use authz_harness::wasm::{shared_module, PluginInstance};
+use authz_plugin::engine::{OwnedAttributes, OwnedHttp, Verdict};
+use serde_json::{json, Value};
+
+fn config(rule: Value) -> Value {
+    json!({
+        "mode": "waypoint",
+        "waypoint": {"name": "waypoint", "namespace": "default"},
+        "services": [{
+            "name": "productpage", "namespace": "default",
+            "hosts": ["productpage.default.svc.cluster.local"],
+            "addresses": ["10.96.0.10"], "ports": [9080],
+        }],
+        "policies": [{
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "productpage-waypoint", "namespace": "default"},
+            "spec": {
+                "targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}],
+                "action": "ALLOW",
+                "rules": [rule],
+            },
+        }],
+    })
+}
+
+fn configure(config: &Value) -> PluginInstance {
+    let module = shared_module().unwrap_or_else(|e| panic!("module: {e}"));
+    module
+        .configure(&serde_json::to_vec(config).expect("json"))
+        .unwrap_or_else(|e| panic!("configure: {e}"))
+}
+
+fn request(method: &str, headers: &[(&str, &str)]) -> OwnedAttributes {
+    OwnedAttributes {
+        peer_principal: Some("spiffe://cluster.local/ns/default/sa/curl".into()),
+        source_ip: Some("10.1.0.7".parse().expect("ip")),
+        remote_ip: None,
+        destination_ip: Some("10.96.0.10".parse().expect("ip")),
+        destination_port: Some(9080),
+        sni: None,
+        http: Some(OwnedHttp::new(
+            method.as_bytes(),
+            b"/productpage?u=normal",
+            b"productpage:9080",
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            None,
+        )),
+    }
+}
+
+/// The host calls one request made.
+fn calls_of(
+    p: &mut PluginInstance,
+    attrs: &OwnedAttributes,
+    want: Verdict,
+) -> BTreeMap<String, u64> {
+    let before = p.host_calls();
+    let out = p.request(attrs).unwrap_or_else(|e| panic!("request: {e}"));
+    assert_eq!(out.verdict, want, "logs: {:?}", out.logs);
+    let mut after = p.host_calls();
+    for (name, n) in before {
+        if let Some(v) = after.get_mut(&name) {
+            *v -= n;
+        }
+    }
+    after.retain(|_, v| *v > 0);
+    after
+}
+
+#[test]
+fn the_seeds_policy_reads_the_method_not_the_header_map() {
+    let mut p = configure(&config(json!({
+        "from": [{"source": {"principals": ["cluster.local/ns/default/sa/curl"]}}],
+        "to": [{"operation": {"methods": ["GET"]}}],
+    })));
+    let headers = [
+        ("user-agent", "curl/8"),
+        ("accept", "*/*"),
+        ("x-request-id", "1"),
+    ];
+    for (method, want) in [("GET", Verdict::Allow), ("POST", Verdict::Deny)] {
+        let calls = calls_of(&mut p, &request(method, &headers), want);
+        assert_eq!(
+            calls.get("proxy_get_header_map_pairs"),
+            None,
+            "{method}: {calls:?}"
+        );
+        assert_eq!(
+            calls.get("proxy_get_header_map_value"),
+            Some(&1),
+            "{method}: {calls:?}"
+        );
+    }
+}
+
+#[test]
+fn a_header_rule_reads_the_header_map_once() {
+    let mut p = configure(&config(json!({
+        "to": [{"operation": {"methods": ["GET"], "paths": ["/productpage"]}}],
+        "when": [{"key": "request.headers[x-tenant]", "values": ["blue"]}],
+    })));
+    let calls = calls_of(
+        &mut p,
+        &request("GET", &[("x-tenant", "blue"), ("accept", "*/*")]),
+        Verdict::Allow,
+    );
+    assert_eq!(
+        calls.get("proxy_get_header_map_pairs"),
+        Some(&1),
+        "{calls:?}"
+    );
+    // Method and path: one read each.
+    assert_eq!(
+        calls.get("proxy_get_header_map_value"),
+        Some(&2),
+        "{calls:?}"
+    );
+}
