@@ -727,7 +727,8 @@ impl Generated {
     }
 
     /// Writes `description.json`, `samples.json` and, per set, `<set>-plugin.json` (the
-    /// module's configuration) and `<set>-rbac.json` (the RBAC filter's `typed_config`).
+    /// module's configuration), `<set>-rbac.json` (the RBAC filter's `typed_config`) and
+    /// `<set>-rbac-indexed.json` (the same as a hand-indexed matcher, `native-indexed`).
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut written = Vec::new();
@@ -751,6 +752,10 @@ impl Generated {
             put(
                 &format!("{}-rbac.json", kind.name()),
                 &self.set(kind).envoy_rbac(),
+            )?;
+            put(
+                &format!("{}-rbac-indexed.json", kind.name()),
+                &super::indexed::envoy_rbac_indexed(self.set(kind)),
             )?;
         }
         Ok(written)

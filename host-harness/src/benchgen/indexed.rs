@@ -23,6 +23,9 @@
 //!    principals, sources without an identity, prefix keys that are prefixes of other keys);
 //! 5. finally the set's default: DENY for an ALLOW set, ALLOW for a DENY set.
 //!
+//! Exact keys whose rules leave the same conditions (addresses, ports) for many keys get a
+//! level of their own that tests those conditions once, then looks the key up ([`hoist`]).
+//!
 //! Every level falls through to the next when the entry it found does not match (Envoy does
 //! so: a nested matcher that does not match makes the tree try its `on_no_match`), and every
 //! level's actions are the set's one action, so the order of the levels does not change a
@@ -190,7 +193,13 @@ impl Matcher {
         let mut out = vec![match &self.kind {
             Kind::Exact(_, m) => ("exact", m.len()),
             Kind::Prefix(_, m) => ("prefix", m.len()),
-            Kind::List(l) => ("list", l.len()),
+            Kind::List(l) => match l.as_slice() {
+                [(_, OnMatch::Matcher(m))] => match &m.kind {
+                    Kind::Exact(_, map) => ("condition, then exact", map.len()),
+                    _ => ("list", 1),
+                },
+                _ => ("list", l.len()),
+            },
         }];
         if let Some(OnMatch::Matcher(m)) = self.on_no_match.as_deref() {
             out.extend(m.levels());
@@ -450,6 +459,49 @@ fn entry(rules: Vec<(Option<Pred>, String)>, allow: bool) -> OnMatch {
     }))
 }
 
+/// Keys of one rule whose remaining conditions are the same for at least this many keys are
+/// tested once for the group instead of once per key.
+const HOIST_MIN: usize = 16;
+
+/// Factors out conditions that many keys share: the keys of one rule with the same remaining
+/// conditions `P` form a level of their own, "`P`, then a map of the keys to their actions".
+/// Equal decisions (a key's rule matches iff `P` holds and the key is found), a fraction of
+/// the configuration when `P` is common (ztunnel's worst case: every rule has the same
+/// addresses and port, so 300,000 keys would otherwise each carry a copy of them).
+fn hoist(
+    exact: BTreeMap<String, Vec<(Option<Pred>, String)>>,
+    allow: bool,
+) -> (BTreeMap<String, Vec<(Option<Pred>, String)>>, Vec<Kind>) {
+    let mut groups: BTreeMap<String, (Pred, Vec<(String, String)>)> = BTreeMap::new();
+    for (key, rules) in &exact {
+        if let [(Some(p), name)] = rules.as_slice() {
+            groups
+                .entry(pred_json(p).to_string())
+                .or_insert_with(|| (p.clone(), Vec::new()))
+                .1
+                .push((key.clone(), name.clone()));
+        }
+    }
+    let mut rest = exact;
+    let mut levels = Vec::new();
+    for (_, (pred, keys)) in groups {
+        if keys.len() < HOIST_MIN {
+            continue;
+        }
+        let mut map = BTreeMap::new();
+        for (key, name) in keys {
+            rest.remove(&key);
+            map.insert(key, OnMatch::Action { name, allow });
+        }
+        let inner = Matcher {
+            kind: Kind::Exact(Input::UriSan, map),
+            on_no_match: None,
+        };
+        levels.push(Kind::List(vec![(pred, OnMatch::Matcher(Box::new(inner)))]));
+    }
+    (rest, levels)
+}
+
 /// The hand-indexed matcher for a policy set (see the module documentation).
 pub fn index(set: &PolicySet, trust_domain: &str) -> Matcher {
     let allow = set.action == Action::Allow;
@@ -569,9 +621,11 @@ pub fn index(set: &PolicySet, trust_domain: &str) -> Matcher {
     let to_map = |m: BTreeMap<String, Vec<(Option<Pred>, String)>>| -> BTreeMap<String, OnMatch> {
         m.into_iter().map(|(k, v)| (k, entry(v, allow))).collect()
     };
+    let (exact, hoisted) = hoist(exact, allow);
     if !exact.is_empty() {
         levels.push(Kind::Exact(Input::UriSan, to_map(exact)));
     }
+    levels.extend(hoisted);
     if !prefix.is_empty() {
         levels.push(Kind::Prefix(Input::UriSan, to_map(prefix)));
     }

@@ -39,6 +39,7 @@ ALLOW policies attached by targetRefs to one Service; l4: ztunnel ALLOW policies
 selector; l4worst: ztunnel's worst case, root-namespace DENY policies of 10 rules):
   <set>-plugin.json   the module's plugin configuration (docs/configuration.md)
   <set>-rbac.json     the typed_config of the Envoy RBAC filter istiod would generate
+  <set>-rbac-indexed.json  the same policies as a hand-indexed matcher (native-indexed)
   samples.json        sample requests/connections with the expected decision
   description.json    the description they were generated from
 With N = 1 the l7 set is the seeds' waypoint policy (policies/bookinfo/productpage-waypoint.yaml)
