@@ -459,6 +459,9 @@ fn entry(rules: Vec<(Option<Pred>, String)>, allow: bool) -> OnMatch {
     }))
 }
 
+/// Per key, the rules naming it: what each still needs (`None`: nothing) and its name.
+type Keyed = BTreeMap<String, Vec<(Option<Pred>, String)>>;
+
 /// Keys of one rule whose remaining conditions are the same for at least this many keys are
 /// tested once for the group instead of once per key.
 const HOIST_MIN: usize = 16;
@@ -468,10 +471,7 @@ const HOIST_MIN: usize = 16;
 /// Equal decisions (a key's rule matches iff `P` holds and the key is found), a fraction of
 /// the configuration when `P` is common (ztunnel's worst case: every rule has the same
 /// addresses and port, so 300,000 keys would otherwise each carry a copy of them).
-fn hoist(
-    exact: BTreeMap<String, Vec<(Option<Pred>, String)>>,
-    allow: bool,
-) -> (BTreeMap<String, Vec<(Option<Pred>, String)>>, Vec<Kind>) {
+fn hoist(exact: Keyed, allow: bool) -> (Keyed, Vec<Kind>) {
     let mut groups: BTreeMap<String, (Pred, Vec<(String, String)>)> = BTreeMap::new();
     for (key, rules) in &exact {
         if let [(Some(p), name)] = rules.as_slice() {
@@ -505,9 +505,9 @@ fn hoist(
 /// The hand-indexed matcher for a policy set (see the module documentation).
 pub fn index(set: &PolicySet, trust_domain: &str) -> Matcher {
     let allow = set.action == Action::Allow;
-    let mut exact: BTreeMap<String, Vec<(Option<Pred>, String)>> = BTreeMap::new();
-    let mut prefix: BTreeMap<String, Vec<(Option<Pred>, String)>> = BTreeMap::new();
-    let mut namespace: BTreeMap<String, Vec<(Option<Pred>, String)>> = BTreeMap::new();
+    let mut exact: Keyed = BTreeMap::new();
+    let mut prefix: Keyed = BTreeMap::new();
+    let mut namespace: Keyed = BTreeMap::new();
     let mut linear: Vec<(Pred, String)> = Vec::new();
     let mut always: Option<String> = None;
     let mut rules: Vec<(String, &Rule)> = set
@@ -618,7 +618,7 @@ pub fn index(set: &PolicySet, trust_domain: &str) -> Matcher {
         allow: !allow,
     };
     let mut levels: Vec<Kind> = Vec::new();
-    let to_map = |m: BTreeMap<String, Vec<(Option<Pred>, String)>>| -> BTreeMap<String, OnMatch> {
+    let to_map = |m: Keyed| -> BTreeMap<String, OnMatch> {
         m.into_iter().map(|(k, v)| (k, entry(v, allow))).collect()
     };
     let (exact, hoisted) = hoist(exact, allow);
