@@ -2,14 +2,17 @@
 # The benchmark: the authz module in Envoy against Envoy's native RBAC filter, side by side,
 # from one AuthorizationPolicy to ten thousand (method and results: BENCHMARKS.md).
 #
-#   bench/run.sh            full run (5 N x 4 policy sets x 3 rounds of 5 s; about 40 min)
+#   bench/run.sh            full run (5 N x 4 policy sets x 3 rounds of 5 s; about 55 min)
 #   bench/run.sh --quick    1 round of 1 s, N = 1, 100, 10000 (a few minutes; what CI runs)
 #
 # Any other argument is passed to the runner (`authz-harness bench-run --help`), e.g.
 #   bench/run.sh --n 1,1000 --sets l7 --rounds 5
 #
 # Writes bench/results/<date>[-quick].{json,md,png} (+ the gnuplot .gp/.dat files).
-# Everything runs on 127.0.0.0/8; every Envoy has one worker (--concurrency 1).
+# Everything runs on 127.0.0.0/8; every Envoy has one worker (--concurrency 1), except the
+# two-worker resident-memory runs at N = 1, 1000, 10000 (--concurrency 2).
+# Server variants: none, native (what istiod generates), native-indexed (the same policies
+# as a hand-indexed unified matcher), module, and empty-wasm at the smallest N.
 # Needs: Envoy (scripts/install-envoy.sh), wrk and gnuplot (installed here with apt-get when
 # missing and possible), the wasm32-wasip1 Rust target.
 set -euo pipefail
