@@ -92,13 +92,14 @@ fn a_trap_in_on_request_headers_is_a_failure_not_a_decision() {
 #[test]
 fn an_sdk_panic_on_a_malformed_header_map_is_a_trap_with_the_panic_message() {
     let module = shared_module().unwrap_or_else(|e| panic!("{e}"));
-    // A policy that looks at the method, so that the module reads the header map.
+    // A policy on a header, so that the module reads the whole header map (the method alone
+    // is a single header read).
     let config = br#"{"mode": "waypoint", "waypoint": {"name": "waypoint", "namespace": "default"},
         "services": [{"name": "productpage", "namespace": "default", "addresses": ["10.96.0.10"]}],
         "policies": [{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
                       "metadata": {"name": "get-only", "namespace": "default"},
                       "spec": {"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}],
-                               "rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]}}]}"#;
+                               "rules": [{"when": [{"key": "request.headers[x-tenant]", "values": ["blue"]}]}]}}]}"#;
     let mut vm = module.configure(config).unwrap_or_else(|e| panic!("{e}"));
     // The 1-byte "empty map" form the spec allows and the Rust SDK cannot read.
     let opts = StreamOptions {
