@@ -3,11 +3,11 @@
 
 use super::error::ConfigError;
 use super::json::{
-    index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Result,
+    index, join, number_as_u64, number_text, object, only_keys, opt_list, opt_object, opt_str,
+    opt_str_list, Map, Result, Value,
 };
 use super::matcher::Cidr;
 use super::policy::{check_port, AuthorizationPolicy};
-use serde_json::{Map, Value};
 use std::net::IpAddr;
 
 /// Which enforcement point this proxy plays.
@@ -104,7 +104,15 @@ impl PluginConfig {
         super::stream::from_json(bytes)
     }
 
-    pub fn from_value(value: &Value) -> Result<PluginConfig> {
+    /// Reads a configuration already held as a `serde_json` value (the command-line tools and
+    /// the harness build one from YAML), as [`Self::from_json`] reads the same document.
+    pub fn from_value(value: &serde_json::Value) -> Result<PluginConfig> {
+        PluginConfig::from_tree(&super::json::from_serde(value))
+    }
+
+    /// The configuration read as one JSON tree: what the one pass falls back to for a
+    /// document it does not take.
+    pub(crate) fn from_tree(value: &Value) -> Result<PluginConfig> {
         let map = object(value, "")?;
         let policies = opt_list(map, "policies", "")?.unwrap_or_default();
         PluginConfig::from_parsed(
@@ -119,7 +127,7 @@ impl PluginConfig {
     /// Validates the rest of the configuration (`map`, whose `policies` key is not read)
     /// and takes the policies as parsed, in order; the first error wins.
     pub(crate) fn from_parsed(
-        map: &Map<String, Value>,
+        map: &Map,
         parsed_policies: impl Iterator<Item = Result<AuthorizationPolicy>>,
     ) -> Result<PluginConfig> {
         only_keys(
@@ -307,7 +315,7 @@ impl PluginConfig {
     }
 }
 
-fn parse_addresses(map: &serde_json::Map<String, Value>, path: &str) -> Result<Vec<IpAddr>> {
+fn parse_addresses(map: &Map, path: &str) -> Result<Vec<IpAddr>> {
     let mut out = Vec::new();
     for (i, a) in opt_str_list(map, "addresses", path)?
         .unwrap_or_default()
@@ -376,10 +384,11 @@ fn parse_service(value: &Value, path: &str) -> Result<Service> {
         for (i, p) in items.iter().enumerate() {
             let pp = index(&join(path, "ports"), i);
             let port = match p {
-                Value::Number(n) => n
-                    .as_u64()
+                Value::Number(n) => number_as_u64(n)
                     .and_then(|n| u16::try_from(n).ok())
-                    .ok_or_else(|| ConfigError::new(&pp, format!("{n} is not a port number")))?,
+                    .ok_or_else(|| {
+                        ConfigError::new(&pp, format!("{} is not a port number", number_text(n)))
+                    })?,
                 Value::String(s) => check_port(s, &pp)?,
                 _ => return Err(ConfigError::new(&pp, "must be a port number")),
             };

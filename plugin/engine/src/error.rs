@@ -14,6 +14,9 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    // Not inlined: there are a hundred call sites, and each inlined copy of the two String
+    // conversions cost the module bytes (README, "Module size").
+    #[inline(never)]
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             policy: None,
@@ -22,6 +25,7 @@ impl ConfigError {
         }
     }
 
+    #[inline(never)]
     pub fn in_policy(mut self, policy: &str) -> ConfigError {
         if self.policy.is_none() {
             self.policy = Some(policy.to_string());

@@ -4,10 +4,10 @@
 
 use super::error::ConfigError;
 use super::json::{
-    self, index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Result,
+    self, index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Map, Result,
+    Value,
 };
 use super::matcher::{Cidr, PathTemplate};
-use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
@@ -189,7 +189,7 @@ impl AuthorizationPolicy {
 }
 
 /// `metadata.name` and `metadata.namespace` (default `default`, as `kubectl apply` does).
-fn metadata_names(map: &Map<String, Value>) -> Result<(String, String)> {
+fn metadata_names(map: &Map) -> Result<(String, String)> {
     let metadata = opt_object(map, "metadata", "")?
         .ok_or_else(|| ConfigError::new("metadata", "is required (with name and namespace)"))?;
     let name = opt_str(metadata, "name", "metadata")?
@@ -210,11 +210,7 @@ fn parse_go_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn parse_policy(
-    map: &Map<String, Value>,
-    namespace: String,
-    name: String,
-) -> Result<AuthorizationPolicy> {
+fn parse_policy(map: &Map, namespace: String, name: String) -> Result<AuthorizationPolicy> {
     only_keys(
         map,
         &["apiVersion", "kind", "metadata", "spec", "status"],
@@ -377,7 +373,7 @@ fn parse_policy(
     })
 }
 
-fn parse_scope(spec: &Map<String, Value>) -> Result<Scope> {
+fn parse_scope(spec: &Map) -> Result<Scope> {
     let selector = opt_object(spec, "selector", "spec")?;
     let target_ref = opt_object(spec, "targetRef", "spec")?;
     // `targetRefs: []` is the absent field (protobuf), not an error.
@@ -460,7 +456,7 @@ fn parse_scope(spec: &Map<String, Value>) -> Result<Scope> {
     Ok(Scope::Namespace)
 }
 
-fn parse_target_ref(map: &Map<String, Value>, path: &str) -> Result<TargetRef> {
+fn parse_target_ref(map: &Map, path: &str) -> Result<TargetRef> {
     only_keys(map, &["group", "kind", "name", "namespace"], path)?;
     let kind = opt_str(map, "kind", path)?.unwrap_or("");
     if kind.is_empty() {
@@ -611,12 +607,7 @@ fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Res
     Ok(rule)
 }
 
-fn parse_source(
-    map: &Map<String, Value>,
-    path: &str,
-    namespace: &str,
-    action: Action,
-) -> Result<Entry> {
+fn parse_source(map: &Map, path: &str, namespace: &str, action: Action) -> Result<Entry> {
     let allowed: Vec<&str> = SOURCE_FIELDS
         .iter()
         .flat_map(|(p, n, _)| [*p, *n])
@@ -721,7 +712,7 @@ fn qualify_sa(values: Vec<String>, namespace: &str) -> Vec<String> {
         .collect()
 }
 
-fn parse_operation(map: &Map<String, Value>, path: &str) -> Result<Entry> {
+fn parse_operation(map: &Map, path: &str) -> Result<Entry> {
     let allowed: Vec<&str> = OPERATION_FIELDS
         .iter()
         .flat_map(|(p, n, _)| [*p, *n])
@@ -1034,8 +1025,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn policy(spec: Value) -> std::result::Result<AuthorizationPolicy, ConfigError> {
-        AuthorizationPolicy::parse(&json!({
+    /// Parses a policy written with `json!`, through the engine's reader.
+    fn parse(value: serde_json::Value) -> std::result::Result<AuthorizationPolicy, ConfigError> {
+        AuthorizationPolicy::parse(&json::parse(value.to_string().as_bytes()).unwrap())
+    }
+
+    fn policy(spec: serde_json::Value) -> std::result::Result<AuthorizationPolicy, ConfigError> {
+        parse(json!({
             "apiVersion": "security.istio.io/v1",
             "kind": "AuthorizationPolicy",
             "metadata": {"name": "p", "namespace": "ns"},
@@ -1043,7 +1039,7 @@ mod tests {
         }))
     }
 
-    fn err(spec: Value) -> String {
+    fn err(spec: serde_json::Value) -> String {
         policy(spec).unwrap_err().to_string()
     }
 
@@ -1134,14 +1130,14 @@ mod tests {
 
     #[test]
     fn dry_run_annotation() {
-        let p = AuthorizationPolicy::parse(&json!({
+        let p = parse(json!({
             "apiVersion": "security.istio.io/v1beta1", "kind": "AuthorizationPolicy",
             "metadata": {"name": "p", "namespace": "ns", "annotations": {"istio.io/dry-run": "True"}},
             "spec": {}
         }))
         .unwrap();
         assert!(p.dry_run);
-        let p = AuthorizationPolicy::parse(&json!({
+        let p = parse(json!({
             "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
             "metadata": {"name": "p", "namespace": "ns", "annotations": {"istio.io/dry-run": "yes"}},
             "spec": {}
