@@ -1,7 +1,7 @@
 //! The plugin configuration (docs/configuration.md): what `WasmPlugin.spec.pluginConfig` and Envoy's
 //! `configuration` deliver.
 
-use super::error::ConfigError;
+use super::error::{ConfigError, ErrorKind};
 use super::json::{
     index, join, number_as_u64, number_text, object, only_keys, opt_list, opt_object, opt_str,
     opt_str_list, Map, Result, Value,
@@ -151,12 +151,14 @@ impl PluginConfig {
             Some("waypoint") => Mode::Waypoint,
             Some(other) => {
                 return Err(ConfigError::new(
+                    ErrorKind::InvalidValue,
                     "mode",
                     format!("\"{other}\" is not ztunnel or waypoint"),
                 ))
             }
             None => {
                 return Err(ConfigError::new(
+                    ErrorKind::Missing,
                     "mode",
                     "is required (ztunnel or waypoint)",
                 ))
@@ -171,6 +173,7 @@ impl PluginConfig {
             },
             Some(other) => {
                 return Err(ConfigError::new(
+                    ErrorKind::InvalidValue,
                     "filter",
                     format!("\"{other}\" is not http or network"),
                 ))
@@ -178,6 +181,7 @@ impl PluginConfig {
         };
         if mode == Mode::Ztunnel && filter == Filter::Http {
             return Err(ConfigError::new(
+                ErrorKind::Conflict,
                 "filter",
                 "mode ztunnel enforces Layer 4 only; load it as a network filter",
             ));
@@ -189,6 +193,7 @@ impl PluginConfig {
         // apply nowhere. Leave the key out for Istio's default, istio-system.
         if root_namespace.is_empty() {
             return Err(ConfigError::new(
+                ErrorKind::Empty,
                 "rootNamespace",
                 "\"\" is not a namespace; leave rootNamespace out for istio-system",
             ));
@@ -201,6 +206,7 @@ impl PluginConfig {
         // A SPIFFE trust domain is never empty and has no `/`.
         if trust_domain.is_empty() || trust_domain.contains('/') {
             return Err(ConfigError::new(
+                ErrorKind::InvalidValue,
                 "trustDomain",
                 format!(
                     "\"{trust_domain}\" is not a SPIFFE trust domain; leave trustDomain out for cluster.local"
@@ -214,6 +220,7 @@ impl PluginConfig {
             .find(|(_, a)| a.contains('/'))
         {
             return Err(ConfigError::new(
+                ErrorKind::InvalidValue,
                 index("trustDomainAliases", i),
                 format!("\"{bad}\" is not a SPIFFE trust domain"),
             ));
@@ -267,6 +274,7 @@ impl PluginConfig {
                 .find(|(_, s)| s.addresses.is_empty())
             {
                 return Err(ConfigError::new(
+                    ErrorKind::Missing,
                     join(&index("services", i), "addresses"),
                     format!(
                         "service {}/{} has no addresses; with several services each needs the addresses clients dial (the service is chosen by destination address, never by :authority)",
@@ -277,6 +285,7 @@ impl PluginConfig {
         }
         if mode == Mode::Ztunnel && workloads.is_empty() {
             return Err(ConfigError::new(
+                ErrorKind::Missing,
                 "workloads",
                 "mode ztunnel needs at least one workload (which destinations this proxy enforces for)",
             ));
@@ -327,6 +336,7 @@ fn parse_addresses(map: &Map, path: &str) -> Result<Vec<IpAddr>> {
             Some(c) if !a.contains('/') => out.push(c.addr.to_canonical()),
             _ => {
                 return Err(ConfigError::new(
+                    ErrorKind::InvalidValue,
                     index(&join(path, "addresses"), i),
                     format!("\"{a}\" is not an IP address"),
                 ))
@@ -345,7 +355,7 @@ fn parse_service(value: &Value, path: &str) -> Result<Service> {
     )?;
     let name = opt_str(map, "name", path)?
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ConfigError::new(join(path, "name"), "is required"))?
+        .ok_or_else(|| ConfigError::new(ErrorKind::Missing, join(path, "name"), "is required"))?
         .to_string();
     let namespace = opt_str(map, "namespace", path)?
         .unwrap_or("default")
@@ -355,6 +365,7 @@ fn parse_service(value: &Value, path: &str) -> Result<Service> {
         Some("ServiceEntry") => ServiceKind::ServiceEntry,
         Some(other) => {
             return Err(ConfigError::new(
+                ErrorKind::InvalidValue,
                 join(path, "kind"),
                 format!("\"{other}\" is not Service or ServiceEntry"),
             ))
@@ -387,10 +398,20 @@ fn parse_service(value: &Value, path: &str) -> Result<Service> {
                 Value::Number(n) => number_as_u64(n)
                     .and_then(|n| u16::try_from(n).ok())
                     .ok_or_else(|| {
-                        ConfigError::new(&pp, format!("{} is not a port number", number_text(n)))
+                        ConfigError::new(
+                            ErrorKind::InvalidValue,
+                            &pp,
+                            format!("{} is not a port number", number_text(n)),
+                        )
                     })?,
                 Value::String(s) => check_port(s, &pp)?,
-                _ => return Err(ConfigError::new(&pp, "must be a port number")),
+                _ => {
+                    return Err(ConfigError::new(
+                        ErrorKind::WrongType,
+                        &pp,
+                        "must be a port number",
+                    ))
+                }
             };
             ports.push(port);
         }
@@ -426,6 +447,7 @@ fn parse_workload(value: &Value, path: &str) -> Result<Workload> {
                 Value::String(s) => labels.push((k.clone(), s.clone())),
                 _ => {
                     return Err(ConfigError::new(
+                        ErrorKind::WrongType,
                         format!("{path}.labels[{k}]"),
                         "must be a string",
                     ))

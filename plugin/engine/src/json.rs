@@ -12,7 +12,7 @@
 //! need "spec.rules[0].from[0].source.ipBlocks[1]". Every accessor here takes the path of the
 //! value it reads, so every error names the field.
 
-use super::error::ConfigError;
+use super::error::{ConfigError, ErrorKind};
 use std::fmt;
 
 pub type Result<T> = std::result::Result<T, ConfigError>;
@@ -642,6 +642,7 @@ pub fn object<'a>(value: &'a Value, path: &str) -> Result<&'a Map> {
     match value {
         Value::Object(map) => Ok(map),
         other => Err(ConfigError::new(
+            ErrorKind::WrongType,
             path,
             format!("must be an object, got {}", type_name(other)),
         )),
@@ -654,6 +655,7 @@ pub fn only_keys(map: &Map, allowed: &[&str], path: &str) -> Result<()> {
     for key in map.keys() {
         if !allowed.contains(&key.as_str()) {
             return Err(ConfigError::new(
+                ErrorKind::UnknownField,
                 join(path, key),
                 format!(
                     "unknown field \"{key}\" (expected one of: {})",
@@ -671,6 +673,7 @@ pub fn opt_str<'a>(map: &'a Map, key: &str, path: &str) -> Result<Option<&'a str
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str())),
         Some(other) => Err(ConfigError::new(
+            ErrorKind::WrongType,
             join(path, key),
             format!("must be a string, got {}", type_name(other)),
         )),
@@ -689,6 +692,7 @@ pub fn opt_list<'a>(map: &'a Map, key: &str, path: &str) -> Result<Option<&'a [V
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => Ok(Some(items.as_slice())),
         Some(other) => Err(ConfigError::new(
+            ErrorKind::WrongType,
             join(path, key),
             format!("must be a list, got {}", type_name(other)),
         )),
@@ -706,6 +710,7 @@ pub fn opt_str_list(map: &Map, key: &str, path: &str) -> Result<Option<Vec<Strin
         match item {
             Value::String(s) if s.is_empty() => {
                 return Err(ConfigError::new(
+                    ErrorKind::Empty,
                     index(&list_path, i),
                     "empty value is not allowed",
                 ))
@@ -713,6 +718,7 @@ pub fn opt_str_list(map: &Map, key: &str, path: &str) -> Result<Option<Vec<Strin
             Value::String(s) => out.push(s.clone()),
             other => {
                 return Err(ConfigError::new(
+                    ErrorKind::WrongType,
                     index(&list_path, i),
                     format!("must be a string, got {}", type_name(other)),
                 ))

@@ -2,7 +2,7 @@
 //! as istiod's admission does (`pkg/config/validation/validation.go ValidateAuthorizationPolicy`,
 //! `pkg/config/security/security.go`), so that what we accept is what a cluster accepts.
 
-use super::error::ConfigError;
+use super::error::{ConfigError, ErrorKind};
 use super::json::{
     self, index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Map, Result,
     Value,
@@ -190,11 +190,16 @@ impl AuthorizationPolicy {
 
 /// `metadata.name` and `metadata.namespace` (default `default`, as `kubectl apply` does).
 fn metadata_names(map: &Map) -> Result<(String, String)> {
-    let metadata = opt_object(map, "metadata", "")?
-        .ok_or_else(|| ConfigError::new("metadata", "is required (with name and namespace)"))?;
+    let metadata = opt_object(map, "metadata", "")?.ok_or_else(|| {
+        ConfigError::new(
+            ErrorKind::Missing,
+            "metadata",
+            "is required (with name and namespace)",
+        )
+    })?;
     let name = opt_str(metadata, "name", "metadata")?
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| ConfigError::new("metadata.name", "is required"))?;
+        .ok_or_else(|| ConfigError::new(ErrorKind::Missing, "metadata.name", "is required"))?;
     let namespace = opt_str(metadata, "namespace", "metadata")?
         .filter(|n| !n.is_empty())
         .unwrap_or("default");
@@ -220,21 +225,29 @@ fn parse_policy(map: &Map, namespace: String, name: String) -> Result<Authorizat
         Some("security.istio.io/v1") | Some("security.istio.io/v1beta1") => {}
         Some(other) => {
             return Err(ConfigError::new(
+                ErrorKind::InvalidValue,
                 "apiVersion",
                 format!("\"{other}\" is not security.istio.io/v1 or security.istio.io/v1beta1"),
             ))
         }
-        None => return Err(ConfigError::new("apiVersion", "is required")),
+        None => {
+            return Err(ConfigError::new(
+                ErrorKind::Missing,
+                "apiVersion",
+                "is required",
+            ))
+        }
     }
     match opt_str(map, "kind", "")? {
         Some("AuthorizationPolicy") => {}
         Some(other) => {
             return Err(ConfigError::new(
+                ErrorKind::InvalidValue,
                 "kind",
                 format!("\"{other}\" is not AuthorizationPolicy"),
             ))
         }
-        None => return Err(ConfigError::new("kind", "is required")),
+        None => return Err(ConfigError::new(ErrorKind::Missing, "kind", "is required")),
     }
 
     let mut dry_run = false;
@@ -254,6 +267,7 @@ fn parse_policy(map: &Map, namespace: String, name: String) -> Result<Authorizat
                     },
                     other => {
                         return Err(ConfigError::new(
+                            ErrorKind::WrongType,
                             "metadata.annotations[istio.io/dry-run]",
                             format!("must be a string, got {}", json::type_name(other)),
                         ))
@@ -285,6 +299,7 @@ fn parse_policy(map: &Map, namespace: String, name: String) -> Result<Authorizat
         Some("CUSTOM") => Action::Custom,
         Some(other) => {
             return Err(ConfigError::new(
+                ErrorKind::InvalidValue,
                 "spec.action",
                 format!("\"{other}\" is not one of ALLOW, DENY, AUDIT, CUSTOM"),
             ))
@@ -309,6 +324,7 @@ fn parse_policy(map: &Map, namespace: String, name: String) -> Result<Authorizat
             Some(n) if !n.is_empty() => {}
             _ => {
                 return Err(ConfigError::new(
+                    ErrorKind::Missing,
                     "spec.provider.name",
                     "is required for action CUSTOM",
                 ))
@@ -316,6 +332,7 @@ fn parse_policy(map: &Map, namespace: String, name: String) -> Result<Authorizat
         }
     } else if provider.is_some() {
         return Err(ConfigError::new(
+            ErrorKind::Conflict,
             "spec.provider",
             format!(
                 "is only allowed with action CUSTOM, not {}",
@@ -332,6 +349,7 @@ fn parse_policy(map: &Map, namespace: String, name: String) -> Result<Authorizat
         Some(items) => {
             if items.len() > 512 {
                 return Err(ConfigError::new(
+                    ErrorKind::TooMany,
                     "spec.rules",
                     format!("has {} rules; at most 512", items.len()),
                 ));
@@ -350,12 +368,14 @@ fn parse_policy(map: &Map, namespace: String, name: String) -> Result<Authorizat
     };
     if rules.is_none() && action == Action::Deny {
         return Err(ConfigError::new(
+            ErrorKind::Missing,
             "spec.rules",
             "a DENY policy without rules is meaningless (add an empty rule {} to deny everything)",
         ));
     }
     if rules.is_none() && action == Action::Custom {
         return Err(ConfigError::new(
+            ErrorKind::Missing,
             "spec.rules",
             "a CUSTOM policy needs rules",
         ));
@@ -385,6 +405,7 @@ fn parse_scope(spec: &Map) -> Result<Scope> {
     ];
     if set.iter().filter(|b| **b).count() > 1 {
         return Err(ConfigError::new(
+            ErrorKind::Conflict,
             "spec",
             "only one of selector, targetRef or targetRefs can be set",
         ));
@@ -396,10 +417,15 @@ fn parse_scope(spec: &Map) -> Result<Scope> {
             for (k, v) in ml {
                 let path = format!("spec.selector.matchLabels[{k}]");
                 if k.is_empty() {
-                    return Err(ConfigError::new(path, "label key must not be empty"));
+                    return Err(ConfigError::new(
+                        ErrorKind::Empty,
+                        path,
+                        "label key must not be empty",
+                    ));
                 }
                 if k.contains('*') {
                     return Err(ConfigError::new(
+                        ErrorKind::InvalidValue,
                         path,
                         format!("wildcard not allowed in label key \"{k}\""),
                     ));
@@ -408,6 +434,7 @@ fn parse_scope(spec: &Map) -> Result<Scope> {
                     Value::String(s) => s.clone(),
                     other => {
                         return Err(ConfigError::new(
+                            ErrorKind::WrongType,
                             path,
                             format!("must be a string, got {}", json::type_name(other)),
                         ))
@@ -415,12 +442,14 @@ fn parse_scope(spec: &Map) -> Result<Scope> {
                 };
                 if v.contains('*') {
                     return Err(ConfigError::new(
+                        ErrorKind::InvalidValue,
                         path,
                         format!("wildcard not allowed in label value \"{v}\""),
                     ));
                 }
                 if v.len() > 63 {
                     return Err(ConfigError::new(
+                        ErrorKind::InvalidValue,
                         path,
                         format!("label value \"{v}\" is longer than 63 characters"),
                     ));
@@ -438,6 +467,7 @@ fn parse_scope(spec: &Map) -> Result<Scope> {
     if let Some(items) = target_refs {
         if items.len() > 16 {
             return Err(ConfigError::new(
+                ErrorKind::TooMany,
                 "spec.targetRefs",
                 format!("has {} entries; at most 16", items.len()),
             ));
@@ -449,7 +479,11 @@ fn parse_scope(spec: &Map) -> Result<Scope> {
     }
     if target_ref.is_some() || target_refs.is_some() {
         if refs.is_empty() {
-            return Err(ConfigError::new("spec.targetRefs", "must not be empty"));
+            return Err(ConfigError::new(
+                ErrorKind::Empty,
+                "spec.targetRefs",
+                "must not be empty",
+            ));
         }
         return Ok(Scope::TargetRefs(refs));
     }
@@ -460,15 +494,24 @@ fn parse_target_ref(map: &Map, path: &str) -> Result<TargetRef> {
     only_keys(map, &["group", "kind", "name", "namespace"], path)?;
     let kind = opt_str(map, "kind", path)?.unwrap_or("");
     if kind.is_empty() {
-        return Err(ConfigError::new(join(path, "kind"), "is required"));
+        return Err(ConfigError::new(
+            ErrorKind::Missing,
+            join(path, "kind"),
+            "is required",
+        ));
     }
     let name = opt_str(map, "name", path)?.unwrap_or("");
     if name.is_empty() {
-        return Err(ConfigError::new(join(path, "name"), "is required"));
+        return Err(ConfigError::new(
+            ErrorKind::Missing,
+            join(path, "name"),
+            "is required",
+        ));
     }
     if let Some(ns) = opt_str(map, "namespace", path)? {
         if !ns.is_empty() {
             return Err(ConfigError::new(
+                ErrorKind::Unsupported,
                 join(path, "namespace"),
                 format!("\"{ns}\": cross namespace referencing is not currently supported"),
             ));
@@ -487,6 +530,7 @@ fn parse_target_ref(map: &Map, path: &str) -> Result<TargetRef> {
         });
     if !valid_group {
         return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
             join(path, "group"),
             format!("\"{group}\" is not a valid API group"),
         ));
@@ -545,7 +589,11 @@ enum OperationAttr {
 
 fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Result<Rule> {
     if value.is_null() {
-        return Err(ConfigError::new(path, "a rule must not be null"));
+        return Err(ConfigError::new(
+            ErrorKind::WrongType,
+            path,
+            "a rule must not be null",
+        ));
     }
     let map = object(value, path)?;
     only_keys(map, &["from", "to", "when"], path)?;
@@ -558,12 +606,17 @@ fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Res
         let from_path = join(path, "from");
         if items.is_empty() {
             return Err(ConfigError::new(
+                ErrorKind::Empty,
                 from_path,
                 "must not be empty when present",
             ));
         }
         if items.len() > 512 {
-            return Err(ConfigError::new(from_path, "at most 512 entries"));
+            return Err(ConfigError::new(
+                ErrorKind::TooMany,
+                from_path,
+                "at most 512 entries",
+            ));
         }
         let mut entries = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
@@ -572,7 +625,7 @@ fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Res
             only_keys(entry, &["source"], &entry_path)?;
             let source_path = join(&entry_path, "source");
             let source = opt_object(entry, "source", &entry_path)?
-                .ok_or_else(|| ConfigError::new(&source_path, "is required"))?;
+                .ok_or_else(|| ConfigError::new(ErrorKind::Missing, &source_path, "is required"))?;
             entries.push(parse_source(source, &source_path, namespace, action)?);
         }
         rule.from = Some(entries);
@@ -581,7 +634,11 @@ fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Res
     if let Some(items) = opt_list(map, "to", path)? {
         let to_path = join(path, "to");
         if items.is_empty() {
-            return Err(ConfigError::new(to_path, "must not be empty when present"));
+            return Err(ConfigError::new(
+                ErrorKind::Empty,
+                to_path,
+                "must not be empty when present",
+            ));
         }
         let mut entries = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
@@ -590,7 +647,7 @@ fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Res
             only_keys(entry, &["operation"], &entry_path)?;
             let op_path = join(&entry_path, "operation");
             let op = opt_object(entry, "operation", &entry_path)?
-                .ok_or_else(|| ConfigError::new(&op_path, "is required"))?;
+                .ok_or_else(|| ConfigError::new(ErrorKind::Missing, &op_path, "is required"))?;
             entries.push(parse_operation(op, &op_path)?);
         }
         rule.to = Some(entries);
@@ -626,12 +683,17 @@ fn parse_source(map: &Map, path: &str, namespace: &str, action: Action) -> Resul
                 && !matches!(attr, SourceAttr::SourceIp | SourceAttr::RemoteIp)
             {
                 return Err(ConfigError::new(
+                    ErrorKind::Unsupported,
                     &field_path,
                     "is not supported in a CUSTOM policy (the external authorizer runs before identity and JWT checks)",
                 ));
             }
             if matches!(attr, SourceAttr::ServiceAccount) && list.len() > 16 {
-                return Err(ConfigError::new(&field_path, "at most 16 service accounts"));
+                return Err(ConfigError::new(
+                    ErrorKind::TooMany,
+                    &field_path,
+                    "at most 16 service accounts",
+                ));
             }
             for (i, v) in list.iter().enumerate() {
                 let vp = index(&field_path, i);
@@ -682,12 +744,14 @@ fn parse_source(map: &Map, path: &str, namespace: &str, action: Action) -> Resul
         && (has("principals") || has("notPrincipals") || has("namespaces") || has("notNamespaces"))
     {
         return Err(ConfigError::new(
+            ErrorKind::Conflict,
             path,
             "cannot set serviceAccounts with namespaces or principals",
         ));
     }
     if fields.is_empty() {
         return Err(ConfigError::new(
+            ErrorKind::Empty,
             path,
             "a source must set at least one field",
         ));
@@ -752,6 +816,7 @@ fn parse_operation(map: &Map, path: &str) -> Result<Entry> {
     }
     if fields.is_empty() {
         return Err(ConfigError::new(
+            ErrorKind::Empty,
             path,
             "an operation must set at least one field",
         ));
@@ -767,7 +832,11 @@ fn parse_condition(value: &Value, path: &str, namespace: &str, action: Action) -
     only_keys(map, &["key", "values", "notValues"], path)?;
     let key = opt_str(map, "key", path)?.unwrap_or("");
     if key.is_empty() {
-        return Err(ConfigError::new(join(path, "key"), "is required"));
+        return Err(ConfigError::new(
+            ErrorKind::Missing,
+            join(path, "key"),
+            "is required",
+        ));
     }
     let values = opt_str_list(map, "values", path)?;
     let not_values = opt_str_list(map, "notValues", path)?;
@@ -775,6 +844,7 @@ fn parse_condition(value: &Value, path: &str, namespace: &str, action: Action) -
         && not_values.as_ref().is_none_or(|v| v.is_empty())
     {
         return Err(ConfigError::new(
+            ErrorKind::Missing,
             path,
             format!("condition \"{key}\" needs values or notValues"),
         ));
@@ -793,6 +863,7 @@ fn parse_condition(value: &Value, path: &str, namespace: &str, action: Action) -
         )
     {
         return Err(ConfigError::new(
+            ErrorKind::Unsupported,
             &key_path,
             format!("\"{key}\" is not supported in a CUSTOM policy"),
         ));
@@ -845,12 +916,14 @@ fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
         "connection.sni" => Attr::Sni,
         "destination.namespace" => {
             return Err(ConfigError::new(
+                ErrorKind::Unsupported,
                 path,
                 "\"destination.namespace\" is not supported, replaced by metadata.namespace",
             ))
         }
         "destination.name" | "destination.user" => {
             return Err(ConfigError::new(
+                ErrorKind::Unsupported,
                 path,
                 format!("\"{key}\" is only supported in v1alpha1"),
             ))
@@ -862,13 +935,18 @@ fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
             } else if let Some(rest) = key.strip_prefix("request.auth.claims") {
                 let inner = bracket_key(rest, key, path)?;
                 let claim_path = claim_path(inner).ok_or_else(|| {
-                    ConfigError::new(path, format!("\"{key}\": malformed claim path"))
+                    ConfigError::new(
+                        ErrorKind::InvalidValue,
+                        path,
+                        format!("\"{key}\": malformed claim path"),
+                    )
                 })?;
                 // The module reads the JWT payload as deep as the longest claim path (see
                 // `Engine::jwt_depth`); a bound keeps that read's recursion small. Refused
                 // rather than evaluated on a truncated payload.
                 if claim_path.len() > MAX_CLAIM_PATH {
                     return Err(ConfigError::new(
+                        ErrorKind::TooMany,
                         path,
                         format!(
                             "\"{key}\": a claim path of {} keys; at most {MAX_CLAIM_PATH}",
@@ -879,12 +957,14 @@ fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
                 Attr::Claim(claim_path)
             } else if key.starts_with("destination.labels") {
                 return Err(ConfigError::new(
+                    ErrorKind::Unsupported,
                     path,
                     "\"destination.labels\" is not supported, replaced by the workload selector",
                 ));
             } else if let Some(rest) = key.strip_prefix("experimental.envoy.filters.") {
                 if !rest.contains('[') || !key.ends_with(']') {
                     return Err(ConfigError::new(
+                        ErrorKind::InvalidValue,
                         path,
                         format!("\"{key}\": expected experimental.envoy.filters.<filter>[<key>]"),
                     ));
@@ -892,6 +972,7 @@ fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
                 Attr::Experimental(key.into())
             } else {
                 return Err(ConfigError::new(
+                    ErrorKind::InvalidValue,
                     path,
                     format!("unknown attribute \"{key}\""),
                 ));
@@ -909,6 +990,7 @@ fn bracket_key<'a>(rest: &'a str, key: &str, path: &str) -> Result<&'a str> {
     match rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
         Some(inner) if !inner.is_empty() => Ok(inner),
         _ => Err(ConfigError::new(
+            ErrorKind::InvalidValue,
             path,
             format!("\"{key}\": expected a non-empty [name] after the attribute"),
         )),
@@ -932,6 +1014,7 @@ fn claim_path(inner: &str) -> Option<Vec<Box<str>>> {
 pub(crate) fn check_ip(v: &str, path: &str) -> Result<()> {
     if Cidr::parse(v).is_none() {
         return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
             path,
             format!("\"{v}\" is not a valid IP address or CIDR block"),
         ));
@@ -943,6 +1026,7 @@ pub(crate) fn check_ip(v: &str, path: &str) -> Result<()> {
 pub(crate) fn check_port(v: &str, path: &str) -> Result<u16> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
             path,
             format!("\"{v}\" is not a port number"),
         ));
@@ -950,6 +1034,7 @@ pub(crate) fn check_port(v: &str, path: &str) -> Result<u16> {
     let trimmed = v.trim_start_matches('0');
     if trimmed.len() > 5 {
         return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
             path,
             format!("port \"{v}\" is out of range 0-65535"),
         ));
@@ -957,18 +1042,32 @@ pub(crate) fn check_port(v: &str, path: &str) -> Result<u16> {
     let n: u32 = if trimmed.is_empty() {
         0
     } else {
-        trimmed
-            .parse()
-            .map_err(|_| ConfigError::new(path, format!("\"{v}\" is not a port number")))?
+        trimmed.parse().map_err(|_| {
+            ConfigError::new(
+                ErrorKind::InvalidValue,
+                path,
+                format!("\"{v}\" is not a port number"),
+            )
+        })?
     };
-    u16::try_from(n)
-        .map_err(|_| ConfigError::new(path, format!("port \"{v}\" is out of range 0-65535")))
+    u16::try_from(n).map_err(|_| {
+        ConfigError::new(
+            ErrorKind::InvalidValue,
+            path,
+            format!("port \"{v}\" is out of range 0-65535"),
+        )
+    })
 }
 
 fn check_path(v: &str, path: &str) -> Result<()> {
     if v.contains('{') || v.contains('}') {
-        PathTemplate::parse(v)
-            .map_err(|e| ConfigError::new(path, format!("invalid path template \"{v}\": {e}")))?;
+        PathTemplate::parse(v).map_err(|e| {
+            ConfigError::new(
+                ErrorKind::InvalidValue,
+                path,
+                format!("invalid path template \"{v}\": {e}"),
+            )
+        })?;
     }
     Ok(())
 }
@@ -977,24 +1076,28 @@ fn check_path(v: &str, path: &str) -> Result<()> {
 fn check_service_account(v: &str, path: &str) -> Result<()> {
     if v.contains('*') {
         return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
             path,
             format!("\"{v}\": wildcards are not allowed in service accounts"),
         ));
     }
     if v.matches('/').count() > 1 {
         return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
             path,
             format!("\"{v}\": a service account is <namespace>/<name> or <name>"),
         ));
     }
     if v.len() > 320 {
         return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
             path,
             format!("\"{v}\" is longer than 320 characters"),
         ));
     }
     if v.starts_with('/') || v.ends_with('/') {
         return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
             path,
             format!("\"{v}\": empty namespace or name"),
         ));
@@ -1006,6 +1109,7 @@ fn check_service_account(v: &str, path: &str) -> Result<()> {
 fn check_trust_domain(v: &str, path: &str) -> Result<()> {
     if v.contains('/') {
         return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
             path,
             format!("\"{v}\": a trust domain has no \"/\""),
         ));
@@ -1013,6 +1117,7 @@ fn check_trust_domain(v: &str, path: &str) -> Result<()> {
     let stars = v.matches('*').count();
     if stars > 1 || (stars == 1 && v != "*" && !v.starts_with('*') && !v.ends_with('*')) {
         return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
             path,
             format!("\"{v}\": at most one \"*\", at the start or the end"),
         ));
@@ -1052,44 +1157,99 @@ mod tests {
             e,
             "policy ns/p: spec.rules[0].from[0].source.ipBlocks[1]: \"10.0.0.300/8\" is not a valid IP address or CIDR block"
         );
-        assert!(
-            err(json!({"rules": [{"to": [{"operation": {"ports": ["65536"]}}]}]}))
-                .contains("spec.rules[0].to[0].operation.ports[0]")
-        );
-        assert!(
-            err(json!({"rules": [{"when": [{"key": "request.foo", "values": ["x"]}]}]}))
-                .contains("unknown attribute \"request.foo\"")
-        );
-        assert!(
-            err(json!({"rules": [{"to": [{"operation": {"paths": ["/foo/{*}.txt"]}}]}]}))
-                .contains("paths[0]")
-        );
-        assert!(err(json!({"action": "REJECT"})).contains("spec.action: \"REJECT\""));
-        assert!(err(json!({"action": "DENY"})).contains("spec.rules"));
-        assert!(err(json!({"rules": [{"from": [{"source": {"serviceAccounts": ["a"], "principals": ["b"]}}]}]})).contains("serviceAccounts"));
-        assert!(
-            err(json!({"rules": [{"from": [{"source": {"principals": [""]}}]}]}))
-                .contains("principals[0]: empty value")
-        );
-        assert!(err(json!({"rules": [{"from": []}]})).contains("spec.rules[0].from"));
-        assert!(err(json!({"rules": [{"from": [{"source": {}}]}]})).contains("at least one field"));
-        assert!(
-            err(json!({"rules": [{"from": [{"source": {"principal": ["x"]}}]}]}))
-                .contains("unknown field \"principal\"")
-        );
-        assert!(err(json!({"selector": {"matchLabels": {"a": "b"}}, "targetRefs": [{"kind": "Service", "name": "x"}]})).contains("only one of"));
-        assert!(err(
-            json!({"targetRefs": [{"kind": "Service", "name": "x", "namespace": "other"}]})
-        )
-        .contains("cross namespace"));
-        assert!(
-            err(json!({"rules": [{"when": [{"key": "request.headers[]", "values": ["x"]}]}]}))
-                .contains("request.headers[]")
-        );
-        assert!(err(json!({"rules": [{"when": [{"key": "source.ip"}]}]})).contains("needs values"));
-        assert!(err(json!({"action": "CUSTOM", "rules": [{}]})).contains("provider.name"));
-        assert!(err(json!({"provider": {"name": "x"}, "rules": [{}]}))
-            .contains("only allowed with action CUSTOM"));
+        use ErrorKind::*;
+        for (spec, kind, field) in [
+            (
+                json!({"rules": [{"to": [{"operation": {"ports": ["65536"]}}]}]}),
+                InvalidValue,
+                "spec.rules[0].to[0].operation.ports[0]",
+            ),
+            (
+                json!({"rules": [{"when": [{"key": "request.foo", "values": ["x"]}]}]}),
+                InvalidValue,
+                "spec.rules[0].when[0].key",
+            ),
+            (
+                json!({"rules": [{"to": [{"operation": {"paths": ["/foo/{*}.txt"]}}]}]}),
+                InvalidValue,
+                "spec.rules[0].to[0].operation.paths[0]",
+            ),
+            (json!({"action": "REJECT"}), InvalidValue, "spec.action"),
+            (json!({"action": "DENY"}), Missing, "spec.rules"),
+            (
+                json!({"rules": [{"from": [{"source": {"serviceAccounts": ["a"], "principals": ["b"]}}]}]}),
+                Conflict,
+                "spec.rules[0].from[0].source",
+            ),
+            (
+                json!({"rules": [{"from": [{"source": {"principals": [""]}}]}]}),
+                Empty,
+                "spec.rules[0].from[0].source.principals[0]",
+            ),
+            (
+                json!({"rules": [{"from": []}]}),
+                Empty,
+                "spec.rules[0].from",
+            ),
+            (
+                json!({"rules": [{"from": [{"source": {}}]}]}),
+                Empty,
+                "spec.rules[0].from[0].source",
+            ),
+            (
+                json!({"rules": [{"from": [{"source": {"principal": ["x"]}}]}]}),
+                UnknownField,
+                "spec.rules[0].from[0].source.principal",
+            ),
+            (
+                json!({"selector": {"matchLabels": {"a": "b"}}, "targetRefs": [{"kind": "Service", "name": "x"}]}),
+                Conflict,
+                "spec",
+            ),
+            (
+                json!({"targetRefs": [{"kind": "Service", "name": "x", "namespace": "other"}]}),
+                Unsupported,
+                "spec.targetRefs[0].namespace",
+            ),
+            (
+                json!({"rules": [{"when": [{"key": "request.headers[]", "values": ["x"]}]}]}),
+                InvalidValue,
+                "spec.rules[0].when[0].key",
+            ),
+            (
+                json!({"rules": [{"when": [{"key": "source.ip"}]}]}),
+                Missing,
+                "spec.rules[0].when[0]",
+            ),
+            (
+                json!({"action": "CUSTOM", "rules": [{}]}),
+                Missing,
+                "spec.provider.name",
+            ),
+            (
+                json!({"provider": {"name": "x"}, "rules": [{}]}),
+                Conflict,
+                "spec.provider",
+            ),
+            (json!({"rules": [null]}), WrongType, "spec.rules[0]"),
+            (
+                json!({"targetRefs": vec![json!({"kind": "Service", "name": "x"}); 17]}),
+                TooMany,
+                "spec.targetRefs",
+            ),
+            (
+                json!({"rules": [{"when": [{"key": "request.auth.claims[a]", "values": ["x"]}]}], "action": "CUSTOM", "provider": {"name": "x"}}),
+                Unsupported,
+                "spec.rules[0].when[0].key",
+            ),
+        ] {
+            let e = policy(spec.clone()).unwrap_err();
+            assert_eq!(
+                (e.kind, e.field.as_str(), e.policy.as_deref()),
+                (kind, field, Some("ns/p")),
+                "{spec}: {e}"
+            );
+        }
     }
 
     #[test]

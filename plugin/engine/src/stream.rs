@@ -8,7 +8,7 @@
 //! ([`PluginConfig::from_tree`]) gives for the same document.
 
 use super::config::PluginConfig;
-use super::error::ConfigError;
+use super::error::{ConfigError, ErrorKind};
 use super::json::{self, index, join, Map, Parser, Result, Value};
 use super::policy::AuthorizationPolicy;
 
@@ -87,6 +87,7 @@ pub(crate) fn from_json(bytes: &[u8]) -> Result<PluginConfig> {
         None => {
             let value = json::parse(bytes).map_err(|e| {
                 ConfigError::new(
+                    ErrorKind::Syntax,
                     "",
                     format!("the plugin configuration is not valid JSON: {e}"),
                 )
