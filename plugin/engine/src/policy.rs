@@ -215,7 +215,43 @@ fn parse_go_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// One policy, in the order istiod validates it: the resource's header, the dry-run
+/// annotation, then the spec (action, scope, provider, rules).
 fn parse_policy(map: &Map, namespace: String, name: String) -> Result<AuthorizationPolicy> {
+    check_header(map)?;
+    let (dry_run, dry_run_annotation_error) = parse_dry_run(map)?;
+    let empty = Map::new();
+    let spec = opt_object(map, "spec", "")?.unwrap_or(&empty);
+    only_keys(
+        spec,
+        &[
+            "selector",
+            "targetRef",
+            "targetRefs",
+            "action",
+            "provider",
+            "rules",
+        ],
+        "spec",
+    )?;
+    let action = parse_action(spec)?;
+    let scope = parse_scope(spec)?;
+    let provider = parse_provider(spec, action)?;
+    let rules = parse_rules(spec, &namespace, action)?;
+    Ok(AuthorizationPolicy {
+        namespace,
+        name,
+        scope,
+        action,
+        provider,
+        rules,
+        dry_run,
+        dry_run_annotation_error,
+    })
+}
+
+/// The resource's own keys, `apiVersion` and `kind`.
+fn check_header(map: &Map) -> Result<()> {
     only_keys(
         map,
         &["apiVersion", "kind", "metadata", "spec", "status"],
@@ -239,75 +275,61 @@ fn parse_policy(map: &Map, namespace: String, name: String) -> Result<Authorizat
         }
     }
     match opt_str(map, "kind", "")? {
-        Some("AuthorizationPolicy") => {}
-        Some(other) => {
-            return Err(ConfigError::new(
-                ErrorKind::InvalidValue,
-                "kind",
-                format!("\"{other}\" is not AuthorizationPolicy"),
-            ))
-        }
-        None => return Err(ConfigError::new(ErrorKind::Missing, "kind", "is required")),
+        Some("AuthorizationPolicy") => Ok(()),
+        Some(other) => Err(ConfigError::new(
+            ErrorKind::InvalidValue,
+            "kind",
+            format!("\"{other}\" is not AuthorizationPolicy"),
+        )),
+        None => Err(ConfigError::new(ErrorKind::Missing, "kind", "is required")),
     }
+}
 
-    let mut dry_run = false;
-    let mut dry_run_annotation_error = None;
-    if let Some(metadata) = opt_object(map, "metadata", "")? {
-        if let Some(annotations) = opt_object(metadata, "annotations", "metadata")? {
-            if let Some(v) = annotations.get("istio.io/dry-run") {
-                match v {
-                    Value::String(s) if s.is_empty() => {}
-                    Value::String(s) => match parse_go_bool(s) {
-                        Some(b) => dry_run = b,
-                        None => {
-                            dry_run_annotation_error = Some(format!(
-                                "annotation istio.io/dry-run: \"{s}\" is not a boolean; the policy is enforced"
-                            ))
-                        }
-                    },
-                    other => {
-                        return Err(ConfigError::new(
-                            ErrorKind::WrongType,
-                            "metadata.annotations[istio.io/dry-run]",
-                            format!("must be a string, got {}", json::type_name(other)),
-                        ))
-                    }
-                }
-            }
-        }
-    }
-
-    let empty = Map::new();
-    let spec = opt_object(map, "spec", "")?.unwrap_or(&empty);
-    only_keys(
-        spec,
-        &[
-            "selector",
-            "targetRef",
-            "targetRefs",
-            "action",
-            "provider",
-            "rules",
-        ],
-        "spec",
-    )?;
-
-    let action = match opt_str(spec, "action", "spec")? {
-        None | Some("ALLOW") => Action::Allow,
-        Some("DENY") => Action::Deny,
-        Some("AUDIT") => Action::Audit,
-        Some("CUSTOM") => Action::Custom,
-        Some(other) => {
-            return Err(ConfigError::new(
-                ErrorKind::InvalidValue,
-                "spec.action",
-                format!("\"{other}\" is not one of ALLOW, DENY, AUDIT, CUSTOM"),
-            ))
-        }
+/// The `istio.io/dry-run` annotation: whether the policy is dry-run, and the note when the
+/// annotation is not a boolean (the policy is then enforced, as istiod does).
+fn parse_dry_run(map: &Map) -> Result<(bool, Option<String>)> {
+    let annotation = match opt_object(map, "metadata", "")? {
+        Some(metadata) => opt_object(metadata, "annotations", "metadata")?
+            .and_then(|annotations| annotations.get("istio.io/dry-run")),
+        None => None,
     };
+    match annotation {
+        None => Ok((false, None)),
+        Some(Value::String(s)) if s.is_empty() => Ok((false, None)),
+        Some(Value::String(s)) => match parse_go_bool(s) {
+            Some(b) => Ok((b, None)),
+            None => Ok((
+                false,
+                Some(format!(
+                    "annotation istio.io/dry-run: \"{s}\" is not a boolean; the policy is enforced"
+                )),
+            )),
+        },
+        Some(other) => Err(ConfigError::new(
+            ErrorKind::WrongType,
+            "metadata.annotations[istio.io/dry-run]",
+            format!("must be a string, got {}", json::type_name(other)),
+        )),
+    }
+}
 
-    let scope = parse_scope(spec)?;
+/// `spec.action`, ALLOW when absent.
+fn parse_action(spec: &Map) -> Result<Action> {
+    match opt_str(spec, "action", "spec")? {
+        None | Some("ALLOW") => Ok(Action::Allow),
+        Some("DENY") => Ok(Action::Deny),
+        Some("AUDIT") => Ok(Action::Audit),
+        Some("CUSTOM") => Ok(Action::Custom),
+        Some(other) => Err(ConfigError::new(
+            ErrorKind::InvalidValue,
+            "spec.action",
+            format!("\"{other}\" is not one of ALLOW, DENY, AUDIT, CUSTOM"),
+        )),
+    }
+}
 
+/// `spec.provider.name`: required with CUSTOM, refused with any other action.
+fn parse_provider(spec: &Map, action: Action) -> Result<Option<String>> {
     let provider = match opt_object(spec, "provider", "spec")? {
         None => None,
         Some(p) => {
@@ -320,15 +342,12 @@ fn parse_policy(map: &Map, namespace: String, name: String) -> Result<Authorizat
         }
     };
     if action == Action::Custom {
-        match &provider {
-            Some(n) if !n.is_empty() => {}
-            _ => {
-                return Err(ConfigError::new(
-                    ErrorKind::Missing,
-                    "spec.provider.name",
-                    "is required for action CUSTOM",
-                ))
-            }
+        if provider.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::new(
+                ErrorKind::Missing,
+                "spec.provider.name",
+                "is required for action CUSTOM",
+            ));
         }
     } else if provider.is_some() {
         return Err(ConfigError::new(
@@ -340,57 +359,46 @@ fn parse_policy(map: &Map, namespace: String, name: String) -> Result<Authorizat
             ),
         ));
     }
+    Ok(provider)
+}
 
+/// `spec.rules`: `None` when absent or empty, which a DENY or CUSTOM policy may not be.
+fn parse_rules(spec: &Map, namespace: &str, action: Action) -> Result<Option<Vec<Rule>>> {
     // The API is protobuf: an empty repeated field is the absent field (`rules: []` is no
-    // rules), so a DENY or CUSTOM with `rules: []` is refused below as one without rules is
+    // rules), so a DENY or CUSTOM with `rules: []` is refused as one without rules is
     // (istio/istio `pkg/config/validation/validation.go` `ValidateAuthorizationPolicy`).
-    let rules = match opt_list(spec, "rules", "spec")?.filter(|l| !l.is_empty()) {
-        None => None,
-        Some(items) => {
-            if items.len() > 512 {
-                return Err(ConfigError::new(
-                    ErrorKind::TooMany,
-                    "spec.rules",
-                    format!("has {} rules; at most 512", items.len()),
-                ));
-            }
-            let mut rules = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                rules.push(parse_rule(
-                    item,
-                    &index("spec.rules", i),
-                    &namespace,
-                    action,
-                )?);
-            }
-            Some(rules)
-        }
+    let Some(items) = opt_list(spec, "rules", "spec")?.filter(|l| !l.is_empty()) else {
+        return match action {
+            Action::Deny => Err(ConfigError::new(
+                ErrorKind::Missing,
+                "spec.rules",
+                "a DENY policy without rules is meaningless (add an empty rule {} to deny everything)",
+            )),
+            Action::Custom => Err(ConfigError::new(
+                ErrorKind::Missing,
+                "spec.rules",
+                "a CUSTOM policy needs rules",
+            )),
+            Action::Allow | Action::Audit => Ok(None),
+        };
     };
-    if rules.is_none() && action == Action::Deny {
+    if items.len() > 512 {
         return Err(ConfigError::new(
-            ErrorKind::Missing,
+            ErrorKind::TooMany,
             "spec.rules",
-            "a DENY policy without rules is meaningless (add an empty rule {} to deny everything)",
+            format!("has {} rules; at most 512", items.len()),
         ));
     }
-    if rules.is_none() && action == Action::Custom {
-        return Err(ConfigError::new(
-            ErrorKind::Missing,
-            "spec.rules",
-            "a CUSTOM policy needs rules",
-        ));
+    let mut rules = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        rules.push(parse_rule(
+            item,
+            &index("spec.rules", i),
+            namespace,
+            action,
+        )?);
     }
-
-    Ok(AuthorizationPolicy {
-        namespace,
-        name,
-        scope,
-        action,
-        provider,
-        rules,
-        dry_run,
-        dry_run_annotation_error,
-    })
+    Ok(Some(rules))
 }
 
 fn parse_scope(spec: &Map) -> Result<Scope> {
