@@ -13,13 +13,22 @@ use super::json::{self, index, join, Map, Parser, Result, Value};
 use super::policy::AuthorizationPolicy;
 
 /// Parses policy `i`, naming `policies[i]` in an error that is not inside a named policy.
-pub(crate) fn parse_policy_at(value: &Value, i: usize) -> Result<AuthorizationPolicy> {
+fn parse_policy_at(value: &Value, i: usize) -> Result<AuthorizationPolicy> {
     AuthorizationPolicy::parse(value).map_err(|mut e| {
         if e.policy.is_none() {
             e.field = join(&index("policies", i), &e.field);
         }
         e
     })
+}
+
+/// Adds the policy `value` to those parsed so far. After the first bad policy the
+/// configuration is rejected: the rest are only read through, not parsed.
+pub(crate) fn add_policy(parsed: &mut Vec<Result<AuthorizationPolicy>>, value: &Value) {
+    if !parsed.last().is_some_and(Result::is_err) {
+        let result = parse_policy_at(value, parsed.len());
+        parsed.push(result);
+    }
 }
 
 /// The top-level object: every key but `policies` as a value, `policies` parsed.
@@ -64,13 +73,9 @@ fn read_policies(p: &mut Parser) -> Option<Vec<Result<AuthorizationPolicy>>> {
     let mut first = true;
     while p.next_element(first).ok()? {
         first = false;
+        // Read through even after a bad policy: a syntax error further on still counts.
         let value = p.value().ok()?;
-        // After the first bad policy the configuration is rejected: the rest is only read
-        // through (a syntax error further on still counts).
-        if !parsed.last().is_some_and(Result::is_err) {
-            let result = parse_policy_at(&value, parsed.len());
-            parsed.push(result);
-        }
+        add_policy(&mut parsed, &value);
     }
     p.close();
     Some(parsed)
@@ -83,7 +88,7 @@ fn read_policies(p: &mut Parser) -> Option<Vec<Result<AuthorizationPolicy>>> {
 /// cheap.
 pub(crate) fn from_json(bytes: &[u8]) -> Result<PluginConfig> {
     match read_top_level(bytes) {
-        Some(top) => PluginConfig::from_parsed(&top.map, top.policies.into_iter()),
+        Some(top) => PluginConfig::from_parsed(&top.map, top.policies),
         None => {
             let value = json::parse(bytes).map_err(|e| {
                 ConfigError::new(
