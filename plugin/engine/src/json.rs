@@ -483,9 +483,10 @@ impl<'a> Parser<'a> {
         if !zero && out_of_range(int_digits, frac_digits, exponent) {
             return Err(self.error(OUT_OF_RANGE));
         }
+        // ASCII: digits, sign, point and exponent, checked above.
         let text = self.bytes.get(start..self.pos).unwrap_or_default();
         Ok(Value::Number(
-            String::from_utf8_lossy(text).into_owned().into_boxed_str(),
+            std::str::from_utf8(text).unwrap_or_default().into(),
         ))
     }
 

@@ -552,27 +552,39 @@ fn parse_target_ref(map: &Map, path: &str) -> Result<TargetRef> {
 }
 
 /// Source fields: (positive name, negative name, attribute).
-const SOURCE_FIELDS: &[(&str, &str, SourceAttr)] = &[
-    ("principals", "notPrincipals", SourceAttr::Principal),
+const SOURCE_FIELDS: &[(&str, &str, Attr)] = &[
+    ("principals", "notPrincipals", Attr::Principal),
     (
         "requestPrincipals",
         "notRequestPrincipals",
-        SourceAttr::RequestPrincipal,
+        Attr::RequestPrincipal,
     ),
-    ("namespaces", "notNamespaces", SourceAttr::Namespace),
+    ("namespaces", "notNamespaces", Attr::Namespace),
     (
         "serviceAccounts",
         "notServiceAccounts",
-        SourceAttr::ServiceAccount,
+        Attr::ServiceAccount,
     ),
-    ("ipBlocks", "notIpBlocks", SourceAttr::SourceIp),
-    ("remoteIpBlocks", "notRemoteIpBlocks", SourceAttr::RemoteIp),
-    ("trustDomains", "notTrustDomains", SourceAttr::TrustDomain),
+    ("ipBlocks", "notIpBlocks", Attr::SourceIp),
+    ("remoteIpBlocks", "notRemoteIpBlocks", Attr::RemoteIp),
+    ("trustDomains", "notTrustDomains", Attr::TrustDomain),
 ];
 
 /// Every key of a `source`, in `SOURCE_FIELDS`' order (what an unknown key's error lists).
 const SOURCE_KEYS: [&str; 14] = field_keys(SOURCE_FIELDS);
 const _: () = assert!(SOURCE_KEYS.len() == 2 * SOURCE_FIELDS.len());
+
+/// Operation fields: (positive name, negative name, attribute).
+const OPERATION_FIELDS: &[(&str, &str, Attr)] = &[
+    ("hosts", "notHosts", Attr::Host),
+    ("ports", "notPorts", Attr::Port),
+    ("methods", "notMethods", Attr::Method),
+    ("paths", "notPaths", Attr::Path),
+];
+
+/// Every key of an `operation`, in `OPERATION_FIELDS`' order.
+const OPERATION_KEYS: [&str; 8] = field_keys(OPERATION_FIELDS);
+const _: () = assert!(OPERATION_KEYS.len() == 2 * OPERATION_FIELDS.len());
 
 /// Both names of each field, positive then negative: the keys a `source` or `operation`
 /// may have. Computed at compile time: built at run time it cost the module code. (Indexing
@@ -589,36 +601,6 @@ const fn field_keys<T, const N: usize>(
         i += 1;
     }
     keys
-}
-
-#[derive(Clone, Copy)]
-enum SourceAttr {
-    Principal,
-    RequestPrincipal,
-    Namespace,
-    ServiceAccount,
-    SourceIp,
-    RemoteIp,
-    TrustDomain,
-}
-
-const OPERATION_FIELDS: &[(&str, &str, OperationAttr)] = &[
-    ("hosts", "notHosts", OperationAttr::Host),
-    ("ports", "notPorts", OperationAttr::Port),
-    ("methods", "notMethods", OperationAttr::Method),
-    ("paths", "notPaths", OperationAttr::Path),
-];
-
-/// Every key of an `operation`, in `OPERATION_FIELDS`' order.
-const OPERATION_KEYS: [&str; 8] = field_keys(OPERATION_FIELDS);
-const _: () = assert!(OPERATION_KEYS.len() == 2 * OPERATION_FIELDS.len());
-
-#[derive(Clone, Copy)]
-enum OperationAttr {
-    Host,
-    Port,
-    Method,
-    Path,
 }
 
 fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Result<Rule> {
@@ -682,7 +664,7 @@ fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Res
             let op_path = join(&entry_path, "operation");
             let op = opt_object(entry, "operation", &entry_path)?
                 .ok_or_else(|| ConfigError::new(ErrorKind::Missing, &op_path, "is required"))?;
-            entries.push(parse_operation(op, &op_path)?);
+            entries.push(parse_operation(op, &op_path, namespace, action)?);
         }
         rule.to = Some(entries);
     }
@@ -698,10 +680,17 @@ fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Res
     Ok(rule)
 }
 
-fn parse_source(map: &Map, path: &str, namespace: &str, action: Action) -> Result<Entry> {
-    only_keys(map, &SOURCE_KEYS, path)?;
+/// The fields of a `source` or `operation` (`table`: positive name, negative name,
+/// attribute), in table order: each pair that is set becomes one field, every value checked.
+fn parse_fields(
+    map: &Map,
+    path: &str,
+    table: &[(&str, &str, Attr)],
+    namespace: &str,
+    action: Action,
+) -> Result<Vec<Field>> {
     let mut fields = Vec::new();
-    for (pos, neg, attr) in SOURCE_FIELDS {
+    for (pos, neg, attr) in table {
         // `principals: []` is the absent field (protobuf): it must not become a test that
         // matches everything.
         let values = opt_str_list(map, pos, path)?.filter(|l| !l.is_empty());
@@ -709,8 +698,16 @@ fn parse_source(map: &Map, path: &str, namespace: &str, action: Action) -> Resul
         for (name, list) in [(*pos, &values), (*neg, &not_values)] {
             let Some(list) = list else { continue };
             let field_path = join(path, name);
+            // A source's identity and JWT fields (its IP blocks are allowed).
             if action == Action::Custom
-                && !matches!(attr, SourceAttr::SourceIp | SourceAttr::RemoteIp)
+                && matches!(
+                    attr,
+                    Attr::Principal
+                        | Attr::RequestPrincipal
+                        | Attr::Namespace
+                        | Attr::ServiceAccount
+                        | Attr::TrustDomain
+                )
             {
                 return Err(ConfigError::new(
                     ErrorKind::Unsupported,
@@ -718,7 +715,7 @@ fn parse_source(map: &Map, path: &str, namespace: &str, action: Action) -> Resul
                     "is not supported in a CUSTOM policy (the external authorizer runs before identity and JWT checks)",
                 ));
             }
-            if matches!(attr, SourceAttr::ServiceAccount) && list.len() > 16 {
+            if *attr == Attr::ServiceAccount && list.len() > 16 {
                 return Err(ConfigError::new(
                     ErrorKind::TooMany,
                     &field_path,
@@ -726,45 +723,45 @@ fn parse_source(map: &Map, path: &str, namespace: &str, action: Action) -> Resul
                 ));
             }
             for (i, v) in list.iter().enumerate() {
-                let vp = index(&field_path, i);
-                match attr {
-                    SourceAttr::SourceIp | SourceAttr::RemoteIp => check_ip(v, &vp)?,
-                    SourceAttr::ServiceAccount => check_service_account(v, &vp)?,
-                    SourceAttr::TrustDomain => check_trust_domain(v, &vp)?,
-                    _ => {}
-                }
+                check_value(attr, v, &index(&field_path, i))?;
             }
         }
         if values.is_none() && not_values.is_none() {
             continue;
         }
-        let attr = match attr {
-            SourceAttr::Principal => Attr::Principal,
-            SourceAttr::RequestPrincipal => Attr::RequestPrincipal,
-            SourceAttr::Namespace => Attr::Namespace,
-            SourceAttr::ServiceAccount => Attr::ServiceAccount,
-            SourceAttr::SourceIp => Attr::SourceIp,
-            SourceAttr::RemoteIp => Attr::RemoteIp,
-            SourceAttr::TrustDomain => Attr::TrustDomain,
-        };
-        let values = values.unwrap_or_default();
-        let not_values = not_values.unwrap_or_default();
-        let (values, not_values) = if attr == Attr::ServiceAccount {
-            (
-                qualify_sa(values, namespace),
-                qualify_sa(not_values, namespace),
-            )
-        } else {
-            (values, not_values)
-        };
+        let mut values = values.unwrap_or_default();
+        let mut not_values = not_values.unwrap_or_default();
+        if *attr == Attr::ServiceAccount {
+            values = qualify_sa(values, namespace);
+            not_values = qualify_sa(not_values, namespace);
+        }
         fields.push(Field {
             api_name: (*pos).to_string(),
             path: path.to_string(),
-            attr,
+            attr: attr.clone(),
             values,
             not_values,
         });
     }
+    Ok(fields)
+}
+
+/// The check every value of `attr` must pass, wherever it is written (a source, an
+/// operation, a condition).
+fn check_value(attr: &Attr, v: &str, path: &str) -> Result<()> {
+    match attr {
+        Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => check_ip(v, path),
+        Attr::Port => check_port(v, path).map(|_| ()),
+        Attr::ServiceAccount => check_service_account(v, path),
+        Attr::TrustDomain => check_trust_domain(v, path),
+        Attr::Path => check_path(v, path),
+        _ => Ok(()),
+    }
+}
+
+fn parse_source(map: &Map, path: &str, namespace: &str, action: Action) -> Result<Entry> {
+    only_keys(map, &SOURCE_KEYS, path)?;
+    let fields = parse_fields(map, path, SOURCE_FIELDS, namespace, action)?;
     // Set = present, not null and not an empty list (protobuf: `[]` is unset).
     let has = |k: &str| {
         map.get(k)
@@ -806,40 +803,9 @@ fn qualify_sa(values: Vec<String>, namespace: &str) -> Vec<String> {
         .collect()
 }
 
-fn parse_operation(map: &Map, path: &str) -> Result<Entry> {
+fn parse_operation(map: &Map, path: &str, namespace: &str, action: Action) -> Result<Entry> {
     only_keys(map, &OPERATION_KEYS, path)?;
-    let mut fields = Vec::new();
-    for (pos, neg, attr) in OPERATION_FIELDS {
-        // `methods: []` is the absent field (protobuf).
-        let values = opt_str_list(map, pos, path)?.filter(|l| !l.is_empty());
-        let not_values = opt_str_list(map, neg, path)?.filter(|l| !l.is_empty());
-        for (name, list) in [(*pos, &values), (*neg, &not_values)] {
-            let Some(list) = list else { continue };
-            for (i, v) in list.iter().enumerate() {
-                let vp = index(&join(path, name), i);
-                match attr {
-                    OperationAttr::Port => check_port(v, &vp).map(|_| ())?,
-                    OperationAttr::Path => check_path(v, &vp)?,
-                    _ => {}
-                }
-            }
-        }
-        if values.is_none() && not_values.is_none() {
-            continue;
-        }
-        fields.push(Field {
-            api_name: (*pos).to_string(),
-            path: path.to_string(),
-            attr: match attr {
-                OperationAttr::Host => Attr::Host,
-                OperationAttr::Port => Attr::Port,
-                OperationAttr::Method => Attr::Method,
-                OperationAttr::Path => Attr::Path,
-            },
-            values: values.unwrap_or_default(),
-            not_values: not_values.unwrap_or_default(),
-        });
-    }
+    let fields = parse_fields(map, path, OPERATION_FIELDS, namespace, action)?;
     if fields.is_empty() {
         return Err(ConfigError::new(
             ErrorKind::Empty,
@@ -898,14 +864,7 @@ fn parse_condition(value: &Value, path: &str, namespace: &str, action: Action) -
     let not_values = not_values.unwrap_or_default();
     for (name, list) in [("values", &values), ("notValues", &not_values)] {
         for (i, v) in list.iter().enumerate() {
-            let vp = index(&join(path, name), i);
-            match &attr {
-                Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => check_ip(v, &vp)?,
-                Attr::Port => check_port(v, &vp).map(|_| ())?,
-                Attr::ServiceAccount => check_service_account(v, &vp)?,
-                Attr::TrustDomain => check_trust_domain(v, &vp)?,
-                _ => {}
-            }
+            check_value(&attr, v, &index(&join(path, name), i))?;
         }
     }
     let (values, not_values) = if attr == Attr::ServiceAccount {
