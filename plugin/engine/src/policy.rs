@@ -180,7 +180,7 @@ impl AuthorizationPolicy {
     }
 
     /// Parses one AuthorizationPolicy resource as written for Kubernetes.
-    pub fn parse(value: &Value) -> std::result::Result<AuthorizationPolicy, ConfigError> {
+    pub(crate) fn parse(value: &Value) -> std::result::Result<AuthorizationPolicy, ConfigError> {
         let map = object(value, "")?;
         let (namespace, name) = metadata_names(map)?;
         let key = format!("{namespace}/{name}");
