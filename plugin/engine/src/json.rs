@@ -3,10 +3,12 @@
 //!
 //! Hand-written rather than serde_json: serde's visitors, serde_json's float parsing and
 //! printing and their `Display` impls were the largest part of the proxy-wasm module (README,
-//! "Module size"). It accepts exactly the JSON serde_json accepts, with the same nesting limit
-//! (128), and words syntax errors as serde_json does ("expected value at line 1 column 2"), so
-//! the messages users and tests know are unchanged. Objects behave as serde_json's default map:
-//! keys in sorted order, a repeated key's last value wins.
+//! "Module size"). It accepts the JSON serde_json accepts, with the same nesting limit, and
+//! words syntax errors as serde_json does ("expected value at line 1 column 2"), so the
+//! messages users and tests know are unchanged. (Only a number within a rounding step of the
+//! largest `f64` may be judged out of range differently: serde_json itself rounds those
+//! differently with and without its `float_roundtrip` feature.) Objects behave as
+//! serde_json's default map: keys in sorted order, a repeated key's last value wins.
 //!
 //! serde's derive errors say "invalid type at line 3 column 7"; users of AuthorizationPolicy
 //! need "spec.rules[0].from[0].source.ipBlocks[1]". Every accessor here takes the path of the
