@@ -3,7 +3,7 @@
 //! keeps the last good one in force, and load notes are logged once.
 
 use authz_harness::wasm::{shared_module, HostError, PluginInstance};
-use authz_plugin::engine::{Engine, OwnedAttributes, Verdict};
+use authz_plugin::engine::{Engine, ErrorKind, OwnedAttributes, Verdict};
 use serde_json::{json, Value};
 
 const GATEWAY: &str = "spiffe://cluster.local/ns/default/sa/bookinfo-gateway-istio";
@@ -71,6 +71,8 @@ fn a_configuration_the_engine_rejects_is_rejected_by_on_configure() {
     );
     let native = Engine::from_json(&bytes(&cfg)).expect_err("the engine rejects it");
     assert_eq!(native.policy.as_deref(), Some("default/broken"));
+    assert_eq!(native.kind, ErrorKind::InvalidValue);
+    assert_eq!(native.field, "spec.rules[0].from[0].source.ipBlocks[1]");
 
     match module.configure(&bytes(&cfg)) {
         Err(HostError::ConfigureRejected { phase, logs }) => {
@@ -101,11 +103,25 @@ fn a_configuration_the_engine_rejects_is_rejected_by_on_configure() {
 #[test]
 fn unparseable_and_empty_configurations_are_rejected() {
     let module = shared_module().unwrap_or_else(|e| panic!("{e}"));
-    for (cfg, needle) in [
-        (b"{not json".to_vec(), "not valid JSON"),
-        (Vec::new(), "empty"),
-        (br#"{"mode": "sidecar"}"#.to_vec(), "mode"),
+    // The engine's kind for each (none for the empty configuration: the module refuses it
+    // before the engine sees it); the module's log carries the engine's message.
+    for (cfg, kind, needle) in [
+        (
+            b"{not json".to_vec(),
+            Some(ErrorKind::Syntax),
+            "not valid JSON",
+        ),
+        (Vec::new(), None, "empty"),
+        (
+            br#"{"mode": "sidecar"}"#.to_vec(),
+            Some(ErrorKind::InvalidValue),
+            "mode",
+        ),
     ] {
+        if let Some(kind) = kind {
+            let native = Engine::from_json(&cfg).expect_err("the engine rejects it");
+            assert_eq!(native.kind, kind, "{native}");
+        }
         match module.configure(&cfg) {
             Err(HostError::ConfigureRejected { logs, .. }) => {
                 let errors = error_lines(&logs);

@@ -3,7 +3,7 @@
 
 use super::config::{Filter, Mode, PluginConfig, ServiceKind};
 use super::decision::PolicyId;
-use super::error::{ConfigError, LoadNote, NoteKind};
+use super::error::{ConfigError, ErrorKind, LoadNote, NoteKind};
 use super::hash::{FnvMap, FnvSet};
 use super::matcher::{Cidr, Glob, PathTemplate, StrMatch};
 use super::policy::{Action, Attr, AuthorizationPolicy, Entry, Field, RefKind, Scope};
@@ -284,6 +284,7 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
         .and_then(|w| w.first())
     {
         return Err(ConfigError::new(
+            ErrorKind::Duplicate,
             "policies",
             format!(
                 "duplicate policy {}: a namespace/name may appear once",
@@ -454,6 +455,7 @@ fn too_many_indexed_rules(config: &PluginConfig, entries: u64, sets: usize) -> C
         Mode::Waypoint => ("services", format!("{} services", config.services.len())),
     };
     ConfigError::new(
+        ErrorKind::TooMany,
         field,
         format!(
             "{what} with {} policies need {entries} rule entries in {sets} distinct per-destination rule sets, \

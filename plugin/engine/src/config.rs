@@ -1,13 +1,13 @@
 //! The plugin configuration (docs/configuration.md): what `WasmPlugin.spec.pluginConfig` and Envoy's
 //! `configuration` deliver.
 
-use super::error::ConfigError;
+use super::error::{ConfigError, ErrorKind};
 use super::json::{
-    index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Result,
+    index, join, number_as_u64, number_text, object, only_keys, opt_list, opt_object, opt_str,
+    opt_str_list, Map, Result, Value,
 };
 use super::matcher::Cidr;
 use super::policy::{check_port, AuthorizationPolicy};
-use serde_json::{Map, Value};
 use std::net::IpAddr;
 
 /// Which enforcement point this proxy plays.
@@ -104,23 +104,30 @@ impl PluginConfig {
         super::stream::from_json(bytes)
     }
 
-    pub fn from_value(value: &Value) -> Result<PluginConfig> {
+    /// Reads a configuration already held as a `serde_json` value (the command-line tools and
+    /// the harness build one from YAML), as [`Self::from_json`] reads the same document.
+    pub fn from_value(value: &serde_json::Value) -> Result<PluginConfig> {
+        PluginConfig::from_tree(&super::json::from_serde(value))
+    }
+
+    /// The configuration read as one JSON tree: what the one pass falls back to for a
+    /// document it does not take.
+    pub(crate) fn from_tree(value: &Value) -> Result<PluginConfig> {
         let map = object(value, "")?;
-        let policies = opt_list(map, "policies", "")?.unwrap_or_default();
-        PluginConfig::from_parsed(
-            map,
-            policies
-                .iter()
-                .enumerate()
-                .map(|(i, p)| super::stream::parse_policy_at(p, i)),
-        )
+        let mut policies = Vec::new();
+        for policy in opt_list(map, "policies", "")?.unwrap_or_default() {
+            super::stream::add_policy(&mut policies, policy);
+        }
+        PluginConfig::from_parsed(map, policies)
     }
 
     /// Validates the rest of the configuration (`map`, whose `policies` key is not read)
-    /// and takes the policies as parsed, in order; the first error wins.
+    /// and takes the policies as parsed, in order; the first error wins. One function for
+    /// both readers, not generic over how the policies come: two instantiations of it cost
+    /// the module 5 kB.
     pub(crate) fn from_parsed(
-        map: &Map<String, Value>,
-        parsed_policies: impl Iterator<Item = Result<AuthorizationPolicy>>,
+        map: &Map,
+        parsed_policies: Vec<Result<AuthorizationPolicy>>,
     ) -> Result<PluginConfig> {
         only_keys(
             map,
@@ -143,12 +150,14 @@ impl PluginConfig {
             Some("waypoint") => Mode::Waypoint,
             Some(other) => {
                 return Err(ConfigError::new(
+                    ErrorKind::InvalidValue,
                     "mode",
                     format!("\"{other}\" is not ztunnel or waypoint"),
                 ))
             }
             None => {
                 return Err(ConfigError::new(
+                    ErrorKind::Missing,
                     "mode",
                     "is required (ztunnel or waypoint)",
                 ))
@@ -163,6 +172,7 @@ impl PluginConfig {
             },
             Some(other) => {
                 return Err(ConfigError::new(
+                    ErrorKind::InvalidValue,
                     "filter",
                     format!("\"{other}\" is not http or network"),
                 ))
@@ -170,6 +180,7 @@ impl PluginConfig {
         };
         if mode == Mode::Ztunnel && filter == Filter::Http {
             return Err(ConfigError::new(
+                ErrorKind::Conflict,
                 "filter",
                 "mode ztunnel enforces Layer 4 only; load it as a network filter",
             ));
@@ -181,6 +192,7 @@ impl PluginConfig {
         // apply nowhere. Leave the key out for Istio's default, istio-system.
         if root_namespace.is_empty() {
             return Err(ConfigError::new(
+                ErrorKind::Empty,
                 "rootNamespace",
                 "\"\" is not a namespace; leave rootNamespace out for istio-system",
             ));
@@ -193,6 +205,7 @@ impl PluginConfig {
         // A SPIFFE trust domain is never empty and has no `/`.
         if trust_domain.is_empty() || trust_domain.contains('/') {
             return Err(ConfigError::new(
+                ErrorKind::InvalidValue,
                 "trustDomain",
                 format!(
                     "\"{trust_domain}\" is not a SPIFFE trust domain; leave trustDomain out for cluster.local"
@@ -206,6 +219,7 @@ impl PluginConfig {
             .find(|(_, a)| a.contains('/'))
         {
             return Err(ConfigError::new(
+                ErrorKind::InvalidValue,
                 index("trustDomainAliases", i),
                 format!("\"{bad}\" is not a SPIFFE trust domain"),
             ));
@@ -259,6 +273,7 @@ impl PluginConfig {
                 .find(|(_, s)| s.addresses.is_empty())
             {
                 return Err(ConfigError::new(
+                    ErrorKind::Missing,
                     join(&index("services", i), "addresses"),
                     format!(
                         "service {}/{} has no addresses; with several services each needs the addresses clients dial (the service is chosen by destination address, never by :authority)",
@@ -269,6 +284,7 @@ impl PluginConfig {
         }
         if mode == Mode::Ztunnel && workloads.is_empty() {
             return Err(ConfigError::new(
+                ErrorKind::Missing,
                 "workloads",
                 "mode ztunnel needs at least one workload (which destinations this proxy enforces for)",
             ));
@@ -290,7 +306,9 @@ impl PluginConfig {
             }
         };
 
-        let policies = parsed_policies.collect::<Result<Vec<AuthorizationPolicy>>>()?;
+        let policies = parsed_policies
+            .into_iter()
+            .collect::<Result<Vec<AuthorizationPolicy>>>()?;
 
         Ok(PluginConfig {
             mode,
@@ -307,7 +325,7 @@ impl PluginConfig {
     }
 }
 
-fn parse_addresses(map: &serde_json::Map<String, Value>, path: &str) -> Result<Vec<IpAddr>> {
+fn parse_addresses(map: &Map, path: &str) -> Result<Vec<IpAddr>> {
     let mut out = Vec::new();
     for (i, a) in opt_str_list(map, "addresses", path)?
         .unwrap_or_default()
@@ -319,6 +337,7 @@ fn parse_addresses(map: &serde_json::Map<String, Value>, path: &str) -> Result<V
             Some(c) if !a.contains('/') => out.push(c.addr.to_canonical()),
             _ => {
                 return Err(ConfigError::new(
+                    ErrorKind::InvalidValue,
                     index(&join(path, "addresses"), i),
                     format!("\"{a}\" is not an IP address"),
                 ))
@@ -337,7 +356,7 @@ fn parse_service(value: &Value, path: &str) -> Result<Service> {
     )?;
     let name = opt_str(map, "name", path)?
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ConfigError::new(join(path, "name"), "is required"))?
+        .ok_or_else(|| ConfigError::new(ErrorKind::Missing, join(path, "name"), "is required"))?
         .to_string();
     let namespace = opt_str(map, "namespace", path)?
         .unwrap_or("default")
@@ -347,6 +366,7 @@ fn parse_service(value: &Value, path: &str) -> Result<Service> {
         Some("ServiceEntry") => ServiceKind::ServiceEntry,
         Some(other) => {
             return Err(ConfigError::new(
+                ErrorKind::InvalidValue,
                 join(path, "kind"),
                 format!("\"{other}\" is not Service or ServiceEntry"),
             ))
@@ -376,12 +396,23 @@ fn parse_service(value: &Value, path: &str) -> Result<Service> {
         for (i, p) in items.iter().enumerate() {
             let pp = index(&join(path, "ports"), i);
             let port = match p {
-                Value::Number(n) => n
-                    .as_u64()
+                Value::Number(n) => number_as_u64(n)
                     .and_then(|n| u16::try_from(n).ok())
-                    .ok_or_else(|| ConfigError::new(&pp, format!("{n} is not a port number")))?,
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            ErrorKind::InvalidValue,
+                            &pp,
+                            format!("{} is not a port number", number_text(n)),
+                        )
+                    })?,
                 Value::String(s) => check_port(s, &pp)?,
-                _ => return Err(ConfigError::new(&pp, "must be a port number")),
+                _ => {
+                    return Err(ConfigError::new(
+                        ErrorKind::WrongType,
+                        &pp,
+                        "must be a port number",
+                    ))
+                }
             };
             ports.push(port);
         }
@@ -417,6 +448,7 @@ fn parse_workload(value: &Value, path: &str) -> Result<Workload> {
                 Value::String(s) => labels.push((k.clone(), s.clone())),
                 _ => {
                     return Err(ConfigError::new(
+                        ErrorKind::WrongType,
                         format!("{path}.labels[{k}]"),
                         "must be a string",
                     ))

@@ -24,5 +24,5 @@ pub use attributes::{Attributes, Claim, HeaderValues, OwnedAttributes, OwnedHttp
 pub use compile::{Engine, PolicyInfo};
 pub use config::{Filter, Mode, PluginConfig};
 pub use decision::{Decision, DryRun, PolicyId, Reason, RuleRef, Verdict};
-pub use error::{ConfigError, LoadNote, NoteKind};
+pub use error::{ConfigError, ErrorKind, LoadNote, NoteKind};
 pub use evaluate::{Explanation, NearMiss, Traffic};

@@ -161,12 +161,41 @@ fn is_pchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&b)
 }
 
+/// Why a path template is refused; `Display` is the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateError {
+    /// Not starting with `/`.
+    NotAbsolute,
+    /// `{*}` or `{**}` after `{**}`.
+    AfterDoubleGlob,
+    /// A segment mixing an operator with text (`{*}.txt`), or an unknown operator (`{x}`).
+    MixedSegment(String),
+    /// A segment with a character outside RFC 3986 pchar.
+    NotPchar(String),
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TemplateError::NotAbsolute => f.write_str("a path template must start with \"/\""),
+            TemplateError::AfterDoubleGlob => f.write_str("no {*} or {**} may follow {**}"),
+            TemplateError::MixedSegment(segment) => write!(
+                f,
+                "segment \"{segment}\" mixes an operator with text; a segment is {{*}}, {{**}} or literal"
+            ),
+            TemplateError::NotPchar(segment) => write!(
+                f,
+                "segment \"{segment}\" has a character that is not a URI pchar"
+            ),
+        }
+    }
+}
+
 impl PathTemplate {
     /// Validates as istiod's `CheckValidPathTemplate` and Envoy's template parser do.
-    /// Returns an error message on an invalid template.
-    pub fn parse(value: &str) -> Result<PathTemplate, String> {
+    pub fn parse(value: &str) -> Result<PathTemplate, TemplateError> {
         if !value.starts_with('/') {
-            return Err("a path template must start with \"/\"".into());
+            return Err(TemplateError::NotAbsolute);
         }
         let trimmed = value.trim_matches('/');
         let mut seen_double = false;
@@ -174,20 +203,16 @@ impl PathTemplate {
             match segment {
                 "{*}" | "{**}" => {
                     if seen_double {
-                        return Err("no {*} or {**} may follow {**}".into());
+                        return Err(TemplateError::AfterDoubleGlob);
                     }
                     seen_double = segment == "{**}";
                 }
                 _ => {
                     if segment.contains('{') || segment.contains('}') {
-                        return Err(format!(
-                            "segment \"{segment}\" mixes an operator with text; a segment is {{*}}, {{**}} or literal"
-                        ));
+                        return Err(TemplateError::MixedSegment(segment.to_string()));
                     }
                     if !segment.bytes().all(is_pchar) {
-                        return Err(format!(
-                            "segment \"{segment}\" has a character that is not a URI pchar"
-                        ));
+                        return Err(TemplateError::NotPchar(segment.to_string()));
                     }
                 }
             }
@@ -443,10 +468,26 @@ mod tests {
 
     #[test]
     fn invalid_templates() {
-        assert!(PathTemplate::parse("/foo/{*}.txt").is_err());
-        assert!(PathTemplate::parse("/foo/{**}/{*}").is_err());
-        assert!(PathTemplate::parse("foo/{*}").is_err());
-        assert!(PathTemplate::parse("/foo/{x}").is_err());
+        assert_eq!(
+            PathTemplate::parse("/foo/{*}.txt"),
+            Err(TemplateError::MixedSegment("{*}.txt".into()))
+        );
+        assert_eq!(
+            PathTemplate::parse("/foo/{**}/{*}"),
+            Err(TemplateError::AfterDoubleGlob)
+        );
+        assert_eq!(
+            PathTemplate::parse("foo/{*}"),
+            Err(TemplateError::NotAbsolute)
+        );
+        assert_eq!(
+            PathTemplate::parse("/foo/{x}"),
+            Err(TemplateError::MixedSegment("{x}".into()))
+        );
+        assert_eq!(
+            PathTemplate::parse("/foo/b ar"),
+            Err(TemplateError::NotPchar("b ar".into()))
+        );
         assert!(PathTemplate::parse("/foo/{**}/bar").is_ok());
     }
 
