@@ -5,8 +5,9 @@ use super::config::{Filter, Mode, PluginConfig, ServiceKind};
 use super::decision::PolicyId;
 use super::error::{ConfigError, LoadNote, NoteKind};
 use super::hash::{FnvMap, FnvSet};
+use super::intern::{Interner, KeyIndex, StrId, Strings};
 use super::matcher::{Cidr, Glob, PathTemplate, StrMatch};
-use super::policy::{Action, Attr, AuthorizationPolicy, Entry, Field, RefKind, Scope};
+use super::policy::{Action, Attr, AuthorizationPolicy, Field, RefKind, Scope};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -56,67 +57,174 @@ impl Point {
     }
 }
 
+/// A run of items in one of [`Compiled`]'s arrays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Span {
+    /// The run from `start` to the end of `items` as it is now.
+    fn since<T>(start: usize, items: &[T]) -> Span {
+        Span {
+            start: start as u32,
+            len: items.len().saturating_sub(start) as u32,
+        }
+    }
+
+    pub fn of<T>(self, items: &[T]) -> &[T] {
+        let start = self.start as usize;
+        items.get(start..start + self.len as usize).unwrap_or(&[])
+    }
+}
+
+/// Grammar (a) with its text in [`Compiled::strings`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pattern {
+    Exact(StrId),
+    Prefix(StrId),
+    Suffix(StrId),
+    /// `*`: a non-empty value (Envoy regex `.+`).
+    NonEmpty,
+    /// `*` for headers, methods and hosts: present, even empty (Envoy `present_match`).
+    Present,
+}
+
+impl Pattern {
+    fn new(m: &StrMatch, strings: &mut Interner) -> Pattern {
+        // Patterns are made from `&str` values, so their bytes are UTF-8.
+        fn text(b: &[u8]) -> &str {
+            std::str::from_utf8(b).unwrap_or("")
+        }
+        match m {
+            StrMatch::Exact(b) => Pattern::Exact(strings.intern(text(b))),
+            StrMatch::Prefix(b) => Pattern::Prefix(strings.intern(text(b))),
+            StrMatch::Suffix(b) => Pattern::Suffix(strings.intern(text(b))),
+            StrMatch::NonEmpty => Pattern::NonEmpty,
+            StrMatch::Present => Pattern::Present,
+        }
+    }
+
+    pub fn matches(self, strings: &Strings, value: &[u8]) -> bool {
+        match self {
+            Pattern::Exact(e) => value == strings.bytes(e),
+            Pattern::Prefix(p) => value.starts_with(strings.bytes(p)),
+            Pattern::Suffix(s) => value.ends_with(strings.bytes(s)),
+            Pattern::NonEmpty => !value.is_empty(),
+            Pattern::Present => true,
+        }
+    }
+
+    /// Case-insensitive match; the pattern is lower case.
+    pub fn matches_ignore_case(self, strings: &Strings, value: &[u8]) -> bool {
+        match self {
+            Pattern::Exact(e) => value.eq_ignore_ascii_case(strings.bytes(e)),
+            Pattern::Prefix(p) => {
+                let p = strings.bytes(p);
+                value
+                    .get(..p.len())
+                    .is_some_and(|v| v.eq_ignore_ascii_case(p))
+            }
+            Pattern::Suffix(s) => {
+                let s = strings.bytes(s);
+                value
+                    .len()
+                    .checked_sub(s.len())
+                    .and_then(|from| value.get(from..))
+                    .is_some_and(|v| v.eq_ignore_ascii_case(s))
+            }
+            Pattern::NonEmpty => !value.is_empty(),
+            Pattern::Present => true,
+        }
+    }
+}
+
 /// How a compiled [`Test`] matches one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Matcher {
     /// Grammar (a) on the attribute's bytes (principal without `spiffe://`, ztunnel
     /// namespace, method, header, SNI, JWT claim).
-    Str(StrMatch),
+    Str(Pattern),
     /// Case-insensitive grammar (a) (`hosts`); pattern lower-cased.
-    Host(StrMatch),
+    Host(Pattern),
     /// Waypoint `principals: ["*"]`: any peer principal (Envoy regex `.+`).
     AnyPrincipal,
-    /// Waypoint namespace regex `.*/ns/<glob>/.*` on the peer principal URI.
-    NamespaceGlob(Glob),
+    /// Waypoint namespace regex `.*/ns/<ns>/.*` with a literal `<ns>`: the principal URI has
+    /// the segment `/ns/<ns>/`.
+    NamespaceSegment(StrId),
+    /// Waypoint namespace regex `.*/ns/<glob>/.*` on the peer principal URI (rare: boxed).
+    NamespaceGlob(Box<Glob>),
     /// `ns/sa` exact on the identity parsed as ztunnel parses it (ztunnel).
-    ServiceAccount(Box<str>, Box<str>),
+    ServiceAccount(StrId, StrId),
     /// `ns/sa` as istiod's regex `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` (waypoint).
-    ServiceAccountRegex(Box<str>, Box<str>),
+    ServiceAccountRegex(StrId, StrId),
     /// On the identity's trust domain: `*` any SPIFFE peer, else grammar (a) on the domain.
-    TrustDomain(StrMatch),
+    TrustDomain(Pattern),
     Cidr(Cidr),
     Port(u16),
     /// `paths` without templates, on the path without query.
-    Path(StrMatch),
-    PathTemplate(PathTemplate),
+    Path(Pattern),
+    PathTemplate(Box<PathTemplate>),
     /// `requestPrincipals`: issuer and subject matchers.
-    RequestPrincipal(StrMatch, StrMatch),
+    RequestPrincipal(Pattern, Pattern),
+}
+
+/// What a test reads and how it was written: shared by every test of the same field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct FieldName {
+    pub attr: Attr,
+    /// The API name (`principals`, `request.headers[x-token]`).
+    pub api_name: StrId,
 }
 
 /// One attribute test: some value matches and no not-value matches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Test {
-    pub attr: Attr,
-    pub values: Vec<Matcher>,
-    pub not_values: Vec<Matcher>,
-    /// Where it was written (`spec.rules[0].from[0].source`) and the API name (`principals`).
-    pub path: String,
-    pub api_name: String,
-    /// The values as written, for explanations.
-    pub written: Vec<String>,
-    pub written_not: Vec<String>,
+    /// Into [`Compiled::fields`].
+    pub field: u32,
+    /// Into [`Compiled::matchers`]: the values' matchers, then the not-values'.
+    pub matchers: Span,
+    pub values: u32,
+    /// Into [`Compiled::written`]: the values as written, then the not-values, for
+    /// explanations.
+    pub written: Span,
+    pub written_values: u32,
+}
+
+impl Test {
+    fn split<T>(items: &[T], span: Span, first: u32) -> (&[T], &[T]) {
+        let all = span.of(items);
+        all.split_at((first as usize).min(all.len()))
+    }
+
+    pub fn values_and_not<'a>(&self, compiled: &'a Compiled) -> (&'a [Matcher], &'a [Matcher]) {
+        Self::split(&compiled.matchers, self.matchers, self.values)
+    }
+
+    pub fn written_and_not<'a>(&self, compiled: &'a Compiled) -> (&'a [StrId], &'a [StrId]) {
+        Self::split(&compiled.written, self.written, self.written_values)
+    }
 }
 
 /// `from[i].source` / `to[j].operation` / one `when` condition: every test must match. An
 /// entry with no tests (all of them converted away) matches everything.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CEntry {
-    pub path: String,
-    pub tests: Vec<Test>,
+    /// Where it was written (`spec.rules[0].from[0].source`).
+    pub path: StrId,
+    /// Into [`Compiled::tests`].
+    pub tests: Span,
 }
 
-/// `from`, `to`, or one `when` condition: some entry must match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Clause {
-    pub entries: Vec<CEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CompiledRule {
     pub policy: PolicyId,
     pub index: u32,
-    /// Every clause must match; no clauses = matches everything (`rules: [{}]`).
-    pub clauses: Vec<Clause>,
+    /// Into [`Compiled::clauses`]; every clause must match; none = matches everything
+    /// (`rules: [{}]`). A clause (`from`, `to`, or one `when` condition) is a run of
+    /// [`Compiled::entries`] of which some must match.
+    pub clauses: Span,
 }
 
 /// What the engine reports about a policy.
@@ -142,15 +250,25 @@ impl PolicyInfo {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RuleIndex {
     /// Exact peer principal, without `spiffe://`.
-    pub by_principal: FnvMap<Box<str>, Vec<u32>>,
-    /// Exact peer namespace (ztunnel grammar only).
-    pub by_namespace: FnvMap<Box<str>, Vec<u32>>,
-    pub by_port: FnvMap<u16, Vec<u32>>,
-    pub by_method: FnvMap<Box<[u8]>, Vec<u32>>,
+    pub by_principal: KeyIndex,
+    /// A `/ns/<namespace>/` segment of the peer principal.
+    pub by_namespace: KeyIndex,
+    pub by_port: Box<[(u16, Box<[u32]>)]>,
+    pub by_method: KeyIndex,
     /// Rules with no indexable requirement: always evaluated.
-    pub scan: Vec<u32>,
+    pub scan: Box<[u32]>,
     /// Every rule, in order (for explanations and audits).
-    pub all: Vec<u32>,
+    pub all: Box<[u32]>,
+}
+
+impl RuleIndex {
+    pub fn port(&self, port: u16) -> &[u32] {
+        self.by_port
+            .binary_search_by_key(&port, |(p, _)| *p)
+            .ok()
+            .and_then(|i| self.by_port.get(i))
+            .map_or(&[], |(_, rules)| rules)
+    }
 }
 
 /// The rules of the policies that apply to one target, split by what they do.
@@ -164,18 +282,102 @@ pub(crate) struct PolicySet {
     pub has_allow: bool,
     /// The enforced ALLOW policies that apply, for explanations: a rule-less one (a default
     /// deny) has no rule in `allow` to name it.
-    pub allow_policies: Vec<PolicyId>,
+    pub allow_policies: Box<[PolicyId]>,
     pub dry_deny: RuleIndex,
     pub dry_allow: RuleIndex,
     pub has_dry_allow: bool,
     pub has_dry: bool,
 }
 
-/// The compiled form for one enforcement point.
+/// The compiled form for one enforcement point: rules and their parts in flat arrays,
+/// addressed by index, and every string once.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Compiled {
     pub rules: Vec<CompiledRule>,
+    /// Per clause, its run of `entries`.
+    pub clauses: Vec<Span>,
+    pub entries: Vec<CEntry>,
+    pub tests: Vec<Test>,
+    pub fields: Vec<FieldName>,
+    pub matchers: Vec<Matcher>,
+    pub written: Vec<StrId>,
+    pub strings: Strings,
     pub sets: Vec<PolicySet>,
+}
+
+impl Compiled {
+    pub fn clauses(&self, rule: &CompiledRule) -> &[Span] {
+        rule.clauses.of(&self.clauses)
+    }
+
+    pub fn entries(&self, clause: Span) -> &[CEntry] {
+        clause.of(&self.entries)
+    }
+
+    pub fn tests(&self, entry: &CEntry) -> &[Test] {
+        entry.tests.of(&self.tests)
+    }
+
+    pub fn field(&self, test: &Test) -> Option<&FieldName> {
+        self.fields.get(test.field as usize)
+    }
+}
+
+/// A [`Compiled`] under construction, with what is only needed while building.
+#[derive(Default)]
+struct Builder {
+    compiled: Compiled,
+    strings: Interner,
+    field_ids: FnvMap<FieldName, u32>,
+}
+
+impl Builder {
+    fn field_id(&mut self, attr: &Attr, api_name: &str) -> u32 {
+        let name = FieldName {
+            attr: attr.clone(),
+            api_name: self.strings.intern(api_name),
+        };
+        if let Some(id) = self.field_ids.get(&name) {
+            return *id;
+        }
+        let id = self.compiled.fields.len() as u32;
+        self.compiled.fields.push(name.clone());
+        self.field_ids.insert(name, id);
+        id
+    }
+
+    /// Marks where the arrays end, to take back what a dropped clause added.
+    fn mark(&self) -> [usize; 4] {
+        let c = &self.compiled;
+        [
+            c.entries.len(),
+            c.tests.len(),
+            c.matchers.len(),
+            c.written.len(),
+        ]
+    }
+
+    fn truncate(&mut self, [entries, tests, matchers, written]: [usize; 4]) {
+        let c = &mut self.compiled;
+        c.entries.truncate(entries);
+        c.tests.truncate(tests);
+        c.matchers.truncate(matchers);
+        c.written.truncate(written);
+    }
+
+    fn finish(self) -> Compiled {
+        let mut c = self.compiled;
+        c.strings = self.strings.finish();
+        c.rules.shrink_to_fit();
+        c.clauses.shrink_to_fit();
+        c.entries.shrink_to_fit();
+        c.tests.shrink_to_fit();
+        c.fields.shrink_to_fit();
+        c.matchers.shrink_to_fit();
+        c.written.shrink_to_fit();
+        c.sets.shrink_to_fit();
+        c
+    }
 }
 
 /// Which policy set applies to a destination.
@@ -233,6 +435,8 @@ impl Engine {
         build(config, true, both)
     }
 
+    /// The configuration compiled, without its `policies`: they live on only in compiled
+    /// form (see [`Engine::policies`]).
     pub fn config(&self) -> &PluginConfig {
         &self.config
     }
@@ -311,52 +515,52 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
     // Which policies each target gets.
     let (targets, target_policies) = bind_targets(&config, &sorted, &mut notes);
 
-    let compile_point =
-        |point: Point, notes: &mut Notes| -> Result<(Compiled, Vec<u32>), ConfigError> {
-            let mut compiled = Compiled::default();
-            let mut first_rule_of: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
-            for (pid, policy) in sorted.iter().enumerate() {
-                let start = compiled.rules.len() as u32;
-                let rules =
-                    compile_policy(&config, policy, PolicyId(pid as u32), point, &bundle, notes);
-                compiled.rules.extend(rules);
-                first_rule_of.push((start, compiled.rules.len() as u32));
+    let compile_point = |point: Point,
+                         notes: &mut Notes|
+     -> Result<(Compiled, Vec<u32>), ConfigError> {
+        let mut b = Builder::default();
+        let mut first_rule_of: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
+        for (pid, policy) in sorted.iter().enumerate() {
+            let start = b.compiled.rules.len() as u32;
+            let id = PolicyId(pid as u32);
+            compile_policy(&config, policy, id, point, &bundle, notes, &mut b);
+            first_rule_of.push((start, b.compiled.rules.len() as u32));
+        }
+        // One set per distinct policy list (many workloads share theirs). Each set indexes
+        // its own copy of its rules, so distinct lists cost their sizes added up: count
+        // that before building anything, and refuse what would not fit.
+        let mut set_ids: FnvMap<&[u32], u32> = FnvMap::default();
+        let mut entries: u64 = 0;
+        for list in &target_policies {
+            if !set_ids.contains_key(list.as_slice()) {
+                set_ids.insert(list, 0);
+                entries += list
+                    .iter()
+                    .filter_map(|pid| first_rule_of.get(*pid as usize))
+                    .map(|(start, end)| u64::from(end - start))
+                    .sum::<u64>();
             }
-            // One set per distinct policy list (many workloads share theirs). Each set indexes
-            // its own copy of its rules, so distinct lists cost their sizes added up: count
-            // that before building anything, and refuse what would not fit.
-            let mut set_ids: FnvMap<&[u32], u32> = FnvMap::default();
-            let mut entries: u64 = 0;
-            for list in &target_policies {
-                if !set_ids.contains_key(list.as_slice()) {
-                    set_ids.insert(list, 0);
-                    entries += list
-                        .iter()
-                        .filter_map(|pid| first_rule_of.get(*pid as usize))
-                        .map(|(start, end)| u64::from(end - start))
-                        .sum::<u64>();
+        }
+        if entries > MAX_INDEXED_RULES {
+            return Err(too_many_indexed_rules(&config, entries, set_ids.len()));
+        }
+        set_ids.clear();
+        let mut set_of = Vec::with_capacity(target_policies.len());
+        for list in &target_policies {
+            let id = match set_ids.get(list.as_slice()) {
+                Some(id) => *id,
+                None => {
+                    let set = build_set(&b.compiled, &mut b.strings, &sorted, list, &first_rule_of);
+                    let id = b.compiled.sets.len() as u32;
+                    b.compiled.sets.push(set);
+                    set_ids.insert(list, id);
+                    id
                 }
-            }
-            if entries > MAX_INDEXED_RULES {
-                return Err(too_many_indexed_rules(&config, entries, set_ids.len()));
-            }
-            set_ids.clear();
-            let mut set_of = Vec::with_capacity(target_policies.len());
-            for list in &target_policies {
-                let id = match set_ids.get(list.as_slice()) {
-                    Some(id) => *id,
-                    None => {
-                        let set = build_set(&compiled, &sorted, list, &first_rule_of);
-                        let id = compiled.sets.len() as u32;
-                        compiled.sets.push(set);
-                        set_ids.insert(list, id);
-                        id
-                    }
-                };
-                set_of.push(id);
-            }
-            Ok((compiled, set_of))
-        };
+            };
+            set_of.push(id);
+        }
+        Ok((b.finish(), set_of))
+    };
 
     let mut http = None;
     let mut tcp = None;
@@ -419,6 +623,12 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
         })
         .max()
         .unwrap_or(0);
+
+    // Nothing of the parsed policies is needed any more: what explanations name is in
+    // `policies` and the compiled forms.
+    drop(sorted);
+    let mut config = config;
+    config.policies = Vec::new();
 
     Ok(Engine {
         jwt_depth,
@@ -710,14 +920,54 @@ fn bind_targets(
     (targets, lists)
 }
 
+/// A [`RuleIndex`] under construction.
+#[derive(Default)]
+struct IndexBuilder {
+    by_principal: FnvMap<StrId, Vec<u32>>,
+    by_namespace: FnvMap<StrId, Vec<u32>>,
+    by_port: FnvMap<u16, Vec<u32>>,
+    by_method: FnvMap<StrId, Vec<u32>>,
+    scan: Vec<u32>,
+    all: Vec<u32>,
+}
+
+impl IndexBuilder {
+    fn finish(self, strings: &Strings) -> RuleIndex {
+        let keyed = |map: FnvMap<StrId, Vec<u32>>| {
+            let mut lists: Vec<(StrId, Vec<u32>)> = map.into_iter().collect();
+            // Deterministic layout, whatever the map's order.
+            lists.sort_unstable_by_key(|(k, _)| *k);
+            KeyIndex::new(strings, lists)
+        };
+        let mut by_port: Vec<(u16, Box<[u32]>)> = self
+            .by_port
+            .into_iter()
+            .map(|(p, l)| (p, l.into_boxed_slice()))
+            .collect();
+        by_port.sort_unstable_by_key(|(p, _)| *p);
+        RuleIndex {
+            by_principal: keyed(self.by_principal),
+            by_namespace: keyed(self.by_namespace),
+            by_port: by_port.into_boxed_slice(),
+            by_method: keyed(self.by_method),
+            scan: self.scan.into_boxed_slice(),
+            all: self.all.into_boxed_slice(),
+        }
+    }
+}
+
 /// Builds the rule indexes for one target's policy list.
 fn build_set(
     compiled: &Compiled,
+    strings: &mut Interner,
     sorted: &[&AuthorizationPolicy],
     list: &[u32],
     first_rule_of: &[(u32, u32)],
 ) -> PolicySet {
     let mut set = PolicySet::default();
+    let mut allow_policies = Vec::new();
+    let [mut custom, mut deny, mut allow, mut audit, mut dry_deny, mut dry_allow] =
+        std::array::from_fn(|_| IndexBuilder::default());
     for pid in list {
         let Some(policy) = sorted.get(*pid as usize) else {
             continue;
@@ -728,36 +978,50 @@ fn build_set(
         let index = match (policy.action, policy.dry_run) {
             (Action::Allow, false) => {
                 set.has_allow = true;
-                set.allow_policies.push(PolicyId(*pid));
-                &mut set.allow
+                allow_policies.push(PolicyId(*pid));
+                &mut allow
             }
             (Action::Allow, true) => {
                 set.has_dry = true;
                 set.has_dry_allow = true;
-                &mut set.dry_allow
+                &mut dry_allow
             }
-            (Action::Deny, false) => &mut set.deny,
-            (Action::Custom, false) => &mut set.custom,
+            (Action::Deny, false) => &mut deny,
+            (Action::Custom, false) => &mut custom,
             (Action::Deny | Action::Custom, true) => {
                 set.has_dry = true;
-                &mut set.dry_deny
+                &mut dry_deny
             }
             // AUDIT never enforces; a dry-run AUDIT is still only recorded.
-            (Action::Audit, _) => &mut set.audit,
+            (Action::Audit, _) => &mut audit,
         };
         for rid in *start..*end {
             if let Some(rule) = compiled.rules.get(rid as usize) {
-                insert_rule(index, rid, rule);
+                insert_rule(compiled, strings, index, rid, rule);
             }
         }
     }
+    let strings = strings.strings();
+    set.allow_policies = allow_policies.into_boxed_slice();
+    set.custom = custom.finish(strings);
+    set.deny = deny.finish(strings);
+    set.allow = allow.finish(strings);
+    set.audit = audit.finish(strings);
+    set.dry_deny = dry_deny.finish(strings);
+    set.dry_allow = dry_allow.finish(strings);
     set
 }
 
 /// Files a rule under the most selective attribute it requires.
-fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
+fn insert_rule(
+    compiled: &Compiled,
+    strings: &mut Interner,
+    index: &mut IndexBuilder,
+    rid: u32,
+    rule: &CompiledRule,
+) {
     index.all.push(rid);
-    if let Some(keys) = required_identity(rule) {
+    if let Some(keys) = required_identity(compiled, strings, rule) {
         for k in keys {
             match k {
                 IdKey::Principal(p) => index.by_principal.entry(p).or_default().push(rid),
@@ -767,32 +1031,32 @@ fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
         return;
     }
     if let Some(keys) = required_exact(
+        compiled,
         rule,
-        |t| matches!(t.attr, Attr::Port),
+        |a| matches!(a, Attr::Port),
         |m| match m {
-            Matcher::Port(p) => Some(Key::Port(*p)),
+            Matcher::Port(p) => Some(u32::from(*p)),
             _ => None,
         },
     ) {
-        for k in keys {
-            if let Key::Port(p) = k {
+        for p in keys {
+            if let Ok(p) = u16::try_from(p) {
                 index.by_port.entry(p).or_default().push(rid);
             }
         }
         return;
     }
     if let Some(keys) = required_exact(
+        compiled,
         rule,
-        |t| matches!(t.attr, Attr::Method),
+        |a| matches!(a, Attr::Method),
         |m| match m {
-            Matcher::Str(StrMatch::Exact(e)) => Some(Key::Bytes(e.clone())),
+            Matcher::Str(Pattern::Exact(e)) => Some(*e),
             _ => None,
         },
     ) {
-        for k in keys {
-            if let Key::Bytes(b) = k {
-                index.by_method.entry(b).or_default().push(rid);
-            }
+        for m in keys {
+            index.by_method.entry(m).or_default().push(rid);
         }
         return;
     }
@@ -803,9 +1067,9 @@ fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum IdKey {
     /// The exact principal, without `spiffe://`.
-    Principal(Box<str>),
+    Principal(StrId),
     /// A namespace: the principal contains the segment `/ns/<namespace>/`.
-    Namespace(Box<str>),
+    Namespace(StrId),
 }
 
 /// If every entry of some clause requires the peer identity to be an exact principal or to
@@ -814,52 +1078,64 @@ enum IdKey {
 /// implies such a segment: an exact namespace (ztunnel parses it from `/ns/<ns>/sa/`; the
 /// waypoint's regex is `.*/ns/<ns>/.*`), a service account `<ns>/<sa>`, and a principal prefix
 /// that spells out `<td>/ns/<ns>/`.
-fn required_identity(rule: &CompiledRule) -> Option<BTreeSet<IdKey>> {
-    rule.clauses.iter().find_map(|clause| {
+fn required_identity(
+    compiled: &Compiled,
+    strings: &mut Interner,
+    rule: &CompiledRule,
+) -> Option<BTreeSet<IdKey>> {
+    compiled.clauses(rule).iter().find_map(|clause| {
         let mut keys = BTreeSet::new();
-        for entry in &clause.entries {
-            keys.extend(entry_identity(entry)?);
+        for entry in compiled.entries(*clause) {
+            keys.extend(entry_identity(compiled, strings, entry)?);
         }
         (!keys.is_empty()).then_some(keys)
     })
 }
 
-fn entry_identity(entry: &CEntry) -> Option<Vec<IdKey>> {
-    let all_keys = |t: &Test| -> Option<Vec<IdKey>> {
-        t.values
+fn entry_identity(
+    compiled: &Compiled,
+    strings: &mut Interner,
+    entry: &CEntry,
+) -> Option<Vec<IdKey>> {
+    let mut all_keys = |attr: &Attr, values: &[Matcher]| -> Option<Vec<IdKey>> {
+        values
             .iter()
             .map(|m| match m {
-                Matcher::Str(StrMatch::Exact(e)) => {
-                    let s = std::str::from_utf8(e).ok()?;
-                    Some(match t.attr {
-                        Attr::Namespace => IdKey::Namespace(s.into()),
-                        _ => IdKey::Principal(s.into()),
-                    })
+                Matcher::Str(Pattern::Exact(e)) => Some(match attr {
+                    Attr::Namespace => IdKey::Namespace(*e),
+                    _ => IdKey::Principal(*e),
+                }),
+                Matcher::Str(Pattern::Prefix(p)) if *attr == Attr::Principal => {
+                    let prefix = strings.strings().get(*p).to_string();
+                    namespace_of_prefix(&prefix).map(|n| IdKey::Namespace(strings.intern(n)))
                 }
-                Matcher::Str(StrMatch::Prefix(p)) if t.attr == Attr::Principal => {
-                    namespace_of_prefix(std::str::from_utf8(p).ok()?)
-                        .map(|n| IdKey::Namespace(n.into()))
-                }
-                Matcher::NamespaceGlob(g) => {
-                    g.literal_namespace().map(|n| IdKey::Namespace(n.into()))
-                }
+                Matcher::NamespaceSegment(n) => Some(IdKey::Namespace(*n)),
+                Matcher::NamespaceGlob(g) => g
+                    .literal_namespace()
+                    .map(|n| IdKey::Namespace(strings.intern(n))),
                 Matcher::ServiceAccount(ns, _) | Matcher::ServiceAccountRegex(ns, _) => {
-                    Some(IdKey::Namespace(ns.clone()))
+                    Some(IdKey::Namespace(*ns))
                 }
                 _ => None,
             })
             .collect()
     };
     // Principal first: the most selective; then namespace, then service account.
-    [Attr::Principal, Attr::Namespace, Attr::ServiceAccount]
-        .iter()
-        .flat_map(|attr| {
-            entry
-                .tests
-                .iter()
-                .filter(move |t| t.attr == *attr && !t.values.is_empty())
-        })
-        .find_map(all_keys)
+    for wanted in [Attr::Principal, Attr::Namespace, Attr::ServiceAccount] {
+        for test in compiled.tests(entry) {
+            let Some(field) = compiled.field(test) else {
+                continue;
+            };
+            let (values, _) = test.values_and_not(compiled);
+            if field.attr != wanted || values.is_empty() {
+                continue;
+            }
+            if let Some(keys) = all_keys(&field.attr, values) {
+                return Some(keys);
+            }
+        }
+    }
+    None
 }
 
 /// The namespace a principal prefix pins down: `td/ns/team/sa/batch-` → `team`.
@@ -870,34 +1146,30 @@ fn namespace_of_prefix(prefix: &str) -> Option<&str> {
     (!ns.is_empty()).then_some(ns)
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-enum Key {
-    Port(u16),
-    Bytes(Box<[u8]>),
-}
-
-/// If some clause of `rule` requires, in every one of its entries, a test selected by
-/// `which` whose positive values are all exact keys, returns the union of those keys: the
-/// rule can only match a request whose attribute equals one of them.
+/// If some clause of `rule` requires, in every one of its entries, a test of an attribute
+/// `which` selects whose positive values are all exact keys, returns the union of those
+/// keys: the rule can only match a request whose attribute equals one of them.
 fn required_exact(
+    compiled: &Compiled,
     rule: &CompiledRule,
-    which: impl Fn(&Test) -> bool,
-    key_of: impl Fn(&Matcher) -> Option<Key>,
-) -> Option<BTreeSet<Key>> {
-    'clauses: for clause in &rule.clauses {
-        if clause.entries.is_empty() {
+    which: impl Fn(&Attr) -> bool,
+    key_of: impl Fn(&Matcher) -> Option<u32>,
+) -> Option<BTreeSet<u32>> {
+    'clauses: for clause in compiled.clauses(rule) {
+        let entries = compiled.entries(*clause);
+        if entries.is_empty() {
             continue;
         }
         let mut keys = BTreeSet::new();
-        for entry in &clause.entries {
-            let Some(test) = entry
-                .tests
-                .iter()
-                .find(|t| which(t) && !t.values.is_empty())
-            else {
+        for entry in entries {
+            let Some(values) = compiled.tests(entry).iter().find_map(|t| {
+                let (values, _) = t.values_and_not(compiled);
+                (compiled.field(t).is_some_and(|f| which(&f.attr)) && !values.is_empty())
+                    .then_some(values)
+            }) else {
                 continue 'clauses;
             };
-            for m in &test.values {
+            for m in values {
                 match key_of(m) {
                     Some(k) => {
                         keys.insert(k);
@@ -921,12 +1193,13 @@ fn compile_policy(
     point: Point,
     bundle: &[String],
     notes: &mut Notes,
-) -> Vec<CompiledRule> {
+    b: &mut Builder,
+) {
     let Some(rules) = &policy.rules else {
-        return Vec::new();
+        return;
     };
     let mode = config.mode;
-    let mut out = Vec::with_capacity(rules.len());
+    let first_rule = b.compiled.rules.len();
     let mut dropped: Vec<String> = Vec::new();
     let mut stripped: Vec<String> = Vec::new();
     let mut widened_to_all: Vec<String> = Vec::new();
@@ -947,31 +1220,31 @@ fn compile_policy(
         if !unsupported.is_empty() {
             stripped.push(format!("{} ({})", rule.path, names(&unsupported)));
         }
-        let mut clauses = Vec::new();
+        let first_clause = b.compiled.clauses.len();
         for entries in [&rule.to, &rule.from].into_iter().flatten() {
-            clauses.push(Clause {
-                entries: entries
-                    .iter()
-                    .map(|e| compile_entry(e, point, mode, bundle))
-                    .collect(),
-            });
+            let mark = b.mark();
+            for e in entries {
+                compile_entry(b, &e.path, &e.fields, point, mode, bundle);
+            }
+            push_clause(b, mark);
         }
         for cond in &rule.when {
-            let entry = Entry {
-                path: cond.path.clone(),
-                fields: vec![cond.clone()],
-            };
-            clauses.push(Clause {
-                entries: vec![compile_entry(&entry, point, mode, bundle)],
-            });
+            let mark = b.mark();
+            compile_entry(
+                b,
+                &cond.path,
+                std::slice::from_ref(cond),
+                point,
+                mode,
+                bundle,
+            );
+            push_clause(b, mark);
         }
-        // A clause with an always-true entry is always true: drop it, so that indexes and
-        // explanations see only real conditions.
-        clauses.retain(|c| !c.entries.iter().any(|e| e.tests.is_empty()));
-        if !unsupported.is_empty() && clauses.is_empty() {
+        let clauses = Span::since(first_clause, &b.compiled.clauses);
+        if !unsupported.is_empty() && clauses.len == 0 {
             widened_to_all.push(rule.path.clone());
         }
-        out.push(CompiledRule {
+        b.compiled.rules.push(CompiledRule {
             policy: pid,
             index: ri as u32,
             clauses,
@@ -979,7 +1252,9 @@ fn compile_policy(
     }
     // Envoy's order of `-rule[<index>]` names: by the index's decimal string, so rule 10
     // comes before rule 2 (see `build`).
-    out.sort_by_cached_key(|r| r.index.to_string());
+    if let Some(out) = b.compiled.rules.get_mut(first_rule..) {
+        out.sort_by_cached_key(|r| r.index.to_string());
+    }
     let at = point.name();
     let remedy = match point {
         Point::Ztunnel => {
@@ -1028,7 +1303,23 @@ fn compile_policy(
         };
         notes.push_once(note);
     }
-    out
+}
+
+/// Ends a clause whose entries were compiled since `mark`. A clause with an always-true
+/// entry is always true: it is dropped, so that indexes and explanations see only real
+/// conditions.
+fn push_clause(b: &mut Builder, mark: [usize; 4]) {
+    let [first_entry, ..] = mark;
+    let entries = Span::since(first_entry, &b.compiled.entries);
+    if entries
+        .of(&b.compiled.entries)
+        .iter()
+        .any(|e| e.tests.len == 0)
+    {
+        b.truncate(mark);
+    } else {
+        b.compiled.clauses.push(entries);
+    }
 }
 
 fn names(fields: &[&Field]) -> String {
@@ -1037,21 +1328,30 @@ fn names(fields: &[&Field]) -> String {
     names.join(", ")
 }
 
-fn compile_entry(entry: &Entry, point: Point, mode: Mode, bundle: &[String]) -> CEntry {
-    CEntry {
-        path: entry.path.clone(),
-        tests: entry
-            .fields
-            .iter()
-            .filter(|f| point.supports(f))
-            .map(|f| compile_field(f, mode, bundle))
-            .collect(),
+fn compile_entry(
+    b: &mut Builder,
+    path: &str,
+    fields: &[Field],
+    point: Point,
+    mode: Mode,
+    bundle: &[String],
+) {
+    let path = b.strings.intern(path);
+    let first_test = b.compiled.tests.len();
+    for f in fields.iter().filter(|f| point.supports(f)) {
+        compile_field(b, f, mode, bundle);
     }
+    let tests = Span::since(first_test, &b.compiled.tests);
+    b.compiled.entries.push(CEntry { path, tests });
 }
 
-fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
-    let compile = |values: &[String]| -> Vec<Matcher> {
-        let mut out = Vec::new();
+fn compile_field(b: &mut Builder, field: &Field, mode: Mode, bundle: &[String]) {
+    let compile = |b: &mut Builder, values: &[String]| {
+        let strings = &mut b.strings;
+        let out = &mut b.compiled.matchers;
+        let pattern = |strings: &mut Interner, v: &str, star_is_presence: bool| {
+            Pattern::new(&StrMatch::parse(v, star_is_presence), strings)
+        };
         for v in values {
             match &field.attr {
                 Attr::Principal => {
@@ -1059,36 +1359,43 @@ fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
                         out.push(if expanded == "*" && mode == Mode::Waypoint {
                             Matcher::AnyPrincipal
                         } else {
-                            Matcher::Str(StrMatch::parse(&expanded, false))
+                            Matcher::Str(pattern(strings, &expanded, false))
                         });
                     }
                 }
                 Attr::Namespace => out.push(match mode {
-                    Mode::Ztunnel => Matcher::Str(StrMatch::parse(v, false)),
-                    Mode::Waypoint => Matcher::NamespaceGlob(Glob::new(&format!("*/ns/{v}/*"))),
+                    Mode::Ztunnel => Matcher::Str(pattern(strings, v, false)),
+                    Mode::Waypoint => {
+                        let glob = Glob::new(&format!("*/ns/{v}/*"));
+                        match glob.literal_namespace() {
+                            Some(ns) => Matcher::NamespaceSegment(strings.intern(ns)),
+                            None => Matcher::NamespaceGlob(Box::new(glob)),
+                        }
+                    }
                 }),
                 Attr::ServiceAccount => {
                     if let Some((ns, sa)) = v.split_once('/') {
+                        let (ns, sa) = (strings.intern(ns), strings.intern(sa));
                         out.push(match mode {
                             // ztunnel compares the parsed identity's namespace and service
                             // account (istio/ztunnel `src/rbac.rs`).
-                            Mode::Ztunnel => Matcher::ServiceAccount(ns.into(), sa.into()),
+                            Mode::Ztunnel => Matcher::ServiceAccount(ns, sa),
                             // A waypoint runs istiod's regex, which admits extra segments
                             // (istio/istio `pilot/pkg/security/authz/model/generator.go`
                             // `serviceAccountRegex`, `TestServiceAccount`).
-                            Mode::Waypoint => Matcher::ServiceAccountRegex(ns.into(), sa.into()),
+                            Mode::Waypoint => Matcher::ServiceAccountRegex(ns, sa),
                         });
                     }
                 }
                 Attr::TrustDomain => {
                     if v == "*" {
-                        out.push(Matcher::TrustDomain(StrMatch::NonEmpty));
+                        out.push(Matcher::TrustDomain(Pattern::NonEmpty));
                     } else if bundle.iter().any(|d| d == v) || v == "cluster.local" {
                         for d in bundle {
-                            out.push(Matcher::TrustDomain(StrMatch::Exact(d.as_bytes().into())));
+                            out.push(Matcher::TrustDomain(Pattern::Exact(strings.intern(d))));
                         }
                     } else {
-                        out.push(Matcher::TrustDomain(StrMatch::parse(v, false)));
+                        out.push(Matcher::TrustDomain(pattern(strings, v, false)));
                     }
                 }
                 Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => {
@@ -1101,36 +1408,50 @@ fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
                         out.push(Matcher::Port(p));
                     }
                 }
-                Attr::Host => out.push(Matcher::Host(StrMatch::parse(v, true).to_lowercase())),
-                Attr::Method | Attr::Header(_) => out.push(Matcher::Str(StrMatch::parse(v, true))),
-                Attr::Sni | Attr::Claim(_) => out.push(Matcher::Str(StrMatch::parse(v, false))),
+                Attr::Host => out.push(Matcher::Host(Pattern::new(
+                    &StrMatch::parse(v, true).to_lowercase(),
+                    strings,
+                ))),
+                Attr::Method | Attr::Header(_) => out.push(Matcher::Str(pattern(strings, v, true))),
+                Attr::Sni | Attr::Claim(_) => out.push(Matcher::Str(pattern(strings, v, false))),
                 Attr::Path => {
                     if v.contains('{') {
                         if let Ok(t) = PathTemplate::parse(v) {
-                            out.push(Matcher::PathTemplate(t));
+                            out.push(Matcher::PathTemplate(Box::new(t)));
                         }
                     } else {
-                        out.push(Matcher::Path(StrMatch::parse(v, false)));
+                        out.push(Matcher::Path(pattern(strings, v, false)));
                     }
                 }
                 Attr::RequestPrincipal => {
                     let (iss, sub) = split_request_principal(v);
-                    out.push(Matcher::RequestPrincipal(iss, sub));
+                    out.push(Matcher::RequestPrincipal(
+                        Pattern::new(&iss, strings),
+                        Pattern::new(&sub, strings),
+                    ));
                 }
                 Attr::Experimental(_) => {}
             }
         }
-        out
     };
-    Test {
-        attr: field.attr.clone(),
-        values: compile(&field.values),
-        not_values: compile(&field.not_values),
-        path: field.path.clone(),
-        api_name: field.api_name.clone(),
-        written: field.values.clone(),
-        written_not: field.not_values.clone(),
+    let field_id = b.field_id(&field.attr, &field.api_name);
+    let first_matcher = b.compiled.matchers.len();
+    compile(b, &field.values);
+    let values = b.compiled.matchers.len() - first_matcher;
+    compile(b, &field.not_values);
+    let matchers = Span::since(first_matcher, &b.compiled.matchers);
+    let first_written = b.compiled.written.len();
+    for v in field.values.iter().chain(&field.not_values) {
+        let id = b.strings.intern(v);
+        b.compiled.written.push(id);
     }
+    b.compiled.tests.push(Test {
+        field: field_id,
+        matchers,
+        values: values as u32,
+        written: Span::since(first_written, &b.compiled.written),
+        written_values: field.values.len() as u32,
+    });
 }
 
 /// Trust-domain aliases, as istiod's `ReplaceTrustDomainAliases` rewrites `principals`

@@ -15,6 +15,7 @@ pub mod decision;
 pub mod error;
 pub mod evaluate;
 mod hash;
+mod intern;
 mod json;
 pub mod matcher;
 pub mod policy;
