@@ -413,26 +413,31 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Parses, validates and compiles a plugin configuration (JSON).
+    /// Parses, validates and compiles a plugin configuration (JSON), each policy as soon as
+    /// it has been read: the parsed policies never exist all at once.
     pub fn from_json(bytes: &[u8]) -> Result<Engine, ConfigError> {
-        Engine::from_config(PluginConfig::from_json(bytes)?)
+        let streamed = super::policy_stream::read(
+            bytes,
+            |config| Compiler::new(config, false),
+            |compiler, policy| compiler.add(&policy),
+        );
+        match streamed {
+            Some(compiler) => compiler.finish(),
+            // Whatever the one-pass reading did not take is read as a whole, which words
+            // the error.
+            None => Engine::from_config(PluginConfig::from_json(bytes)?),
+        }
     }
 
     /// Compiles for the points the configured filter can reach.
     pub fn from_config(config: PluginConfig) -> Result<Engine, ConfigError> {
-        let (http, tcp) = match (config.mode, config.filter) {
-            (Mode::Ztunnel, _) => (true, false),
-            (Mode::Waypoint, Filter::Http) => (true, false),
-            (Mode::Waypoint, Filter::Network) => (false, true),
-        };
-        build(config, http, tcp)
+        build(config, false)
     }
 
     /// Compiles every point of the mode (a waypoint's HTTP and TCP forms): for tools that
     /// replay both requests and plain connections against one configuration.
     pub fn from_config_all_points(config: PluginConfig) -> Result<Engine, ConfigError> {
-        let both = config.mode == Mode::Waypoint;
-        build(config, true, both)
+        build(config, true)
     }
 
     /// The configuration compiled, without its `policies`: they live on only in compiled
@@ -470,144 +475,332 @@ impl Engine {
     }
 }
 
-fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine, ConfigError> {
-    // Reporting order is Envoy's: istiod names each RBAC policy
-    // `ns[<namespace>]-policy[<name>]-rule[<index>]` (istio/istio
-    // `pilot/pkg/security/authz/builder/builder.go`) and Envoy keeps them in a `std::map`,
-    // reporting the first match in that string order (envoyproxy/envoy
-    // `source/extensions/filters/common/rbac/engine_impl.h`). PolicyIds are assigned in the
-    // order of that name's policy part, and rules within a policy in the order of their
-    // index's decimal string (see `compile_policy`), so the lowest matching rule id is the
-    // one Envoy reports: `deny-x` before `deny`, namespace `a-b` before `a`.
-    let mut sorted: Vec<&AuthorizationPolicy> = config.policies.iter().collect();
-    sorted.sort_by_cached_key(|p| envoy_policy_prefix(&p.namespace, &p.name));
-    // Sorted, a namespace/name given twice sits side by side.
-    if let Some(dup) = sorted
-        .windows(2)
-        .find(|w| matches!(w, [a, b] if a.namespace == b.namespace && a.name == b.name))
-        .and_then(|w| w.first())
-    {
-        return Err(ConfigError::new(
-            "policies",
-            format!(
-                "duplicate policy {}: a namespace/name may appear once",
-                dup.key()
-            ),
-        )
-        .in_policy(&dup.key()));
+fn build(mut config: PluginConfig, all_points: bool) -> Result<Engine, ConfigError> {
+    let policies = std::mem::take(&mut config.policies);
+    let mut compiler = Compiler::new(config, all_points);
+    // Each parsed policy is dropped once compiled.
+    for policy in policies {
+        compiler.add(&policy);
+    }
+    compiler.finish()
+}
+
+/// What compiling keeps of a policy once its rules are compiled: what binds it to targets,
+/// files its rules, and names it.
+pub(crate) struct PolicyHead {
+    namespace: String,
+    name: String,
+    scope: Scope,
+    action: Action,
+    dry_run: bool,
+    /// How many rules it has as written.
+    rules: usize,
+    dry_run_annotation_error: Option<String>,
+}
+
+impl PolicyHead {
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A load note of one policy, given when its turn comes in reporting order.
+struct PendingNote {
+    note: LoadNote,
+    /// Given only if the same note was not given yet.
+    once: bool,
+}
+
+/// One point's compilation in progress.
+struct PointBuild {
+    point: Point,
+    builder: Builder,
+    /// Per policy, in the order they were added: its run of rules and its notes.
+    runs: Vec<(u32, u32)>,
+    notes: Vec<Vec<PendingNote>>,
+}
+
+/// Compiles policies one at a time, as they are read, so that no more than one of them
+/// exists in parsed form; [`Compiler::finish`] orders and indexes them.
+pub(crate) struct Compiler {
+    /// The configuration without its policies.
+    config: PluginConfig,
+    bundle: Vec<String>,
+    heads: Vec<PolicyHead>,
+    points: Vec<PointBuild>,
+    jwt_depth: usize,
+}
+
+impl Compiler {
+    /// For the points the configured filter can reach, or every point of the mode.
+    pub(crate) fn new(mut config: PluginConfig, all_points: bool) -> Compiler {
+        let (want_http, want_tcp) = match (config.mode, config.filter) {
+            (Mode::Ztunnel, _) => (true, false),
+            (Mode::Waypoint, _) if all_points => (true, true),
+            (Mode::Waypoint, Filter::Http) => (true, false),
+            (Mode::Waypoint, Filter::Network) => (false, true),
+        };
+        config.policies = Vec::new();
+        let mut points = Vec::new();
+        let new_point = |point| PointBuild {
+            point,
+            builder: Builder::default(),
+            runs: Vec::new(),
+            notes: Vec::new(),
+        };
+        if want_http {
+            points.push(new_point(match config.mode {
+                Mode::Ztunnel => Point::Ztunnel,
+                Mode::Waypoint => Point::WaypointHttp,
+            }));
+        }
+        if want_tcp {
+            points.push(new_point(Point::WaypointTcp));
+        }
+        Compiler {
+            bundle: trust_bundle(&config),
+            config,
+            heads: Vec::new(),
+            points,
+            jwt_depth: 0,
+        }
     }
 
-    let policies: Vec<PolicyInfo> = sorted
-        .iter()
-        .map(|p| PolicyInfo {
-            namespace: p.namespace.clone(),
-            name: p.name.clone(),
-            action: p.action,
-            dry_run: p.dry_run,
-            rules: p.rules.as_ref().map_or(0, Vec::len),
-            key: p.key(),
-        })
-        .collect();
-
-    let mut notes = Notes::default();
-    let bundle = trust_bundle(&config);
-
-    // Which policies each target gets.
-    let (targets, target_policies) = bind_targets(&config, &sorted, &mut notes);
-
-    let compile_point = |point: Point,
-                         notes: &mut Notes|
-     -> Result<(Compiled, Vec<u32>), ConfigError> {
-        let mut b = Builder::default();
-        let mut first_rule_of: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
-        for (pid, policy) in sorted.iter().enumerate() {
-            let start = b.compiled.rules.len() as u32;
-            let id = PolicyId(pid as u32);
-            compile_policy(&config, policy, id, point, &bundle, notes, &mut b);
-            first_rule_of.push((start, b.compiled.rules.len() as u32));
+    /// Compiles one policy for every point; only its head is kept.
+    pub(crate) fn add(&mut self, policy: &AuthorizationPolicy) {
+        let arrival = PolicyId(self.heads.len() as u32);
+        for p in &mut self.points {
+            let start = p.builder.compiled.rules.len() as u32;
+            let mut notes = Vec::new();
+            compile_policy(
+                &self.config,
+                policy,
+                arrival,
+                p.point,
+                &self.bundle,
+                &mut notes,
+                &mut p.builder,
+            );
+            p.runs.push((start, p.builder.compiled.rules.len() as u32));
+            notes.shrink_to_fit();
+            p.notes.push(notes);
         }
-        // One set per distinct policy list (many workloads share theirs). Each set indexes
-        // its own copy of its rules, so distinct lists cost their sizes added up: count
-        // that before building anything, and refuse what would not fit.
-        let mut set_ids: FnvMap<&[u32], u32> = FnvMap::default();
-        let mut entries: u64 = 0;
-        for list in &target_policies {
-            if !set_ids.contains_key(list.as_slice()) {
-                set_ids.insert(list, 0);
-                entries += list
-                    .iter()
-                    .filter_map(|pid| first_rule_of.get(*pid as usize))
-                    .map(|(start, end)| u64::from(end - start))
-                    .sum::<u64>();
+        self.jwt_depth = self.jwt_depth.max(jwt_depth(policy));
+        self.heads.push(PolicyHead {
+            namespace: policy.namespace.clone(),
+            name: policy.name.clone(),
+            scope: policy.scope.clone(),
+            action: policy.action,
+            dry_run: policy.dry_run,
+            rules: policy.rules.as_ref().map_or(0, Vec::len),
+            dry_run_annotation_error: policy.dry_run_annotation_error.clone(),
+        });
+    }
+
+    pub(crate) fn finish(self) -> Result<Engine, ConfigError> {
+        let Compiler {
+            config,
+            bundle,
+            heads,
+            points,
+            jwt_depth,
+        } = self;
+        // Reporting order is Envoy's: istiod names each RBAC policy
+        // `ns[<namespace>]-policy[<name>]-rule[<index>]` (istio/istio
+        // `pilot/pkg/security/authz/builder/builder.go`) and Envoy keeps them in a `std::map`,
+        // reporting the first match in that string order (envoyproxy/envoy
+        // `source/extensions/filters/common/rbac/engine_impl.h`). PolicyIds are assigned in the
+        // order of that name's policy part, and rules within a policy in the order of their
+        // index's decimal string (see `compile_policy`), so the lowest matching rule id is the
+        // one Envoy reports: `deny-x` before `deny`, namespace `a-b` before `a`.
+        let mut order: Vec<u32> = (0..heads.len() as u32).collect();
+        order.sort_by_cached_key(|i| {
+            heads
+                .get(*i as usize)
+                .map(|p| envoy_policy_prefix(&p.namespace, &p.name))
+        });
+        let sorted: Vec<&PolicyHead> = order
+            .iter()
+            .filter_map(|i| heads.get(*i as usize))
+            .collect();
+        // Sorted, a namespace/name given twice sits side by side.
+        if let Some(dup) = sorted
+            .windows(2)
+            .find(|w| matches!(w, [a, b] if a.namespace == b.namespace && a.name == b.name))
+            .and_then(|w| w.first())
+        {
+            return Err(ConfigError::new(
+                "policies",
+                format!(
+                    "duplicate policy {}: a namespace/name may appear once",
+                    dup.key()
+                ),
+            )
+            .in_policy(&dup.key()));
+        }
+
+        let policies: Vec<PolicyInfo> = sorted
+            .iter()
+            .map(|p| PolicyInfo {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                action: p.action,
+                dry_run: p.dry_run,
+                rules: p.rules,
+                key: p.key(),
+            })
+            .collect();
+
+        let mut notes = Notes::default();
+
+        // Which policies each target gets.
+        let (targets, target_policies) = bind_targets(&config, &sorted, &mut notes);
+
+        let (mut http, mut tcp) = (None, None);
+        let mut set_of = Vec::new();
+        for (n, p) in points.into_iter().enumerate() {
+            let point = p.point;
+            let (compiled, ids) = if n == 0 {
+                finish_point(&config, &sorted, &order, &target_policies, p, &mut notes)?
+            } else {
+                // A second compilation reports its own conversions; keep only the new ones.
+                let mut own = Notes::default();
+                let done = finish_point(&config, &sorted, &order, &target_policies, p, &mut own)?;
+                for note in own.list {
+                    notes.push_once(note);
+                }
+                done
+            };
+            // The set ids per target are the same in every point (same policy lists, same
+            // dedupe order), so they are kept once.
+            if set_of.is_empty() {
+                set_of = ids;
+            }
+            match point {
+                Point::WaypointTcp => tcp = Some(compiled),
+                Point::Ztunnel | Point::WaypointHttp => http = Some(compiled),
             }
         }
-        if entries > MAX_INDEXED_RULES {
-            return Err(too_many_indexed_rules(&config, entries, set_ids.len()));
-        }
-        set_ids.clear();
-        let mut set_of = Vec::with_capacity(target_policies.len());
-        for list in &target_policies {
-            let id = match set_ids.get(list.as_slice()) {
-                Some(id) => *id,
-                None => {
-                    let set = build_set(&b.compiled, &mut b.strings, &sorted, list, &first_rule_of);
-                    let id = b.compiled.sets.len() as u32;
-                    b.compiled.sets.push(set);
-                    set_ids.insert(list, id);
-                    id
-                }
-            };
-            set_of.push(id);
-        }
-        Ok((b.finish(), set_of))
-    };
 
-    let mut http = None;
-    let mut tcp = None;
-    let mut set_of = Vec::new();
-    if want_http {
-        let point = if config.mode == Mode::Ztunnel {
-            Point::Ztunnel
-        } else {
-            Point::WaypointHttp
+        let mut targets = targets;
+        targets.set_of = set_of;
+
+        // Load-time notes that concern the policy as a whole.
+        for p in &sorted {
+            if let Some(msg) = &p.dry_run_annotation_error {
+                notes.push(LoadNote {
+                    policy: p.key(),
+                    kind: NoteKind::Info,
+                    message: msg.clone(),
+                });
+            }
+        }
+
+        Ok(Engine {
+            jwt_depth,
+            trusted_domains: bundle,
+            config,
+            policies,
+            notes: notes.list,
+            targets,
+            http,
+            tcp,
+        })
+    }
+}
+
+/// Puts one point's rules in reporting order, gives its notes in that order, and builds a
+/// rule set per distinct policy list.
+fn finish_point(
+    config: &PluginConfig,
+    sorted: &[&PolicyHead],
+    order: &[u32],
+    target_policies: &[Vec<u32>],
+    p: PointBuild,
+    notes: &mut Notes,
+) -> Result<(Compiled, Vec<u32>), ConfigError> {
+    let PointBuild {
+        mut builder,
+        runs,
+        notes: mut pending,
+        ..
+    } = p;
+    let added = std::mem::take(&mut builder.compiled.rules);
+    let mut rules = Vec::with_capacity(added.len());
+    let mut first_rule_of: Vec<(u32, u32)> = Vec::with_capacity(order.len());
+    for (pid, arrival) in order.iter().enumerate() {
+        let start = rules.len() as u32;
+        if let Some((from, to)) = runs.get(*arrival as usize) {
+            for rule in added.get(*from as usize..*to as usize).unwrap_or(&[]) {
+                rules.push(CompiledRule {
+                    policy: PolicyId(pid as u32),
+                    ..*rule
+                });
+            }
+        }
+        first_rule_of.push((start, rules.len() as u32));
+        for n in pending
+            .get_mut(*arrival as usize)
+            .map(std::mem::take)
+            .unwrap_or_default()
+        {
+            if n.once {
+                notes.push_once(n.note);
+            } else {
+                notes.push(n.note);
+            }
+        }
+    }
+    drop(added);
+    builder.compiled.rules = rules;
+    // One set per distinct policy list (many workloads share theirs). Each set indexes
+    // its own copy of its rules, so distinct lists cost their sizes added up: count
+    // that before building anything, and refuse what would not fit.
+    let mut set_ids: FnvMap<&[u32], u32> = FnvMap::default();
+    let mut entries: u64 = 0;
+    for list in target_policies {
+        if !set_ids.contains_key(list.as_slice()) {
+            set_ids.insert(list, 0);
+            entries += list
+                .iter()
+                .filter_map(|pid| first_rule_of.get(*pid as usize))
+                .map(|(start, end)| u64::from(end - start))
+                .sum::<u64>();
+        }
+    }
+    if entries > MAX_INDEXED_RULES {
+        return Err(too_many_indexed_rules(config, entries, set_ids.len()));
+    }
+    set_ids.clear();
+    let mut set_of = Vec::with_capacity(target_policies.len());
+    for list in target_policies {
+        let id = match set_ids.get(list.as_slice()) {
+            Some(id) => *id,
+            None => {
+                let set = build_set(
+                    &builder.compiled,
+                    &mut builder.strings,
+                    sorted,
+                    list,
+                    &first_rule_of,
+                );
+                let id = builder.compiled.sets.len() as u32;
+                builder.compiled.sets.push(set);
+                set_ids.insert(list, id);
+                id
+            }
         };
-        let (c, ids) = compile_point(point, &mut notes)?;
-        set_of = ids;
-        http = Some(c);
+        set_of.push(id);
     }
-    if want_tcp {
-        // A second compilation reports its own conversions; keep only the TCP ones new.
-        let mut tcp_notes = Notes::default();
-        // The set ids per target are the same in every point (same policy lists, same
-        // dedupe order), so they are kept once.
-        let (c, ids) = compile_point(Point::WaypointTcp, &mut tcp_notes)?;
-        if set_of.is_empty() {
-            set_of = ids;
-        }
-        for n in tcp_notes.list {
-            notes.push_once(n);
-        }
-        tcp = Some(c);
-    }
+    Ok((builder.finish(), set_of))
+}
 
-    let mut targets = targets;
-    targets.set_of = set_of;
-
-    // Load-time notes that concern the policy as a whole.
-    for p in &sorted {
-        if let Some(msg) = &p.dry_run_annotation_error {
-            notes.push(LoadNote {
-                policy: p.key(),
-                kind: NoteKind::Info,
-                message: msg.clone(),
-            });
-        }
-    }
-
-    let jwt_depth = config
-        .policies
+/// How deep into the JWT payload the policy's rules read (see [`Engine::jwt_depth`]).
+fn jwt_depth(policy: &AuthorizationPolicy) -> usize {
+    policy
+        .rules
         .iter()
-        .flat_map(|p| p.rules.iter().flatten())
+        .flatten()
         .flat_map(|r| {
             r.from
                 .iter()
@@ -622,24 +815,7 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
             _ => 0,
         })
         .max()
-        .unwrap_or(0);
-
-    // Nothing of the parsed policies is needed any more: what explanations name is in
-    // `policies` and the compiled forms.
-    drop(sorted);
-    let mut config = config;
-    config.policies = Vec::new();
-
-    Ok(Engine {
-        jwt_depth,
-        trusted_domains: bundle,
-        config,
-        policies,
-        notes: notes.list,
-        targets,
-        http,
-        tcp,
-    })
+        .unwrap_or(0)
 }
 
 /// The part of istiod's RBAC policy name that names the policy:
@@ -712,13 +888,13 @@ fn trust_bundle(config: &PluginConfig) -> Vec<String> {
 /// Decides which policies apply to which target, and reports those that apply nowhere here.
 fn bind_targets(
     config: &PluginConfig,
-    sorted: &[&AuthorizationPolicy],
+    sorted: &[&PolicyHead],
     notes: &mut Notes,
 ) -> (Targets, Vec<Vec<u32>>) {
     let mut targets = Targets::default();
     let mut lists: Vec<Vec<u32>> = Vec::new();
     let root = config.root_namespace.as_str();
-    let note = |notes: &mut Notes, p: &AuthorizationPolicy, kind: NoteKind, message: String| {
+    let note = |notes: &mut Notes, p: &PolicyHead, kind: NoteKind, message: String| {
         notes.push(LoadNote {
             policy: p.key(),
             kind,
@@ -960,7 +1136,7 @@ impl IndexBuilder {
 fn build_set(
     compiled: &Compiled,
     strings: &mut Interner,
-    sorted: &[&AuthorizationPolicy],
+    sorted: &[&PolicyHead],
     list: &[u32],
     first_rule_of: &[(u32, u32)],
 ) -> PolicySet {
@@ -1192,7 +1368,7 @@ fn compile_policy(
     pid: PolicyId,
     point: Point,
     bundle: &[String],
-    notes: &mut Notes,
+    notes: &mut Vec<PendingNote>,
     b: &mut Builder,
 ) {
     let Some(rules) = &policy.rules else {
@@ -1263,7 +1439,9 @@ fn compile_policy(
         _ => "",
     };
     if !dropped.is_empty() {
-        notes.push(LoadNote {
+        notes.push(PendingNote {
+            once: false,
+            note: LoadNote {
             policy: policy.key(),
             kind: NoteKind::Converted,
             message: format!(
@@ -1271,6 +1449,7 @@ fn compile_policy(
                 if policy.dry_run { "dry-run" } else { "enforced" },
                 dropped.join("; ")
             ),
+        },
         });
     }
     if !stripped.is_empty() {
@@ -1282,7 +1461,9 @@ fn compile_policy(
                 widened_to_all.join(", ")
             )
         };
-        notes.push(LoadNote {
+        notes.push(PendingNote {
+            once: false,
+            note: LoadNote {
             policy: policy.key(),
             kind: NoteKind::Converted,
             message: format!(
@@ -1290,6 +1471,7 @@ fn compile_policy(
                 policy.action.as_str(),
                 stripped.join("; ")
             ),
+        },
         });
     }
     if policy.action == Action::Custom {
@@ -1301,7 +1483,7 @@ fn compile_policy(
                 policy.provider.as_deref().unwrap_or("")
             ),
         };
-        notes.push_once(note);
+        notes.push(PendingNote { note, once: true });
     }
 }
 

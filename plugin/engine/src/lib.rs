@@ -19,6 +19,7 @@ mod intern;
 mod json;
 pub mod matcher;
 pub mod policy;
+mod policy_stream;
 mod stream;
 
 pub use attributes::{Attributes, Claim, HeaderValues, OwnedAttributes, OwnedHttp};
