@@ -71,6 +71,12 @@ fn main() {
         };
         let compile_peak = PEAK.load(Ordering::Relaxed) - base;
         let kept = mark() - base;
+        let tables: Vec<String> = engine
+            .table_bytes()
+            .iter()
+            .map(|(name, b)| format!("{name} {:.1}", mib(*b)))
+            .collect();
+        println!("{path}: tables (MiB): {}", tables.join(", "));
         drop(engine);
         let base = mark();
         let started = std::time::Instant::now();

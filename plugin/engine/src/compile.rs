@@ -5,7 +5,7 @@ use super::config::{Filter, Mode, PluginConfig, ServiceKind};
 use super::decision::PolicyId;
 use super::error::{ConfigError, LoadNote, NoteKind};
 use super::hash::{FnvMap, FnvSet};
-use super::intern::{Interner, KeyIndex, StrId, Strings};
+use super::intern::{IdTable, Interner, KeyIndex, StrId, Strings};
 use super::matcher::{Cidr, Glob, PathTemplate, StrMatch};
 use super::policy::{Action, Attr, AuthorizationPolicy, Field, RefKind, Scope};
 use std::collections::BTreeSet;
@@ -80,7 +80,7 @@ impl Span {
 }
 
 /// Grammar (a) with its text in [`Compiled::strings`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Pattern {
     Exact(StrId),
     Prefix(StrId),
@@ -140,8 +140,9 @@ impl Pattern {
     }
 }
 
-/// How a compiled [`Test`] matches one value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a compiled [`Test`] matches one value. Small and flat: what needs more room is in a
+/// table of [`Compiled`], once, and named by its index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Matcher {
     /// Grammar (a) on the attribute's bytes (principal without `spiffe://`, ztunnel
     /// namespace, method, header, SNI, JWT claim).
@@ -153,21 +154,24 @@ pub(crate) enum Matcher {
     /// Waypoint namespace regex `.*/ns/<ns>/.*` with a literal `<ns>`: the principal URI has
     /// the segment `/ns/<ns>/`.
     NamespaceSegment(StrId),
-    /// Waypoint namespace regex `.*/ns/<glob>/.*` on the peer principal URI (rare: boxed).
-    NamespaceGlob(Box<Glob>),
+    /// Waypoint namespace regex `.*/ns/<glob>/.*` on the peer principal URI
+    /// ([`Compiled::globs`]).
+    NamespaceGlob(u32),
     /// `ns/sa` exact on the identity parsed as ztunnel parses it (ztunnel).
     ServiceAccount(StrId, StrId),
     /// `ns/sa` as istiod's regex `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` (waypoint).
     ServiceAccountRegex(StrId, StrId),
     /// On the identity's trust domain: `*` any SPIFFE peer, else grammar (a) on the domain.
     TrustDomain(Pattern),
-    Cidr(Cidr),
+    /// [`Compiled::cidrs`].
+    Cidr(u32),
     Port(u16),
     /// `paths` without templates, on the path without query.
     Path(Pattern),
-    PathTemplate(Box<PathTemplate>),
-    /// `requestPrincipals`: issuer and subject matchers.
-    RequestPrincipal(Pattern, Pattern),
+    /// [`Compiled::templates`].
+    PathTemplate(u32),
+    /// `requestPrincipals`: issuer and subject matchers ([`Compiled::request_principals`]).
+    RequestPrincipal(u32),
 }
 
 /// What a test reads and how it was written: shared by every test of the same field.
@@ -178,11 +182,9 @@ pub(crate) struct FieldName {
     pub api_name: StrId,
 }
 
-/// One attribute test: some value matches and no not-value matches.
+/// A field's values, compiled and as written: shared by every test with the same ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Test {
-    /// Into [`Compiled::fields`].
-    pub field: u32,
+pub(crate) struct ValueList {
     /// Into [`Compiled::matchers`]: the values' matchers, then the not-values'.
     pub matchers: Span,
     pub values: u32,
@@ -192,18 +194,42 @@ pub(crate) struct Test {
     pub written_values: u32,
 }
 
+/// One attribute test: some value matches and no not-value matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Test {
+    /// Into [`Compiled::fields`].
+    pub field: u32,
+    /// Into [`Compiled::value_lists`].
+    pub values: u32,
+}
+
 impl Test {
     fn split<T>(items: &[T], span: Span, first: u32) -> (&[T], &[T]) {
         let all = span.of(items);
         all.split_at((first as usize).min(all.len()))
     }
 
+    fn list(self, compiled: &Compiled) -> ValueList {
+        compiled
+            .value_lists
+            .get(self.values as usize)
+            .copied()
+            .unwrap_or(ValueList {
+                matchers: Span::default(),
+                values: 0,
+                written: Span::default(),
+                written_values: 0,
+            })
+    }
+
     pub fn values_and_not<'a>(&self, compiled: &'a Compiled) -> (&'a [Matcher], &'a [Matcher]) {
-        Self::split(&compiled.matchers, self.matchers, self.values)
+        let list = self.list(compiled);
+        Self::split(&compiled.matchers, list.matchers, list.values)
     }
 
     pub fn written_and_not<'a>(&self, compiled: &'a Compiled) -> (&'a [StrId], &'a [StrId]) {
-        Self::split(&compiled.written, self.written, self.written_values)
+        let list = self.list(compiled);
+        Self::split(&compiled.written, list.written, list.written_values)
     }
 }
 
@@ -262,6 +288,19 @@ pub(crate) struct RuleIndex {
 }
 
 impl RuleIndex {
+    fn bytes(&self) -> usize {
+        self.by_principal.bytes()
+            + self.by_namespace.bytes()
+            + self.by_method.bytes()
+            + std::mem::size_of_val(&*self.scan)
+            + std::mem::size_of_val(&*self.all)
+            + self
+                .by_port
+                .iter()
+                .map(|(_, r)| 8 + std::mem::size_of_val(&**r))
+                .sum::<usize>()
+    }
+
     pub fn port(&self, port: u16) -> &[u32] {
         self.by_port
             .binary_search_by_key(&port, |(p, _)| *p)
@@ -299,8 +338,13 @@ pub(crate) struct Compiled {
     pub entries: Vec<CEntry>,
     pub tests: Vec<Test>,
     pub fields: Vec<FieldName>,
+    pub value_lists: Vec<ValueList>,
     pub matchers: Vec<Matcher>,
     pub written: Vec<StrId>,
+    pub cidrs: Vec<Cidr>,
+    pub globs: Vec<Glob>,
+    pub templates: Vec<PathTemplate>,
+    pub request_principals: Vec<(Pattern, Pattern)>,
     pub strings: Strings,
     pub sets: Vec<PolicySet>,
 }
@@ -329,9 +373,151 @@ struct Builder {
     compiled: Compiled,
     strings: Interner,
     field_ids: FnvMap<FieldName, u32>,
+    value_list_ids: IdTable,
+    cidr_ids: FnvMap<Cidr, u32>,
+    glob_ids: FnvMap<Glob, u32>,
+    template_ids: FnvMap<PathTemplate, u32>,
+    request_principal_ids: FnvMap<(Pattern, Pattern), u32>,
+    /// The namespace each principal prefix spells out (`td/ns/team/sa/batch-` → `team`),
+    /// for the indexes.
+    prefix_namespaces: FnvMap<StrId, StrId>,
+}
+
+/// At most how much one policy adds to each of a [`Builder`]'s arrays.
+struct Room {
+    rules: usize,
+    clauses: usize,
+    entries: usize,
+    tests: usize,
+    matchers: usize,
+    written: usize,
+    text: usize,
+}
+
+impl Room {
+    /// `aliases`: how many trust domains a principal can expand to.
+    fn of(policy: &AuthorizationPolicy, aliases: usize) -> Room {
+        let mut room = Room {
+            rules: 0,
+            clauses: 0,
+            entries: 0,
+            tests: 0,
+            matchers: 0,
+            written: 0,
+            text: 0,
+        };
+        for rule in policy.rules.iter().flatten() {
+            room.rules += 1;
+            room.clauses +=
+                usize::from(rule.from.is_some()) + usize::from(rule.to.is_some()) + rule.when.len();
+            let entries = rule.from.iter().flatten().chain(rule.to.iter().flatten());
+            let fields = entries.map(|e| (e.path.len(), e.fields.as_slice())).chain(
+                rule.when
+                    .iter()
+                    .map(|c| (c.path.len(), std::slice::from_ref(c))),
+            );
+            for (path, fields) in fields {
+                room.entries += 1;
+                room.text += path;
+                for f in fields {
+                    room.tests += 1;
+                    let values = f.values.len() + f.not_values.len();
+                    room.written += values;
+                    room.matchers += values * aliases.max(1);
+                    let text: usize = f.values.iter().chain(&f.not_values).map(String::len).sum();
+                    room.text += f.api_name.len() + text * (1 + aliases);
+                }
+            }
+        }
+        room
+    }
+}
+
+/// Makes room for `more` items in `items`, growing by a quarter at least: arrays that
+/// double keep up to half of their room unused, and Wasm memory never shrinks.
+fn make_room<T>(items: &mut Vec<T>, more: usize) {
+    if items.capacity() - items.len() < more {
+        items.reserve_exact(more.max(items.len() / 4));
+    }
+}
+
+/// The index of `item` in `items`, added if new.
+fn table_id<T: Clone + Eq + std::hash::Hash>(
+    items: &mut Vec<T>,
+    ids: &mut FnvMap<T, u32>,
+    item: T,
+) -> u32 {
+    if let Some(id) = ids.get(&item) {
+        return *id;
+    }
+    let id = items.len() as u32;
+    items.push(item.clone());
+    ids.insert(item, id);
+    id
 }
 
 impl Builder {
+    /// Room for one more policy (see [`make_room`]).
+    fn reserve(&mut self, room: &Room) {
+        let c = &mut self.compiled;
+        make_room(&mut c.rules, room.rules);
+        make_room(&mut c.clauses, room.clauses);
+        make_room(&mut c.entries, room.entries);
+        make_room(&mut c.tests, room.tests);
+        make_room(&mut c.value_lists, room.tests);
+        make_room(&mut c.matchers, room.matchers);
+        make_room(&mut c.written, room.written);
+        self.strings.reserve(room.text, room.written + room.entries);
+    }
+
+    /// The value list of the matchers and written values added since `matchers` and
+    /// `written`: an equal list already built is used again, and the new copy taken back.
+    fn value_list(
+        &mut self,
+        matchers: usize,
+        values: u32,
+        written: usize,
+        written_values: u32,
+    ) -> u32 {
+        let c = &self.compiled;
+        let list = ValueList {
+            matchers: Span::since(matchers, &c.matchers),
+            values,
+            written: Span::since(written, &c.written),
+            written_values,
+        };
+        let content = |l: &ValueList| {
+            (
+                l.matchers.of(&c.matchers),
+                l.values,
+                l.written.of(&c.written),
+                l.written_values,
+            )
+        };
+        let hash_of = |l: &ValueList| {
+            let mut h = super::hash::Fnv::default();
+            std::hash::Hash::hash(&content(l), &mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        let h = hash_of(&list);
+        let same = |id: u32| {
+            c.value_lists
+                .get(id as usize)
+                .is_some_and(|l| content(l) == content(&list))
+        };
+        if let Some(id) = self.value_list_ids.find(h, same) {
+            self.compiled.matchers.truncate(matchers);
+            self.compiled.written.truncate(written);
+            return id;
+        }
+        let id = c.value_lists.len() as u32;
+        let lists = &c.value_lists;
+        self.value_list_ids
+            .insert(id, h, |id| lists.get(id as usize).map_or(0, hash_of));
+        self.compiled.value_lists.push(list);
+        id
+    }
+
     fn field_id(&mut self, attr: &Attr, api_name: &str) -> u32 {
         let name = FieldName {
             attr: attr.clone(),
@@ -347,22 +533,17 @@ impl Builder {
     }
 
     /// Marks where the arrays end, to take back what a dropped clause added.
-    fn mark(&self) -> [usize; 4] {
+    fn mark(&self) -> [usize; 2] {
         let c = &self.compiled;
-        [
-            c.entries.len(),
-            c.tests.len(),
-            c.matchers.len(),
-            c.written.len(),
-        ]
+        [c.entries.len(), c.tests.len()]
     }
 
-    fn truncate(&mut self, [entries, tests, matchers, written]: [usize; 4]) {
+    /// Takes back the entries and tests of a dropped clause (what they share with others,
+    /// value lists and strings, stays).
+    fn truncate(&mut self, [entries, tests]: [usize; 2]) {
         let c = &mut self.compiled;
         c.entries.truncate(entries);
         c.tests.truncate(tests);
-        c.matchers.truncate(matchers);
-        c.written.truncate(written);
     }
 
     fn finish(self) -> Compiled {
@@ -373,8 +554,13 @@ impl Builder {
         c.entries.shrink_to_fit();
         c.tests.shrink_to_fit();
         c.fields.shrink_to_fit();
+        c.value_lists.shrink_to_fit();
         c.matchers.shrink_to_fit();
         c.written.shrink_to_fit();
+        c.cidrs.shrink_to_fit();
+        c.globs.shrink_to_fit();
+        c.templates.shrink_to_fit();
+        c.request_principals.shrink_to_fit();
         c.sets.shrink_to_fit();
         c
     }
@@ -467,6 +653,49 @@ impl Engine {
     /// (and must not discard the token because of them). 0 when no rule reads the JWT.
     pub fn jwt_depth(&self) -> usize {
         self.jwt_depth
+    }
+
+    /// Bytes held by each table of the compiled forms (elements × their size; strings by
+    /// their text), for memory measurements.
+    #[doc(hidden)]
+    pub fn table_bytes(&self) -> Vec<(&'static str, usize)> {
+        fn bytes<T>(items: &[T]) -> usize {
+            std::mem::size_of_val(items)
+        }
+        let mut out: Vec<(&'static str, usize)> = Vec::new();
+        for c in self.http.iter().chain(&self.tcp) {
+            let index = |i: &RuleIndex| i.bytes();
+            let sets: usize = c
+                .sets
+                .iter()
+                .map(|s| {
+                    [
+                        &s.custom,
+                        &s.deny,
+                        &s.allow,
+                        &s.audit,
+                        &s.dry_deny,
+                        &s.dry_allow,
+                    ]
+                    .into_iter()
+                    .map(index)
+                    .sum::<usize>()
+                })
+                .sum();
+            out.extend([
+                ("rules", bytes(&c.rules)),
+                ("clauses", bytes(&c.clauses)),
+                ("entries", bytes(&c.entries)),
+                ("tests", bytes(&c.tests)),
+                ("value lists", bytes(&c.value_lists)),
+                ("matchers", bytes(&c.matchers)),
+                ("written", bytes(&c.written)),
+                ("cidrs", bytes(&c.cidrs)),
+                ("strings", c.strings.bytes_held()),
+                ("indexes", sets),
+            ]);
+        }
+        out
     }
 
     /// The load-time report: each converted or unattached policy, once.
@@ -569,7 +798,9 @@ impl Compiler {
     /// Compiles one policy for every point; only its head is kept.
     pub(crate) fn add(&mut self, policy: &AuthorizationPolicy) {
         let arrival = PolicyId(self.heads.len() as u32);
+        let room = Room::of(policy, self.bundle.len());
         for p in &mut self.points {
+            p.builder.reserve(&room);
             let start = p.builder.compiled.rules.len() as u32;
             let mut notes = Vec::new();
             compile_policy(
@@ -639,18 +870,6 @@ impl Compiler {
             .in_policy(&dup.key()));
         }
 
-        let policies: Vec<PolicyInfo> = sorted
-            .iter()
-            .map(|p| PolicyInfo {
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                action: p.action,
-                dry_run: p.dry_run,
-                rules: p.rules,
-                key: p.key(),
-            })
-            .collect();
-
         let mut notes = Notes::default();
 
         // Which policies each target gets.
@@ -695,6 +914,24 @@ impl Compiler {
                 });
             }
         }
+
+        drop(sorted);
+        // The names move from the heads, which are not needed any more.
+        let mut heads = heads;
+        let mut policies: Vec<PolicyInfo> = Vec::with_capacity(order.len());
+        for i in &order {
+            if let Some(p) = heads.get_mut(*i as usize) {
+                policies.push(PolicyInfo {
+                    key: p.key(),
+                    namespace: std::mem::take(&mut p.namespace),
+                    name: std::mem::take(&mut p.name),
+                    action: p.action,
+                    dry_run: p.dry_run,
+                    rules: p.rules,
+                });
+            }
+        }
+        drop(heads);
 
         Ok(Engine {
             jwt_depth,
@@ -772,27 +1009,25 @@ fn finish_point(
         return Err(too_many_indexed_rules(config, entries, set_ids.len()));
     }
     set_ids.clear();
+    // What was only needed while compiling goes before the indexes are built.
+    let prefix_namespaces = std::mem::take(&mut builder.prefix_namespaces);
+    let mut compiled = builder.finish();
     let mut set_of = Vec::with_capacity(target_policies.len());
     for list in target_policies {
         let id = match set_ids.get(list.as_slice()) {
             Some(id) => *id,
             None => {
-                let set = build_set(
-                    &builder.compiled,
-                    &mut builder.strings,
-                    sorted,
-                    list,
-                    &first_rule_of,
-                );
-                let id = builder.compiled.sets.len() as u32;
-                builder.compiled.sets.push(set);
+                let set = build_set(&compiled, &prefix_namespaces, sorted, list, &first_rule_of);
+                let id = compiled.sets.len() as u32;
+                compiled.sets.push(set);
                 set_ids.insert(list, id);
                 id
             }
         };
         set_of.push(id);
     }
-    Ok((builder.finish(), set_of))
+    compiled.sets.shrink_to_fit();
+    Ok((compiled, set_of))
 }
 
 /// How deep into the JWT payload the policy's rules read (see [`Engine::jwt_depth`]).
@@ -1096,31 +1331,33 @@ fn bind_targets(
     (targets, lists)
 }
 
-/// A [`RuleIndex`] under construction.
+/// A [`RuleIndex`] under construction: `(key, rule)` pairs, rules in order.
 #[derive(Default)]
 struct IndexBuilder {
-    by_principal: FnvMap<StrId, Vec<u32>>,
-    by_namespace: FnvMap<StrId, Vec<u32>>,
-    by_port: FnvMap<u16, Vec<u32>>,
-    by_method: FnvMap<StrId, Vec<u32>>,
+    by_principal: Vec<(StrId, u32)>,
+    by_namespace: Vec<(StrId, u32)>,
+    by_port: Vec<(u16, u32)>,
+    by_method: Vec<(StrId, u32)>,
     scan: Vec<u32>,
     all: Vec<u32>,
 }
 
 impl IndexBuilder {
     fn finish(self, strings: &Strings) -> RuleIndex {
-        let keyed = |map: FnvMap<StrId, Vec<u32>>| {
-            let mut lists: Vec<(StrId, Vec<u32>)> = map.into_iter().collect();
-            // Deterministic layout, whatever the map's order.
-            lists.sort_unstable_by_key(|(k, _)| *k);
-            KeyIndex::new(strings, lists)
+        // Pairs are distinct (a rule is filed once per key): sorting them whole keeps each
+        // key's rules in order, without the buffer a stable sort takes.
+        let keyed = |mut pairs: Vec<(StrId, u32)>| {
+            pairs.sort_unstable();
+            KeyIndex::from_sorted(strings, &pairs)
         };
-        let mut by_port: Vec<(u16, Box<[u32]>)> = self
-            .by_port
-            .into_iter()
-            .map(|(p, l)| (p, l.into_boxed_slice()))
-            .collect();
-        by_port.sort_unstable_by_key(|(p, _)| *p);
+        let mut ports = self.by_port;
+        ports.sort_unstable();
+        let mut by_port: Vec<(u16, Box<[u32]>)> = Vec::new();
+        for chunk in ports.chunk_by(|a, b| a.0 == b.0) {
+            if let Some((port, _)) = chunk.first() {
+                by_port.push((*port, chunk.iter().map(|(_, r)| *r).collect()));
+            }
+        }
         RuleIndex {
             by_principal: keyed(self.by_principal),
             by_namespace: keyed(self.by_namespace),
@@ -1135,7 +1372,7 @@ impl IndexBuilder {
 /// Builds the rule indexes for one target's policy list.
 fn build_set(
     compiled: &Compiled,
-    strings: &mut Interner,
+    prefix_namespaces: &FnvMap<StrId, StrId>,
     sorted: &[&PolicyHead],
     list: &[u32],
     first_rule_of: &[(u32, u32)],
@@ -1173,11 +1410,11 @@ fn build_set(
         };
         for rid in *start..*end {
             if let Some(rule) = compiled.rules.get(rid as usize) {
-                insert_rule(compiled, strings, index, rid, rule);
+                insert_rule(compiled, prefix_namespaces, index, rid, rule);
             }
         }
     }
-    let strings = strings.strings();
+    let strings = &compiled.strings;
     set.allow_policies = allow_policies.into_boxed_slice();
     set.custom = custom.finish(strings);
     set.deny = deny.finish(strings);
@@ -1191,17 +1428,17 @@ fn build_set(
 /// Files a rule under the most selective attribute it requires.
 fn insert_rule(
     compiled: &Compiled,
-    strings: &mut Interner,
+    prefix_namespaces: &FnvMap<StrId, StrId>,
     index: &mut IndexBuilder,
     rid: u32,
     rule: &CompiledRule,
 ) {
     index.all.push(rid);
-    if let Some(keys) = required_identity(compiled, strings, rule) {
+    if let Some(keys) = required_identity(compiled, prefix_namespaces, rule) {
         for k in keys {
             match k {
-                IdKey::Principal(p) => index.by_principal.entry(p).or_default().push(rid),
-                IdKey::Namespace(n) => index.by_namespace.entry(n).or_default().push(rid),
+                IdKey::Principal(p) => index.by_principal.push((p, rid)),
+                IdKey::Namespace(n) => index.by_namespace.push((n, rid)),
             }
         }
         return;
@@ -1217,7 +1454,7 @@ fn insert_rule(
     ) {
         for p in keys {
             if let Ok(p) = u16::try_from(p) {
-                index.by_port.entry(p).or_default().push(rid);
+                index.by_port.push((p, rid));
             }
         }
         return;
@@ -1232,7 +1469,7 @@ fn insert_rule(
         },
     ) {
         for m in keys {
-            index.by_method.entry(m).or_default().push(rid);
+            index.by_method.push((m, rid));
         }
         return;
     }
@@ -1256,13 +1493,13 @@ enum IdKey {
 /// that spells out `<td>/ns/<ns>/`.
 fn required_identity(
     compiled: &Compiled,
-    strings: &mut Interner,
+    prefix_namespaces: &FnvMap<StrId, StrId>,
     rule: &CompiledRule,
 ) -> Option<BTreeSet<IdKey>> {
     compiled.clauses(rule).iter().find_map(|clause| {
         let mut keys = BTreeSet::new();
         for entry in compiled.entries(*clause) {
-            keys.extend(entry_identity(compiled, strings, entry)?);
+            keys.extend(entry_identity(compiled, prefix_namespaces, entry)?);
         }
         (!keys.is_empty()).then_some(keys)
     })
@@ -1270,10 +1507,10 @@ fn required_identity(
 
 fn entry_identity(
     compiled: &Compiled,
-    strings: &mut Interner,
+    prefix_namespaces: &FnvMap<StrId, StrId>,
     entry: &CEntry,
 ) -> Option<Vec<IdKey>> {
-    let mut all_keys = |attr: &Attr, values: &[Matcher]| -> Option<Vec<IdKey>> {
+    let all_keys = |attr: &Attr, values: &[Matcher]| -> Option<Vec<IdKey>> {
         values
             .iter()
             .map(|m| match m {
@@ -1282,13 +1519,12 @@ fn entry_identity(
                     _ => IdKey::Principal(*e),
                 }),
                 Matcher::Str(Pattern::Prefix(p)) if *attr == Attr::Principal => {
-                    let prefix = strings.strings().get(*p).to_string();
-                    namespace_of_prefix(&prefix).map(|n| IdKey::Namespace(strings.intern(n)))
+                    prefix_namespaces.get(p).map(|n| IdKey::Namespace(*n))
                 }
                 Matcher::NamespaceSegment(n) => Some(IdKey::Namespace(*n)),
-                Matcher::NamespaceGlob(g) => g
-                    .literal_namespace()
-                    .map(|n| IdKey::Namespace(strings.intern(n))),
+                // A namespace without a wildcard is a `NamespaceSegment`: a glob pins down
+                // no namespace.
+                Matcher::NamespaceGlob(_) => None,
                 Matcher::ServiceAccount(ns, _) | Matcher::ServiceAccountRegex(ns, _) => {
                     Some(IdKey::Namespace(*ns))
                 }
@@ -1490,7 +1726,7 @@ fn compile_policy(
 /// Ends a clause whose entries were compiled since `mark`. A clause with an always-true
 /// entry is always true: it is dropped, so that indexes and explanations see only real
 /// conditions.
-fn push_clause(b: &mut Builder, mark: [usize; 4]) {
+fn push_clause(b: &mut Builder, mark: [usize; 2]) {
     let [first_entry, ..] = mark;
     let entries = Span::since(first_entry, &b.compiled.entries);
     if entries
@@ -1529,8 +1765,17 @@ fn compile_entry(
 
 fn compile_field(b: &mut Builder, field: &Field, mode: Mode, bundle: &[String]) {
     let compile = |b: &mut Builder, values: &[String]| {
-        let strings = &mut b.strings;
-        let out = &mut b.compiled.matchers;
+        let Builder {
+            compiled: c,
+            strings,
+            cidr_ids,
+            glob_ids,
+            template_ids,
+            request_principal_ids,
+            prefix_namespaces,
+            ..
+        } = b;
+        let out = &mut c.matchers;
         let pattern = |strings: &mut Interner, v: &str, star_is_presence: bool| {
             Pattern::new(&StrMatch::parse(v, star_is_presence), strings)
         };
@@ -1541,7 +1786,15 @@ fn compile_field(b: &mut Builder, field: &Field, mode: Mode, bundle: &[String]) 
                         out.push(if expanded == "*" && mode == Mode::Waypoint {
                             Matcher::AnyPrincipal
                         } else {
-                            Matcher::Str(pattern(strings, &expanded, false))
+                            let p = pattern(strings, &expanded, false);
+                            if let Pattern::Prefix(id) = p {
+                                let prefix = expanded.strip_suffix('*').unwrap_or(&expanded);
+                                if let Some(ns) = namespace_of_prefix(prefix) {
+                                    let ns = strings.intern(ns);
+                                    prefix_namespaces.insert(id, ns);
+                                }
+                            }
+                            Matcher::Str(p)
                         });
                     }
                 }
@@ -1551,7 +1804,7 @@ fn compile_field(b: &mut Builder, field: &Field, mode: Mode, bundle: &[String]) 
                         let glob = Glob::new(&format!("*/ns/{v}/*"));
                         match glob.literal_namespace() {
                             Some(ns) => Matcher::NamespaceSegment(strings.intern(ns)),
-                            None => Matcher::NamespaceGlob(Box::new(glob)),
+                            None => Matcher::NamespaceGlob(table_id(&mut c.globs, glob_ids, glob)),
                         }
                     }
                 }),
@@ -1581,8 +1834,8 @@ fn compile_field(b: &mut Builder, field: &Field, mode: Mode, bundle: &[String]) 
                     }
                 }
                 Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => {
-                    if let Some(c) = Cidr::parse(v) {
-                        out.push(Matcher::Cidr(c));
+                    if let Some(cidr) = Cidr::parse(v) {
+                        out.push(Matcher::Cidr(table_id(&mut c.cidrs, cidr_ids, cidr)));
                     }
                 }
                 Attr::Port => {
@@ -1599,7 +1852,8 @@ fn compile_field(b: &mut Builder, field: &Field, mode: Mode, bundle: &[String]) 
                 Attr::Path => {
                     if v.contains('{') {
                         if let Ok(t) = PathTemplate::parse(v) {
-                            out.push(Matcher::PathTemplate(Box::new(t)));
+                            let id = table_id(&mut c.templates, template_ids, t);
+                            out.push(Matcher::PathTemplate(id));
                         }
                     } else {
                         out.push(Matcher::Path(pattern(strings, v, false)));
@@ -1607,10 +1861,9 @@ fn compile_field(b: &mut Builder, field: &Field, mode: Mode, bundle: &[String]) 
                 }
                 Attr::RequestPrincipal => {
                     let (iss, sub) = split_request_principal(v);
-                    out.push(Matcher::RequestPrincipal(
-                        Pattern::new(&iss, strings),
-                        Pattern::new(&sub, strings),
-                    ));
+                    let pair = (Pattern::new(&iss, strings), Pattern::new(&sub, strings));
+                    let id = table_id(&mut c.request_principals, request_principal_ids, pair);
+                    out.push(Matcher::RequestPrincipal(id));
                 }
                 Attr::Experimental(_) => {}
             }
@@ -1621,18 +1874,20 @@ fn compile_field(b: &mut Builder, field: &Field, mode: Mode, bundle: &[String]) 
     compile(b, &field.values);
     let values = b.compiled.matchers.len() - first_matcher;
     compile(b, &field.not_values);
-    let matchers = Span::since(first_matcher, &b.compiled.matchers);
     let first_written = b.compiled.written.len();
     for v in field.values.iter().chain(&field.not_values) {
         let id = b.strings.intern(v);
         b.compiled.written.push(id);
     }
+    let values = b.value_list(
+        first_matcher,
+        values as u32,
+        first_written,
+        field.values.len() as u32,
+    );
     b.compiled.tests.push(Test {
         field: field_id,
-        matchers,
-        values: values as u32,
-        written: Span::since(first_written, &b.compiled.written),
-        written_values: field.values.len() as u32,
+        values,
     });
 }
 

@@ -142,7 +142,8 @@ fn trust_domain(principal: &str) -> Option<&str> {
     Some(td)
 }
 
-fn hits(m: &Matcher, strings: &Strings, attr: &Attr, value: &Value) -> bool {
+fn hits(m: &Matcher, compiled: &Compiled, attr: &Attr, value: &Value) -> bool {
+    let strings = &compiled.strings;
     match (m, value) {
         (Matcher::Str(s), Value::Principal(Some(p))) => match attr {
             Attr::Namespace => s.matches(
@@ -172,7 +173,10 @@ fn hits(m: &Matcher, strings: &Strings, attr: &Attr, value: &Value) -> bool {
             let ns = strings.get(*ns);
             namespace_segments(p).any(|s| s == ns)
         }
-        (Matcher::NamespaceGlob(g), Value::Principal(Some(p))) => g.matches(p.as_bytes()),
+        (Matcher::NamespaceGlob(g), Value::Principal(Some(p))) => compiled
+            .globs
+            .get(*g as usize)
+            .is_some_and(|g| g.matches(p.as_bytes())),
         (Matcher::ServiceAccountRegex(ns, sa), Value::Principal(Some(p))) => {
             service_account_regex_matches(p, strings.get(*ns), strings.get(*sa))
         }
@@ -183,11 +187,20 @@ fn hits(m: &Matcher, strings: &Strings, attr: &Attr, value: &Value) -> bool {
         (Matcher::TrustDomain(s), Value::Principal(Some(p))) => {
             trust_domain(p).is_some_and(|td| s.matches(strings, td.as_bytes()))
         }
-        (Matcher::Cidr(c), Value::Ip(Some(ip))) => c.contains(*ip),
+        (Matcher::Cidr(c), Value::Ip(Some(ip))) => compiled
+            .cidrs
+            .get(*c as usize)
+            .is_some_and(|c| c.contains(*ip)),
         (Matcher::Port(p), Value::Port(Some(port))) => p == port,
         (Matcher::Path(s), Value::Bytes(Some(b))) => s.matches(strings, b),
-        (Matcher::PathTemplate(t), Value::Bytes(Some(b))) => t.matches(b),
-        (Matcher::RequestPrincipal(iss, sub), Value::Jwt(Some(jwt))) => {
+        (Matcher::PathTemplate(t), Value::Bytes(Some(b))) => compiled
+            .templates
+            .get(*t as usize)
+            .is_some_and(|t| t.matches(b)),
+        (Matcher::RequestPrincipal(pair), Value::Jwt(Some(jwt))) => {
+            let Some((iss, sub)) = compiled.request_principals.get(*pair as usize) else {
+                return false;
+            };
             string_claim(jwt, "iss").is_some_and(|v| iss.matches(strings, v.as_bytes()))
                 && string_claim(jwt, "sub").is_some_and(|v| sub.matches(strings, v.as_bytes()))
         }
@@ -202,13 +215,15 @@ fn test_matches(compiled: &Compiled, test: &Test, attrs: &dyn Attributes) -> boo
         // Never built so; a test that cannot be read does not hold.
         return false;
     };
-    let strings = &compiled.strings;
     let value = fetch(&field.attr, attrs);
     let (values, not_values) = test.values_and_not(compiled);
-    (values.is_empty() || values.iter().any(|m| hits(m, strings, &field.attr, &value)))
+    (values.is_empty()
+        || values
+            .iter()
+            .any(|m| hits(m, compiled, &field.attr, &value)))
         && !not_values
             .iter()
-            .any(|m| hits(m, strings, &field.attr, &value))
+            .any(|m| hits(m, compiled, &field.attr, &value))
 }
 
 fn entry_matches(compiled: &Compiled, entry: &CEntry, attrs: &dyn Attributes) -> bool {

@@ -11,7 +11,7 @@ pub(crate) type StrId = u32;
 
 const EMPTY: u32 = u32::MAX;
 
-fn hash(bytes: &[u8]) -> u64 {
+pub(crate) fn hash(bytes: &[u8]) -> u64 {
     let mut h = super::hash::Fnv::default();
     h.write(bytes);
     h.finish()
@@ -43,53 +43,73 @@ impl Strings {
     fn len(&self) -> usize {
         self.ends.len()
     }
+
+    pub fn bytes_held(&self) -> usize {
+        self.text.len() + std::mem::size_of_val(&*self.ends)
+    }
 }
 
-/// An open-addressing hash table of ids, each standing for the string its entry names:
-/// finds an entry by the string's bytes without allocating.
+/// An open-addressing hash table of ids, each standing for an item kept elsewhere (a
+/// string, a list): finds an item equal to a given one without storing it twice.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct IdTable {
-    /// Entry numbers, `EMPTY` where free; the length is a power of two, at least twice the
-    /// number of entries, so probes stay short and always reach a free slot.
+    /// Ids, `EMPTY` where free; the length is a power of two, at least twice the number of
+    /// ids, so probes stay short and always reach a free slot.
     slots: Box<[u32]>,
+    len: usize,
 }
 
 impl IdTable {
-    /// A table of `n` entries whose strings `key_of` gives.
-    fn with_entries<'a>(n: usize, key_of: impl Fn(u32) -> &'a [u8]) -> IdTable {
-        if n == 0 {
-            return IdTable::default();
-        }
-        let size = (n * 2).next_power_of_two();
-        let mut slots = vec![EMPTY; size].into_boxed_slice();
-        let mask = size - 1;
-        for entry in 0..n as u32 {
-            let mut i = hash(key_of(entry)) as usize & mask;
-            while let Some(slot) = slots.get_mut(i) {
-                if *slot == EMPTY {
-                    *slot = entry;
-                    break;
-                }
-                i = (i + 1) & mask;
+    /// A table of the ids `0..n`, whose hashes `hash_of` gives.
+    pub fn with_ids(n: usize, hash_of: impl Fn(u32) -> u64) -> IdTable {
+        let mut table = IdTable::default();
+        if n > 0 {
+            table.slots = vec![EMPTY; (n * 2).next_power_of_two()].into_boxed_slice();
+            for id in 0..n as u32 {
+                table.place(id, hash_of(id));
             }
+            table.len = n;
         }
-        IdTable { slots }
+        table
     }
 
-    /// The entry whose string is `key`.
-    fn find<'a>(&self, key: &[u8], key_of: impl Fn(u32) -> &'a [u8]) -> Option<u32> {
-        if self.slots.is_empty() {
-            return None;
+    fn place(&mut self, id: u32, hash: u64) {
+        let mask = self.slots.len().saturating_sub(1);
+        let mut i = hash as usize & mask;
+        while let Some(slot) = self.slots.get_mut(i) {
+            if *slot == EMPTY {
+                *slot = id;
+                return;
+            }
+            i = (i + 1) & mask;
         }
-        let mask = self.slots.len() - 1;
-        let mut i = hash(key) as usize & mask;
+    }
+
+    /// The id of hash `hash` for which `is` holds.
+    pub fn find(&self, hash: u64, is: impl Fn(u32) -> bool) -> Option<u32> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut i = hash as usize & mask;
         loop {
             match self.slots.get(i).copied() {
                 None | Some(EMPTY) => return None,
-                Some(entry) if key_of(entry) == key => return Some(entry),
+                Some(id) if is(id) => return Some(id),
                 Some(_) => i = (i + 1) & mask,
             }
         }
+    }
+
+    /// Adds `id`; on growing, the ids already in are placed again by `hash_of`. Filled up to
+    /// three quarters (a table only used while building: room matters more than probes).
+    pub fn insert(&mut self, id: u32, hash: u64, hash_of: impl Fn(u32) -> u64) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            let size = ((self.len + 1) * 2).next_power_of_two().max(16);
+            let old = std::mem::replace(&mut self.slots, vec![EMPTY; size].into_boxed_slice());
+            for kept in old.iter().copied().filter(|s| *s != EMPTY) {
+                self.place(kept, hash_of(kept));
+            }
+        }
+        self.place(id, hash);
+        self.len += 1;
     }
 }
 
@@ -102,40 +122,29 @@ pub(crate) struct Interner {
 
 impl Interner {
     pub fn intern(&mut self, s: &str) -> StrId {
-        if let Some(id) = self.find(s) {
+        let h = hash(s.as_bytes());
+        let strings = &self.strings;
+        if let Some(id) = self.table.find(h, |id| strings.get(id) == s) {
             return id;
         }
         let id = self.strings.len() as StrId;
         self.strings.text.push_str(s);
         self.strings.ends.push(self.strings.text.len() as u32);
-        if self.strings.len() * 2 > self.table.slots.len() {
-            let strings = &self.strings;
-            self.table = IdTable::with_entries(strings.len(), |e| strings.bytes(e));
-        } else {
-            self.insert(id, s.as_bytes());
-        }
+        let strings = &self.strings;
+        self.table.insert(id, h, |id| hash(strings.bytes(id)));
         id
     }
 
-    pub fn find(&self, s: &str) -> Option<StrId> {
-        let strings = &self.strings;
-        self.table.find(s.as_bytes(), |e| strings.bytes(e))
-    }
-
-    fn insert(&mut self, id: StrId, key: &[u8]) {
-        let mask = self.table.slots.len().saturating_sub(1);
-        let mut i = hash(key) as usize & mask;
-        while let Some(slot) = self.table.slots.get_mut(i) {
-            if *slot == EMPTY {
-                *slot = id;
-                return;
-            }
-            i = (i + 1) & mask;
+    /// Room for `bytes` more text in `count` more strings (see `compile::make_room`).
+    pub fn reserve(&mut self, bytes: usize, count: usize) {
+        let text = &mut self.strings.text;
+        if text.capacity() - text.len() < bytes {
+            text.reserve_exact(bytes.max(text.len() / 4));
         }
-    }
-
-    pub fn strings(&self) -> &Strings {
-        &self.strings
+        let ends = &mut self.strings.ends;
+        if ends.capacity() - ends.len() < count {
+            ends.reserve_exact(count.max(ends.len() / 4));
+        }
     }
 
     /// The strings, without spare capacity; the table is only needed while building.
@@ -150,30 +159,30 @@ impl Interner {
 /// Rule lists by a string key: for each key, a run of one shared list of rule ids.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KeyIndex {
-    /// Per key: its string and its run in `rules`.
-    keys: Box<[(StrId, u32, u32)]>,
+    /// Per key: its string and where its run in `rules` starts (it ends where the next
+    /// key's starts).
+    keys: Box<[(StrId, u32)]>,
     table: IdTable,
     rules: Box<[u32]>,
 }
 
 impl KeyIndex {
-    /// From `(key, rule ids)` pairs, keys distinct.
-    pub fn new(strings: &Strings, lists: Vec<(StrId, Vec<u32>)>) -> KeyIndex {
-        let total = lists.iter().map(|(_, l)| l.len()).sum();
-        let mut rules = Vec::with_capacity(total);
-        let mut keys = Vec::with_capacity(lists.len());
-        for (key, list) in lists {
-            keys.push((key, rules.len() as u32, list.len() as u32));
-            rules.extend(list);
+    /// From `(key, rule id)` pairs sorted by key, rule ids in order within a key.
+    pub fn from_sorted(strings: &Strings, pairs: &[(StrId, u32)]) -> KeyIndex {
+        let mut keys: Vec<(StrId, u32)> = Vec::new();
+        for (i, (key, _)) in pairs.iter().enumerate() {
+            if keys.last().is_none_or(|(last, _)| last != key) {
+                keys.push((*key, i as u32));
+            }
         }
-        let table = IdTable::with_entries(keys.len(), |e| {
+        let table = IdTable::with_ids(keys.len(), |e| {
             keys.get(e as usize)
-                .map_or(&[][..], |(k, _, _)| strings.bytes(*k))
+                .map_or(0, |(k, _)| hash(strings.bytes(*k)))
         });
         KeyIndex {
             keys: keys.into_boxed_slice(),
             table,
-            rules: rules.into_boxed_slice(),
+            rules: pairs.iter().map(|(_, rule)| *rule).collect(),
         }
     }
 
@@ -181,21 +190,28 @@ impl KeyIndex {
         self.keys.is_empty()
     }
 
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.keys)
+            + std::mem::size_of_val(&*self.table.slots)
+            + std::mem::size_of_val(&*self.rules)
+    }
+
     /// The rules filed under `key`, in order; none when no rule is.
     pub fn get(&self, strings: &Strings, key: &[u8]) -> &[u32] {
-        let key_of = |e: u32| {
+        let is = |e: u32| {
             self.keys
                 .get(e as usize)
-                .map_or(&[][..], |(k, _, _)| strings.bytes(*k))
+                .is_some_and(|(k, _)| strings.bytes(*k) == key)
         };
-        self.table
-            .find(key, key_of)
-            .and_then(|e| self.keys.get(e as usize))
-            .and_then(|(_, start, len)| {
-                self.rules
-                    .get(*start as usize..(*start as usize + *len as usize))
-            })
-            .unwrap_or(&[])
+        let Some(e) = self.table.find(hash(key), is) else {
+            return &[];
+        };
+        let start = self.keys.get(e as usize).map_or(0, |(_, s)| *s as usize);
+        let end = self
+            .keys
+            .get(e as usize + 1)
+            .map_or(self.rules.len(), |(_, s)| *s as usize);
+        self.rules.get(start..end).unwrap_or(&[])
     }
 }
 
@@ -216,7 +232,7 @@ mod tests {
             assert_eq!(strings.get(*id), w);
         }
         assert_eq!(strings.get(1000), "");
-        let index = KeyIndex::new(&strings, vec![(ids[3], vec![1, 2]), (ids[7], vec![5])]);
+        let index = KeyIndex::from_sorted(&strings, &[(ids[3], 1), (ids[3], 2), (ids[7], 5)]);
         assert_eq!(index.get(&strings, b"w3"), &[1, 2]);
         assert_eq!(index.get(&strings, b"w7"), &[5]);
         assert!(index.get(&strings, b"w4").is_empty());
