@@ -1006,7 +1006,12 @@ fn finish_point(
         }
     }
     if entries > MAX_INDEXED_RULES {
-        return Err(too_many_indexed_rules(config, entries, set_ids.len()));
+        return Err(too_many_indexed_rules(
+            config,
+            sorted.len(),
+            entries,
+            set_ids.len(),
+        ));
     }
     set_ids.clear();
     // What was only needed while compiling goes before the indexes are built.
@@ -1069,7 +1074,12 @@ fn envoy_policy_prefix(namespace: &str, name: &str) -> String {
 /// configuration, or deny-all, stays in force).
 pub const MAX_INDEXED_RULES: u64 = 2_000_000;
 
-fn too_many_indexed_rules(config: &PluginConfig, entries: u64, sets: usize) -> ConfigError {
+fn too_many_indexed_rules(
+    config: &PluginConfig,
+    policies: usize,
+    entries: u64,
+    sets: usize,
+) -> ConfigError {
     let (field, what) = match config.mode {
         Mode::Ztunnel => ("workloads", format!("{} workloads", config.workloads.len())),
         Mode::Waypoint => ("services", format!("{} services", config.services.len())),
@@ -1077,10 +1087,9 @@ fn too_many_indexed_rules(config: &PluginConfig, entries: u64, sets: usize) -> C
     ConfigError::new(
         field,
         format!(
-            "{what} with {} policies need {entries} rule entries in {sets} distinct per-destination rule sets, \
+            "{what} with {policies} policies need {entries} rule entries in {sets} distinct per-destination rule sets, \
              more than the {MAX_INDEXED_RULES} one proxy indexes; split the destinations across \
-             more proxies or give workloads that share policies the same selectors",
-            config.policies.len()
+             more proxies or give workloads that share policies the same selectors"
         ),
     )
 }
