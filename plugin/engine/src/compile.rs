@@ -433,12 +433,48 @@ impl Room {
     }
 }
 
-/// Makes room for `more` items in `items`, growing by a quarter at least: arrays that
-/// double keep up to half of their room unused, and Wasm memory never shrinks.
-fn make_room<T>(items: &mut Vec<T>, more: usize) {
-    if items.capacity() - items.len() < more {
-        items.reserve_exact(more.max(items.len() / 4));
+/// How far along the policies the compiler is: `done` of `expected`.
+#[derive(Clone, Copy)]
+struct Progress {
+    done: usize,
+    expected: usize,
+}
+
+impl Progress {
+    /// What an array of `len` items after `done` policies will likely hold after all of
+    /// them, once enough have been seen to tell (a hundredth, at least eight).
+    fn projected(self, len: usize) -> usize {
+        if self.done < 8 || self.done * 100 < self.expected || self.done >= self.expected {
+            return 0;
+        }
+        let projected = len as u64 * self.expected as u64 / self.done as u64;
+        // A sixteenth more, for policies larger than those so far.
+        (projected + projected / 16) as usize
     }
+}
+
+/// Makes room for `more` items in `items`. Wasm memory never shrinks, and an array that
+/// moves when it grows leaves its old place as a hole that only smaller things can use: so
+/// an array grows to its projected final size once that can be told, and by a quarter at
+/// least (not double) otherwise.
+fn make_room<T>(items: &mut Vec<T>, more: usize, progress: Progress) {
+    if let Some(add) = room_to_add(items.len(), items.capacity(), more, progress) {
+        items.reserve_exact(add);
+    }
+}
+
+/// [`make_room`] for text.
+fn make_text_room(text: &mut String, more: usize, progress: Progress) {
+    if let Some(add) = room_to_add(text.len(), text.capacity(), more, progress) {
+        text.reserve_exact(add);
+    }
+}
+
+fn room_to_add(len: usize, capacity: usize, more: usize, progress: Progress) -> Option<usize> {
+    (capacity - len < more).then(|| {
+        let projected = progress.projected(len).saturating_sub(len);
+        more.max(len / 4).max(projected)
+    })
 }
 
 /// The index of `item` in `items`, added if new.
@@ -458,16 +494,18 @@ fn table_id<T: Clone + Eq + std::hash::Hash>(
 
 impl Builder {
     /// Room for one more policy (see [`make_room`]).
-    fn reserve(&mut self, room: &Room) {
+    fn reserve(&mut self, room: &Room, progress: Progress) {
         let c = &mut self.compiled;
-        make_room(&mut c.rules, room.rules);
-        make_room(&mut c.clauses, room.clauses);
-        make_room(&mut c.entries, room.entries);
-        make_room(&mut c.tests, room.tests);
-        make_room(&mut c.value_lists, room.tests);
-        make_room(&mut c.matchers, room.matchers);
-        make_room(&mut c.written, room.written);
-        self.strings.reserve(room.text, room.written + room.entries);
+        make_room(&mut c.rules, room.rules, progress);
+        make_room(&mut c.clauses, room.clauses, progress);
+        make_room(&mut c.entries, room.entries, progress);
+        make_room(&mut c.tests, room.tests, progress);
+        make_room(&mut c.value_lists, room.tests, progress);
+        make_room(&mut c.matchers, room.matchers, progress);
+        make_room(&mut c.written, room.written, progress);
+        let (text, ends) = self.strings.text_and_ends();
+        make_text_room(text, room.text, progress);
+        make_room(ends, room.written + room.entries, progress);
     }
 
     /// The value list of the matchers and written values added since `matchers` and
@@ -604,7 +642,7 @@ impl Engine {
     pub fn from_json(bytes: &[u8]) -> Result<Engine, ConfigError> {
         let streamed = super::policy_stream::read(
             bytes,
-            |config| Compiler::new(config, false),
+            |config, expected| Compiler::new(config, false, expected),
             |compiler, policy| compiler.add(&policy),
         );
         match streamed {
@@ -706,7 +744,7 @@ impl Engine {
 
 fn build(mut config: PluginConfig, all_points: bool) -> Result<Engine, ConfigError> {
     let policies = std::mem::take(&mut config.policies);
-    let mut compiler = Compiler::new(config, all_points);
+    let mut compiler = Compiler::new(config, all_points, policies.len());
     // Each parsed policy is dropped once compiled.
     for policy in policies {
         compiler.add(&policy);
@@ -756,13 +794,16 @@ pub(crate) struct Compiler {
     config: PluginConfig,
     bundle: Vec<String>,
     heads: Vec<PolicyHead>,
+    /// How many policies are coming, to size the arrays (see [`make_room`]).
+    expected: usize,
     points: Vec<PointBuild>,
     jwt_depth: usize,
 }
 
 impl Compiler {
-    /// For the points the configured filter can reach, or every point of the mode.
-    pub(crate) fn new(mut config: PluginConfig, all_points: bool) -> Compiler {
+    /// For the points the configured filter can reach, or every point of the mode, and
+    /// about `expected` policies.
+    pub(crate) fn new(mut config: PluginConfig, all_points: bool, expected: usize) -> Compiler {
         let (want_http, want_tcp) = match (config.mode, config.filter) {
             (Mode::Ztunnel, _) => (true, false),
             (Mode::Waypoint, _) if all_points => (true, true),
@@ -789,7 +830,8 @@ impl Compiler {
         Compiler {
             bundle: trust_bundle(&config),
             config,
-            heads: Vec::new(),
+            heads: Vec::with_capacity(expected),
+            expected,
             points,
             jwt_depth: 0,
         }
@@ -799,8 +841,12 @@ impl Compiler {
     pub(crate) fn add(&mut self, policy: &AuthorizationPolicy) {
         let arrival = PolicyId(self.heads.len() as u32);
         let room = Room::of(policy, self.bundle.len());
+        let progress = Progress {
+            done: self.heads.len(),
+            expected: self.expected,
+        };
         for p in &mut self.points {
-            p.builder.reserve(&room);
+            p.builder.reserve(&room, progress);
             let start = p.builder.compiled.rules.len() as u32;
             let mut notes = Vec::new();
             compile_policy(
@@ -835,6 +881,7 @@ impl Compiler {
             heads,
             points,
             jwt_depth,
+            ..
         } = self;
         // Reporting order is Envoy's: istiod names each RBAC policy
         // `ns[<namespace>]-policy[<name>]-rule[<index>]` (istio/istio

@@ -135,16 +135,9 @@ impl Interner {
         id
     }
 
-    /// Room for `bytes` more text in `count` more strings (see `compile::make_room`).
-    pub fn reserve(&mut self, bytes: usize, count: usize) {
-        let text = &mut self.strings.text;
-        if text.capacity() - text.len() < bytes {
-            text.reserve_exact(bytes.max(text.len() / 4));
-        }
-        let ends = &mut self.strings.ends;
-        if ends.capacity() - ends.len() < count {
-            ends.reserve_exact(count.max(ends.len() / 4));
-        }
+    /// The buffers, to make room in them (see `compile::make_room`).
+    pub fn text_and_ends(&mut self) -> (&mut String, &mut Vec<u32>) {
+        (&mut self.strings.text, &mut self.strings.ends)
     }
 
     /// The strings, without spare capacity; the table is only needed while building.

@@ -13,12 +13,12 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::{Map, Value};
 use std::fmt;
 
-/// Reads `bytes`: `start` receives the configuration without its policies, then `each` every
-/// policy in order. `None` for anything but a valid configuration whose `policies` (if any)
+/// Reads `bytes`: `start` receives the configuration without its policies and how many
+/// policies there are, then `each` every policy in order. `None` for anything but a valid configuration whose `policies` (if any)
 /// is one list of valid policies: the caller then reads it as a whole, which words the error.
 pub(crate) fn read<S>(
     bytes: &[u8],
-    start: impl FnOnce(PluginConfig) -> S,
+    start: impl FnOnce(PluginConfig, usize) -> S,
     mut each: impl FnMut(&mut S, AuthorizationPolicy),
 ) -> Option<S> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
@@ -29,7 +29,7 @@ pub(crate) fn read<S>(
         return None;
     }
     let config = PluginConfig::from_parsed(&top.map, std::iter::empty()).ok()?;
-    let mut state = start(config);
+    let mut state = start(config, top.policies);
     if top.policies_keys == 1 {
         let mut consumer = |i: usize, value: Value| match parse_policy_at(&value, i) {
             Ok(policy) => {
@@ -53,10 +53,12 @@ pub(crate) fn read<S>(
     Some(state)
 }
 
-/// Every top-level key but `policies`, and how many times `policies` was given.
+/// Every top-level key but `policies`, how many times `policies` was given, and how many
+/// policies it lists.
 struct RestOf {
     map: Map<String, Value>,
     policies_keys: usize,
+    policies: usize,
 }
 
 struct Rest;
@@ -72,11 +74,12 @@ impl<'de> Visitor<'de> for Rest {
         let mut rest = RestOf {
             map: Map::new(),
             policies_keys: 0,
+            policies: 0,
         };
         while let Some(key) = access.next_key::<String>()? {
             if key == "policies" {
                 rest.policies_keys += 1;
-                access.next_value_seed(SkipList)?;
+                rest.policies = access.next_value_seed(SkipList)?;
             } else {
                 let value = access.next_value::<Value>()?;
                 rest.map.insert(key, value);
@@ -86,26 +89,29 @@ impl<'de> Visitor<'de> for Rest {
     }
 }
 
-/// A list, its elements only read through.
+/// A list, its elements only read through and counted.
 struct SkipList;
 
 impl<'de> Visitor<'de> for SkipList {
-    type Value = ();
+    type Value = usize;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut count = 0;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            count += 1;
+        }
+        Ok(count)
     }
 }
 
 impl<'de> DeserializeSeed<'de> for SkipList {
-    type Value = ();
+    type Value = usize;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
