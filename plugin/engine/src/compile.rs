@@ -640,17 +640,33 @@ impl Engine {
     /// Parses, validates and compiles a plugin configuration (JSON), each policy as soon as
     /// it has been read: the parsed policies never exist all at once.
     pub fn from_json(bytes: &[u8]) -> Result<Engine, ConfigError> {
-        let streamed = super::policy_stream::read(
+        match Self::compile_streamed(bytes) {
+            Some(compiler) => compiler.finish(),
+            None => Engine::from_config(PluginConfig::from_json(bytes)?),
+        }
+    }
+
+    /// [`Engine::from_json`], dropping the JSON once every policy is compiled, before the
+    /// rule indexes are built: the bytes and the indexes under construction are never held
+    /// at once (what a Wasm module, whose memory never shrinks, keeps as its peak).
+    pub fn from_json_bytes(bytes: Vec<u8>) -> Result<Engine, ConfigError> {
+        match Self::compile_streamed(&bytes) {
+            Some(compiler) => {
+                drop(bytes);
+                compiler.finish()
+            }
+            None => Engine::from_config(PluginConfig::from_json(&bytes)?),
+        }
+    }
+
+    /// Every policy compiled as it is read; `None` for what the one-pass reading does not
+    /// take, which is then read as a whole to word the error.
+    fn compile_streamed(bytes: &[u8]) -> Option<Compiler> {
+        super::policy_stream::read(
             bytes,
             |config, expected| Compiler::new(config, false, expected),
             |compiler, policy| compiler.add(&policy),
-        );
-        match streamed {
-            Some(compiler) => compiler.finish(),
-            // Whatever the one-pass reading did not take is read as a whole, which words
-            // the error.
-            None => Engine::from_config(PluginConfig::from_json(bytes)?),
-        }
+        )
     }
 
     /// Compiles for the points the configured filter can reach.

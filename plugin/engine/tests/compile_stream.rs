@@ -84,3 +84,13 @@ fn compiling_as_read_gives_the_engine_or_error_of_compiling_the_whole() {
     // Both sides of the comparison are exercised.
     assert_eq!(accepted, 7);
 }
+
+#[test]
+fn compiling_owned_bytes_gives_the_same_engine_or_error() {
+    for doc in documents() {
+        let owned = Engine::from_json_bytes(doc.clone().into_bytes())
+            .map(|e| format!("{e:?}"))
+            .map_err(|e| e.to_string());
+        assert_eq!(owned, whole(doc.as_bytes()), "for {doc}");
+    }
+}
