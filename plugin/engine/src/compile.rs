@@ -4,6 +4,7 @@
 use super::config::{Filter, Mode, PluginConfig, ServiceKind};
 use super::decision::PolicyId;
 use super::error::{ConfigError, LoadNote, NoteKind};
+use super::field::Written;
 use super::hash::{FnvMap, FnvSet};
 use super::intern::{IdTable, Interner, KeyIndex, StrId, Strings};
 use super::matcher::{Cidr, Glob, PathTemplate, StrMatch};
@@ -28,31 +29,6 @@ impl Point {
             Point::Ztunnel => "ztunnel",
             Point::WaypointHttp => "a waypoint",
             Point::WaypointTcp => "a waypoint's TCP filter",
-        }
-    }
-
-    /// Whether this point can evaluate `field` as written.
-    fn supports(self, field: &Field) -> bool {
-        match self {
-            // istiod `l4WhenAttributes` and `handleRule`: only these reach ztunnel.
-            Point::Ztunnel => {
-                let is_condition = field.api_name.contains('.');
-                match field.attr {
-                    Attr::Principal
-                    | Attr::Namespace
-                    | Attr::SourceIp
-                    | Attr::Port
-                    | Attr::DestinationIp => true,
-                    // `serviceAccounts` is a ztunnel field; `source.serviceAccount` is not an
-                    // L4 `when` key (docs/semantics.md#when-conditions).
-                    Attr::ServiceAccount => !is_condition,
-                    _ => false,
-                }
-            }
-            Point::WaypointHttp => !matches!(field.attr, Attr::Experimental(_)),
-            Point::WaypointTcp => {
-                !field.attr.http_only() && !matches!(field.attr, Attr::Experimental(_))
-            }
         }
     }
 }
@@ -180,6 +156,7 @@ pub(crate) struct FieldName {
     pub attr: Attr,
     /// The API name (`principals`, `request.headers[x-token]`).
     pub api_name: StrId,
+    pub written: Written,
 }
 
 /// A field's values, compiled and as written: shared by every test with the same ones.
@@ -556,10 +533,11 @@ impl Builder {
         id
     }
 
-    fn field_id(&mut self, attr: &Attr, api_name: &str) -> u32 {
+    fn field_id(&mut self, field: &Field, written: Written) -> u32 {
         let name = FieldName {
-            attr: attr.clone(),
-            api_name: self.strings.intern(api_name),
+            attr: field.attr.clone(),
+            api_name: self.strings.intern(&field.api_name),
+            written,
         };
         if let Some(id) = self.field_ids.get(&name) {
             return *id;
@@ -1192,214 +1170,279 @@ fn trust_bundle(config: &PluginConfig) -> Vec<String> {
     bundle
 }
 
-/// Decides which policies apply to which target, and reports those that apply nowhere here.
+/// Decides which policies apply to which target (per target, its policies in order), and
+/// reports those that apply nowhere here.
 fn bind_targets(
     config: &PluginConfig,
     sorted: &[&PolicyHead],
     notes: &mut Notes,
 ) -> (Targets, Vec<Vec<u32>>) {
+    match config.mode {
+        Mode::Ztunnel => {
+            note_unbound_at_ztunnel(sorted, notes);
+            bind_workloads(config, sorted)
+        }
+        Mode::Waypoint => {
+            let (to_services, to_waypoint) = attach_by_target_refs(config, sorted, notes);
+            bind_services(config, to_services, to_waypoint)
+        }
+    }
+}
+
+fn note(notes: &mut Notes, p: &PolicyHead, kind: NoteKind, message: String) {
+    notes.push(LoadNote {
+        policy: p.key(),
+        kind,
+        message,
+    })
+}
+
+/// ztunnel: a policy attached by targetRefs is a waypoint's; a selector without labels
+/// selects every workload in its scope here.
+fn note_unbound_at_ztunnel(sorted: &[&PolicyHead], notes: &mut Notes) {
+    for p in sorted {
+        match &p.scope {
+            Scope::TargetRefs(_) => note(
+                notes,
+                p,
+                NoteKind::NotAttached,
+                "attached by targetRefs: enforced by a waypoint, not by ztunnel".into(),
+            ),
+            Scope::Selector(labels) if labels.is_empty() => note(
+                notes,
+                p,
+                NoteKind::Info,
+                "selector without labels: applied to every workload in its scope (istiod's ztunnel conversion may attach it to none)".into(),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// ztunnel: each workload's policies, and the workloads by address.
+fn bind_workloads(config: &PluginConfig, sorted: &[&PolicyHead]) -> (Targets, Vec<Vec<u32>>) {
     let mut targets = Targets::default();
     let mut lists: Vec<Vec<u32>> = Vec::new();
     let root = config.root_namespace.as_str();
-    let note = |notes: &mut Notes, p: &PolicyHead, kind: NoteKind, message: String| {
-        notes.push(LoadNote {
-            policy: p.key(),
-            kind,
-            message,
-        })
-    };
+    // Which policies reach a workload: those of its namespace or the root namespace
+    // that have no selector, or whose selector's labels are all among its labels.
+    // Indexed by namespace and by one label of each selector, so that each workload
+    // looks only at policies that can apply to it (comparing every workload with
+    // every policy made thousands of workloads, each with its own policy, quadratic).
+    let mut unselected: FnvMap<&str, Vec<u32>> = FnvMap::default();
+    let mut by_label: FnvMap<(&str, &str, &str), Vec<u32>> = FnvMap::default();
+    for (pid, p) in sorted.iter().enumerate() {
+        match &p.scope {
+            Scope::Namespace => unselected.entry(&p.namespace).or_default().push(pid as u32),
+            Scope::Selector(labels) => match labels.first() {
+                None => unselected.entry(&p.namespace).or_default().push(pid as u32),
+                Some((k, v)) => by_label
+                    .entry((&p.namespace, k, v))
+                    .or_default()
+                    .push(pid as u32),
+            },
+            Scope::TargetRefs(_) => {}
+        }
+    }
+    for (wi, w) in config.workloads.iter().enumerate() {
+        let namespaces: &[&str] = if w.namespace == root {
+            &[root]
+        } else {
+            &[root, &w.namespace]
+        };
+        let mut list: Vec<u32> = Vec::new();
+        for ns in namespaces {
+            if let Some(pids) = unselected.get(ns) {
+                list.extend_from_slice(pids);
+            }
+            for (k, v) in &w.labels {
+                for pid in by_label
+                    .get(&(*ns, k.as_str(), v.as_str()))
+                    .into_iter()
+                    .flatten()
+                {
+                    let selected = matches!(
+                        sorted.get(*pid as usize).map(|p| &p.scope),
+                        Some(Scope::Selector(labels)) if labels.iter().all(|(k, v)| {
+                            w.labels.iter().any(|(wk, wv)| wk == k && wv == v)
+                        })
+                    );
+                    if selected {
+                        list.push(*pid);
+                    }
+                }
+            }
+        }
+        // Policy order, each once (a workload's labels can name one selector twice
+        // only if its labels repeat a key, but stay safe).
+        list.sort_unstable();
+        list.dedup();
+        lists.push(list);
+        targets
+            .names
+            .push(format!("workload {}/{}", w.namespace, w.name));
+        for a in &w.addresses {
+            targets
+                .by_address
+                .entry(*a)
+                .or_default()
+                .push((wi as u32, Vec::new()));
+        }
+    }
+    let addressless: Vec<usize> = config
+        .workloads
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.addresses.is_empty())
+        .map(|(i, _)| i)
+        .collect();
+    if let [only] = addressless.as_slice() {
+        targets.fallback = Some(*only as u32);
+    }
+    (targets, lists)
+}
 
-    match config.mode {
-        Mode::Ztunnel => {
-            for p in sorted {
-                match &p.scope {
-                    Scope::TargetRefs(_) => note(
+/// waypoint: for every policy, the services it attaches to (per service, its policies) and
+/// whether it binds to the waypoint itself (then it applies to all traffic through it).
+fn attach_by_target_refs(
+    config: &PluginConfig,
+    sorted: &[&PolicyHead],
+    notes: &mut Notes,
+) -> (Vec<Vec<u32>>, Vec<u32>) {
+    let wp = config.waypoint.as_ref();
+    let root = config.root_namespace.as_str();
+    let class = wp
+        .map(|w| w.gateway_class.as_str())
+        .unwrap_or("istio-waypoint");
+    // For every policy: which services it attaches to, and whether it binds to the
+    // waypoint itself (then it applies to all traffic through it).
+    let mut to_services: Vec<Vec<u32>> = vec![Vec::new(); config.services.len()];
+    let mut to_waypoint: Vec<u32> = Vec::new();
+    for (pid, p) in sorted.iter().enumerate() {
+        let refs = match &p.scope {
+            Scope::TargetRefs(refs) => refs,
+            Scope::Selector(_) => {
+                note(
+                    notes,
+                    p,
+                    NoteKind::NotAttached,
+                    "bound by selector: enforced by the destination ztunnel, not by a waypoint"
+                        .into(),
+                );
+                continue;
+            }
+            Scope::Namespace => {
+                note(notes, p, NoteKind::NotAttached, "no selector or targetRefs: enforced by the destination ztunnel, not by a waypoint".into());
+                continue;
+            }
+        };
+        let mut whole = false;
+        for r in refs {
+            match r.supported_kind() {
+                None => note(
+                    notes,
+                    p,
+                    NoteKind::NotAttached,
+                    format!(
+                        "targetRef {}: Istio does not attach AuthorizationPolicy to this kind",
+                        r.describe()
+                    ),
+                ),
+                Some(kind @ (RefKind::Service | RefKind::ServiceEntry)) => {
+                    let kind = if kind == RefKind::Service {
+                        ServiceKind::Service
+                    } else {
+                        ServiceKind::ServiceEntry
+                    };
+                    let mut found = false;
+                    for (si, s) in config.services.iter().enumerate() {
+                        if s.kind == kind && s.name == r.name && s.namespace == p.namespace {
+                            if let Some(list) = to_services.get_mut(si) {
+                                list.push(pid as u32);
+                            }
+                            found = true;
+                        }
+                    }
+                    if !found {
+                        note(notes, p, NoteKind::NotAttached, format!("targetRef {}: not a service this waypoint serves (services in {} only)", r.describe(), p.namespace));
+                    }
+                }
+                Some(RefKind::Gateway) => match wp {
+                    Some(w) if w.name == r.name && w.namespace == p.namespace => {
+                        whole = true;
+                    }
+                    _ => note(
                         notes,
                         p,
                         NoteKind::NotAttached,
-                        "attached by targetRefs: enforced by a waypoint, not by ztunnel".into(),
+                        format!("targetRef {}: not this waypoint", r.describe()),
                     ),
-                    Scope::Selector(labels) if labels.is_empty() => note(
-                        notes,
-                        p,
-                        NoteKind::Info,
-                        "selector without labels: applied to every workload in its scope (istiod's ztunnel conversion may attach it to none)".into(),
-                    ),
-                    _ => {}
-                }
-            }
-            // Which policies reach a workload: those of its namespace or the root namespace
-            // that have no selector, or whose selector's labels are all among its labels.
-            // Indexed by namespace and by one label of each selector, so that each workload
-            // looks only at policies that can apply to it (comparing every workload with
-            // every policy made thousands of workloads, each with its own policy, quadratic).
-            let mut unselected: FnvMap<&str, Vec<u32>> = FnvMap::default();
-            let mut by_label: FnvMap<(&str, &str, &str), Vec<u32>> = FnvMap::default();
-            for (pid, p) in sorted.iter().enumerate() {
-                match &p.scope {
-                    Scope::Namespace => {
-                        unselected.entry(&p.namespace).or_default().push(pid as u32)
-                    }
-                    Scope::Selector(labels) => match labels.first() {
-                        None => unselected.entry(&p.namespace).or_default().push(pid as u32),
-                        Some((k, v)) => by_label
-                            .entry((&p.namespace, k, v))
-                            .or_default()
-                            .push(pid as u32),
-                    },
-                    Scope::TargetRefs(_) => {}
-                }
-            }
-            for (wi, w) in config.workloads.iter().enumerate() {
-                let namespaces: &[&str] = if w.namespace == root {
-                    &[root]
-                } else {
-                    &[root, &w.namespace]
-                };
-                let mut list: Vec<u32> = Vec::new();
-                for ns in namespaces {
-                    if let Some(pids) = unselected.get(ns) {
-                        list.extend_from_slice(pids);
-                    }
-                    for (k, v) in &w.labels {
-                        for pid in by_label
-                            .get(&(*ns, k.as_str(), v.as_str()))
-                            .into_iter()
-                            .flatten()
-                        {
-                            let selected = matches!(
-                                sorted.get(*pid as usize).map(|p| &p.scope),
-                                Some(Scope::Selector(labels)) if labels.iter().all(|(k, v)| {
-                                    w.labels.iter().any(|(wk, wv)| wk == k && wv == v)
-                                })
-                            );
-                            if selected {
-                                list.push(*pid);
-                            }
-                        }
+                },
+                Some(RefKind::GatewayClass) => {
+                    if p.namespace != root {
+                        note(notes, p, NoteKind::NotAttached, format!("targetRef {}: a GatewayClass policy must be in the root namespace {root}", r.describe()));
+                    } else if r.name != class {
+                        note(
+                            notes,
+                            p,
+                            NoteKind::NotAttached,
+                            format!(
+                                "targetRef {}: this waypoint's class is {class}",
+                                r.describe()
+                            ),
+                        );
+                    } else {
+                        whole = true;
                     }
                 }
-                // Policy order, each once (a workload's labels can name one selector twice
-                // only if its labels repeat a key, but stay safe).
-                list.sort_unstable();
-                list.dedup();
-                lists.push(list);
-                targets
-                    .names
-                    .push(format!("workload {}/{}", w.namespace, w.name));
-                for a in &w.addresses {
-                    targets
-                        .by_address
-                        .entry(*a)
-                        .or_default()
-                        .push((wi as u32, Vec::new()));
-                }
-            }
-            let addressless: Vec<usize> = config
-                .workloads
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| w.addresses.is_empty())
-                .map(|(i, _)| i)
-                .collect();
-            if let [only] = addressless.as_slice() {
-                targets.fallback = Some(*only as u32);
             }
         }
-        Mode::Waypoint => {
-            let wp = config.waypoint.clone();
-            let class = wp
-                .as_ref()
-                .map(|w| w.gateway_class.as_str())
-                .unwrap_or("istio-waypoint");
-            // For every policy: which services it attaches to, and whether it binds to the
-            // waypoint itself (then it applies to all traffic through it).
-            let mut to_services: Vec<Vec<u32>> = vec![Vec::new(); config.services.len()];
-            let mut to_waypoint: Vec<u32> = Vec::new();
-            for (pid, p) in sorted.iter().enumerate() {
-                let refs = match &p.scope {
-                    Scope::TargetRefs(refs) => refs,
-                    Scope::Selector(_) => {
-                        note(notes, p, NoteKind::NotAttached, "bound by selector: enforced by the destination ztunnel, not by a waypoint".into());
-                        continue;
-                    }
-                    Scope::Namespace => {
-                        note(notes, p, NoteKind::NotAttached, "no selector or targetRefs: enforced by the destination ztunnel, not by a waypoint".into());
-                        continue;
-                    }
-                };
-                let mut whole = false;
-                for r in refs {
-                    match r.supported_kind() {
-                        None => note(notes, p, NoteKind::NotAttached, format!("targetRef {}: Istio does not attach AuthorizationPolicy to this kind", r.describe())),
-                        Some(kind @ (RefKind::Service | RefKind::ServiceEntry)) => {
-                            let kind = if kind == RefKind::Service { ServiceKind::Service } else { ServiceKind::ServiceEntry };
-                            let mut found = false;
-                            for (si, s) in config.services.iter().enumerate() {
-                                if s.kind == kind && s.name == r.name && s.namespace == p.namespace {
-                                    if let Some(list) = to_services.get_mut(si) {
-                                        list.push(pid as u32);
-                                    }
-                                    found = true;
-                                }
-                            }
-                            if !found {
-                                note(notes, p, NoteKind::NotAttached, format!("targetRef {}: not a service this waypoint serves (services in {} only)", r.describe(), p.namespace));
-                            }
-                        }
-                        Some(RefKind::Gateway) => match &wp {
-                            Some(w) if w.name == r.name && w.namespace == p.namespace => {
-                                whole = true;
-                            }
-                            _ => note(notes, p, NoteKind::NotAttached, format!("targetRef {}: not this waypoint", r.describe())),
-                        },
-                        Some(RefKind::GatewayClass) => {
-                            if p.namespace != root {
-                                note(notes, p, NoteKind::NotAttached, format!("targetRef {}: a GatewayClass policy must be in the root namespace {root}", r.describe()));
-                            } else if r.name != class {
-                                note(notes, p, NoteKind::NotAttached, format!("targetRef {}: this waypoint's class is {class}", r.describe()));
-                            } else {
-                                whole = true;
-                            }
-                        }
-                    }
-                }
-                if whole {
-                    to_waypoint.push(pid as u32);
-                }
-            }
-            for (si, s) in config.services.iter().enumerate() {
-                let mut list: Vec<u32> = to_services.get(si).cloned().unwrap_or_default();
-                list.extend(to_waypoint.iter().copied());
-                list.sort_unstable();
-                list.dedup();
-                lists.push(list);
-                targets
-                    .names
-                    .push(format!("service {}/{}", s.namespace, s.name));
-                for a in &s.addresses {
-                    targets
-                        .by_address
-                        .entry(*a)
-                        .or_default()
-                        .push((si as u32, s.ports.clone()));
-                }
-            }
-            let own = lists.len() as u32;
-            lists.push(to_waypoint);
-            targets.names.push(match &wp {
-                Some(w) => format!("waypoint {}/{} (no service)", w.namespace, w.name),
-                None => "waypoint (no service)".into(),
-            });
-            // One service without addresses: the plugin sits on that service's own chain
-            // and every request is for it. Several services all carry
-            // addresses (config.rs rejects the rest), so anything else is for the waypoint.
-            targets.fallback = match config.services.as_slice() {
-                [only] if only.addresses.is_empty() => Some(0),
-                _ => Some(own),
-            };
+        if whole {
+            to_waypoint.push(pid as u32);
         }
     }
+    (to_services, to_waypoint)
+}
+
+/// waypoint: each service's policies (its own and the waypoint's), the waypoint's own as
+/// the last target, and the services by address.
+fn bind_services(
+    config: &PluginConfig,
+    to_services: Vec<Vec<u32>>,
+    to_waypoint: Vec<u32>,
+) -> (Targets, Vec<Vec<u32>>) {
+    let mut targets = Targets::default();
+    let mut lists: Vec<Vec<u32>> = Vec::new();
+    for (si, s) in config.services.iter().enumerate() {
+        let mut list: Vec<u32> = to_services.get(si).cloned().unwrap_or_default();
+        list.extend(to_waypoint.iter().copied());
+        list.sort_unstable();
+        list.dedup();
+        lists.push(list);
+        targets
+            .names
+            .push(format!("service {}/{}", s.namespace, s.name));
+        for a in &s.addresses {
+            targets
+                .by_address
+                .entry(*a)
+                .or_default()
+                .push((si as u32, s.ports.clone()));
+        }
+    }
+    let own = lists.len() as u32;
+    lists.push(to_waypoint);
+    targets.names.push(match &config.waypoint {
+        Some(w) => format!("waypoint {}/{} (no service)", w.namespace, w.name),
+        None => "waypoint (no service)".into(),
+    });
+    // One service without addresses: the plugin sits on that service's own chain
+    // and every request is for it. Several services all carry
+    // addresses (config.rs rejects the rest), so anything else is for the waypoint.
+    targets.fallback = match config.services.as_slice() {
+        [only] if only.addresses.is_empty() => Some(0),
+        _ => Some(own),
+    };
     (targets, lists)
 }
 
@@ -1693,9 +1736,10 @@ fn compile_policy(
             .iter()
             .flatten()
             .chain(rule.to.iter().flatten())
-            .flat_map(|e| e.fields.iter())
-            .chain(rule.when.iter())
-            .filter(|f| !point.supports(f))
+            .flat_map(|e| e.fields.iter().map(|f| (f, Written::Field)))
+            .chain(rule.when.iter().map(|f| (f, Written::Condition)))
+            .filter(|(f, written)| !f.attr.visible_at(point, *written))
+            .map(|(f, _)| f)
             .collect();
         if !unsupported.is_empty() && policy.action == Action::Allow {
             dropped.push(format!("{} ({})", rule.path, names(&unsupported)));
@@ -1708,16 +1752,18 @@ fn compile_policy(
         for entries in [&rule.to, &rule.from].into_iter().flatten() {
             let mark = b.mark();
             for e in entries {
-                compile_entry(b, &e.path, &e.fields, point, mode, bundle);
+                compile_entry(b, &e.path, &e.fields, Written::Field, point, mode, bundle);
             }
             push_clause(b, mark);
         }
         for cond in &rule.when {
             let mark = b.mark();
+            let fields = std::slice::from_ref(cond);
             compile_entry(
                 b,
                 &cond.path,
-                std::slice::from_ref(cond),
+                fields,
+                Written::Condition,
                 point,
                 mode,
                 bundle,
@@ -1822,20 +1868,21 @@ fn compile_entry(
     b: &mut Builder,
     path: &str,
     fields: &[Field],
+    written: Written,
     point: Point,
     mode: Mode,
     bundle: &[String],
 ) {
     let path = b.strings.intern(path);
     let first_test = b.compiled.tests.len();
-    for f in fields.iter().filter(|f| point.supports(f)) {
-        compile_field(b, f, mode, bundle);
+    for f in fields.iter().filter(|f| f.attr.visible_at(point, written)) {
+        compile_field(b, f, written, mode, bundle);
     }
     let tests = Span::since(first_test, &b.compiled.tests);
     b.compiled.entries.push(CEntry { path, tests });
 }
 
-fn compile_field(b: &mut Builder, field: &Field, mode: Mode, bundle: &[String]) {
+fn compile_field(b: &mut Builder, field: &Field, written: Written, mode: Mode, bundle: &[String]) {
     let compile = |b: &mut Builder, values: &[String]| {
         let Builder {
             compiled: c,
@@ -1941,7 +1988,7 @@ fn compile_field(b: &mut Builder, field: &Field, mode: Mode, bundle: &[String]) 
             }
         }
     };
-    let field_id = b.field_id(&field.attr, &field.api_name);
+    let field_id = b.field_id(field, written);
     let first_matcher = b.compiled.matchers.len();
     compile(b, &field.values);
     let values = b.compiled.matchers.len() - first_matcher;

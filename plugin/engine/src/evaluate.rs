@@ -1,64 +1,23 @@
 //! Evaluate: attributes → decision, following Istio's procedure step by step, and the
 //! explanation of a decision for people.
 
-use super::attributes::{Attributes, Claim, HeaderValues};
+use super::attributes::{Attributes, Claim};
 use super::compile::{
     CEntry, Compiled, CompiledRule, Engine, Matcher, Pattern, PolicySet, RuleIndex, Span, Test,
 };
 use super::config::Mode;
 use super::decision::{Decision, DryRun, PolicyId, Reason, RuleRef, Verdict};
+use super::field::{canonical, string_claim, Value, Written};
 use super::intern::Strings;
-use super::matcher::{url_path, Identity};
+use super::matcher::Identity;
 use super::policy::Attr;
 use std::fmt;
-use std::net::IpAddr;
 
 /// What is being decided: a connection (Layer 4) or an HTTP request (Layer 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Traffic {
     Connection,
     Request,
-}
-
-/// An attribute value fetched once per test.
-enum Value<'a> {
-    Bytes(Option<&'a [u8]>),
-    /// Every occurrence of a request header; none when absent.
-    Headers(HeaderValues<'a>),
-    Principal(Option<&'a str>),
-    Ip(Option<IpAddr>),
-    Port(Option<u16>),
-    Claim(Option<&'a Claim>),
-    Jwt(Option<&'a Claim>),
-    Missing,
-}
-
-fn fetch<'a>(attr: &'a Attr, attrs: &'a dyn Attributes) -> Value<'a> {
-    match attr {
-        Attr::Principal | Attr::Namespace | Attr::ServiceAccount | Attr::TrustDomain => {
-            Value::Principal(attrs.peer_principal())
-        }
-        Attr::SourceIp => Value::Ip(attrs.source_ip().map(canonical)),
-        Attr::RemoteIp => Value::Ip(attrs.remote_ip().map(canonical)),
-        Attr::DestinationIp => Value::Ip(attrs.destination_ip().map(canonical)),
-        Attr::Port => Value::Port(attrs.destination_port()),
-        Attr::Host => Value::Bytes(attrs.host()),
-        Attr::Method => Value::Bytes(attrs.method()),
-        Attr::Path => Value::Bytes(attrs.path().map(url_path)),
-        Attr::Header(name) => Value::Headers(attrs.header(name)),
-        Attr::Sni => Value::Bytes(attrs.sni().map(str::as_bytes)),
-        Attr::RequestPrincipal => Value::Jwt(attrs.jwt()),
-        Attr::Claim(path) => Value::Claim(attrs.jwt().and_then(|j| j.get(path))),
-        Attr::Experimental(_) => Value::Missing,
-    }
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, an IPv4 client on a dual-stack socket) is
-/// that IPv4 address, as ztunnel canonicalises every address before any policy (istio/ztunnel
-/// `src/socket.rs` `to_canonical`): an IPv4 `ipBlocks` DENY is not escaped by the mapped
-/// spelling, and the destination chooses the same workload or service.
-fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
 }
 
 fn claim_matches(m: Pattern, strings: &Strings, claim: &Claim) -> bool {
@@ -68,21 +27,6 @@ fn claim_matches(m: Pattern, strings: &Strings, claim: &Claim) -> bool {
             .iter()
             .any(|i| matches!(i, Claim::String(s) if m.matches(strings, s.as_bytes()))),
         _ => false,
-    }
-}
-
-fn string_claim<'a>(jwt: &'a Claim, name: &str) -> Option<&'a str> {
-    match jwt {
-        Claim::Object(fields) => {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| match v {
-                    Claim::String(s) => Some(s.as_str()),
-                    _ => None,
-                })
-        }
-        _ => None,
     }
 }
 
@@ -215,7 +159,7 @@ fn test_matches(compiled: &Compiled, test: &Test, attrs: &dyn Attributes) -> boo
         // Never built so; a test that cannot be read does not hold.
         return false;
     };
-    let value = fetch(&field.attr, attrs);
+    let value = field.attr.value(attrs);
     let (values, not_values) = test.values_and_not(compiled);
     (values.is_empty()
         || values
@@ -706,62 +650,15 @@ fn near_miss(
         rule: rule.index,
         clauses_matched: passed,
         clauses: total,
-        field: if api_name.contains('.') {
+        field: if field.written == Written::Condition {
             // A `when` condition: its key is the attribute.
             format!("{path} ({api_name})")
         } else {
             format!("{path}.{api_name}")
         },
         wanted: wanted.join(" and "),
-        actual: describe_value(&field.attr, attrs),
+        actual: field.attr.describe(attrs),
     })
-}
-
-fn describe_value(attr: &Attr, attrs: &dyn Attributes) -> String {
-    let lossy = |b: Option<&[u8]>| match b {
-        Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
-        None => "absent".into(),
-    };
-    match fetch(attr, attrs) {
-        Value::Principal(Some(p)) => format!("peer {p:?}"),
-        Value::Principal(None) => "no peer certificate".into(),
-        Value::Bytes(b) => lossy(b),
-        Value::Headers(h) if h.is_empty() => "absent".into(),
-        Value::Headers(h) => h
-            .iter()
-            .map(|v| lossy(Some(v)))
-            .collect::<Vec<_>>()
-            .join(" + "),
-        Value::Ip(Some(ip)) => ip.to_string(),
-        Value::Port(Some(p)) => p.to_string(),
-        Value::Claim(Some(c)) => claim_text(c),
-        Value::Jwt(Some(j)) => format!(
-            "iss {:?}, sub {:?}",
-            string_claim(j, "iss").unwrap_or(""),
-            string_claim(j, "sub").unwrap_or("")
-        ),
-        _ => "absent".into(),
-    }
-}
-
-/// A claim as it is written in the token's JSON: `"admins"`, `["viewers","admins"]`.
-fn claim_text(claim: &Claim) -> String {
-    match claim {
-        Claim::String(s) => format!("{s:?}"),
-        Claim::List(items) => format!(
-            "[{}]",
-            items.iter().map(claim_text).collect::<Vec<_>>().join(",")
-        ),
-        Claim::Object(fields) => format!(
-            "{{{}}}",
-            fields
-                .iter()
-                .map(|(k, v)| format!("{k:?}:{}", claim_text(v)))
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        Claim::Other => "a number, boolean or null".into(),
-    }
 }
 
 /// The ALLOW rule that came closest to allowing a denied request.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod decision;
 pub mod error;
 pub mod evaluate;
+mod field;
 mod hash;
 mod intern;
 mod json;
