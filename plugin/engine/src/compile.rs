@@ -4,9 +4,11 @@
 use super::config::{Filter, Mode, PluginConfig, ServiceKind};
 use super::decision::PolicyId;
 use super::error::{ConfigError, ErrorKind, LoadNote, NoteKind};
+use super::field::Written;
 use super::hash::{FnvMap, FnvSet};
+use super::intern::{IdTable, Interner, KeyIndex, StrId, Strings};
 use super::matcher::{Cidr, Glob, PathTemplate, StrMatch};
-use super::policy::{Action, Attr, AuthorizationPolicy, Entry, Field, RefKind, Scope};
+use super::policy::{Action, Attr, AuthorizationPolicy, Field, RefKind, Scope};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -29,94 +31,203 @@ impl Point {
             Point::WaypointTcp => "a waypoint's TCP filter",
         }
     }
+}
 
-    /// Whether this point can evaluate `field` as written.
-    fn supports(self, field: &Field) -> bool {
+/// A run of items in one of [`Compiled`]'s arrays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Span {
+    /// The run from `start` to the end of `items` as it is now.
+    fn since<T>(start: usize, items: &[T]) -> Span {
+        Span {
+            start: start as u32,
+            len: items.len().saturating_sub(start) as u32,
+        }
+    }
+
+    pub fn of<T>(self, items: &[T]) -> &[T] {
+        let start = self.start as usize;
+        items.get(start..start + self.len as usize).unwrap_or(&[])
+    }
+}
+
+/// Grammar (a) with its text in [`Compiled::strings`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Pattern {
+    Exact(StrId),
+    Prefix(StrId),
+    Suffix(StrId),
+    /// `*`: a non-empty value (Envoy regex `.+`).
+    NonEmpty,
+    /// `*` for headers, methods and hosts: present, even empty (Envoy `present_match`).
+    Present,
+}
+
+impl Pattern {
+    fn new(m: &StrMatch, strings: &mut Interner) -> Pattern {
+        // Patterns are made from `&str` values, so their bytes are UTF-8.
+        fn text(b: &[u8]) -> &str {
+            std::str::from_utf8(b).unwrap_or("")
+        }
+        match m {
+            StrMatch::Exact(b) => Pattern::Exact(strings.intern(text(b))),
+            StrMatch::Prefix(b) => Pattern::Prefix(strings.intern(text(b))),
+            StrMatch::Suffix(b) => Pattern::Suffix(strings.intern(text(b))),
+            StrMatch::NonEmpty => Pattern::NonEmpty,
+            StrMatch::Present => Pattern::Present,
+        }
+    }
+
+    pub fn matches(self, strings: &Strings, value: &[u8]) -> bool {
         match self {
-            // istiod `l4WhenAttributes` and `handleRule`: only these reach ztunnel.
-            Point::Ztunnel => {
-                let is_condition = field.api_name.contains('.');
-                match field.attr {
-                    Attr::Principal
-                    | Attr::Namespace
-                    | Attr::SourceIp
-                    | Attr::Port
-                    | Attr::DestinationIp => true,
-                    // `serviceAccounts` is a ztunnel field; `source.serviceAccount` is not an
-                    // L4 `when` key (docs/semantics.md#when-conditions).
-                    Attr::ServiceAccount => !is_condition,
-                    _ => false,
-                }
+            Pattern::Exact(e) => value == strings.bytes(e),
+            Pattern::Prefix(p) => value.starts_with(strings.bytes(p)),
+            Pattern::Suffix(s) => value.ends_with(strings.bytes(s)),
+            Pattern::NonEmpty => !value.is_empty(),
+            Pattern::Present => true,
+        }
+    }
+
+    /// Case-insensitive match; the pattern is lower case.
+    pub fn matches_ignore_case(self, strings: &Strings, value: &[u8]) -> bool {
+        match self {
+            Pattern::Exact(e) => value.eq_ignore_ascii_case(strings.bytes(e)),
+            Pattern::Prefix(p) => {
+                let p = strings.bytes(p);
+                value
+                    .get(..p.len())
+                    .is_some_and(|v| v.eq_ignore_ascii_case(p))
             }
-            Point::WaypointHttp => !matches!(field.attr, Attr::Experimental(_)),
-            Point::WaypointTcp => {
-                !field.attr.http_only() && !matches!(field.attr, Attr::Experimental(_))
+            Pattern::Suffix(s) => {
+                let s = strings.bytes(s);
+                value
+                    .len()
+                    .checked_sub(s.len())
+                    .and_then(|from| value.get(from..))
+                    .is_some_and(|v| v.eq_ignore_ascii_case(s))
             }
+            Pattern::NonEmpty => !value.is_empty(),
+            Pattern::Present => true,
         }
     }
 }
 
-/// How a compiled [`Test`] matches one value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a compiled [`Test`] matches one value. Small and flat: what needs more room is in a
+/// table of [`Compiled`], once, and named by its index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Matcher {
     /// Grammar (a) on the attribute's bytes (principal without `spiffe://`, ztunnel
     /// namespace, method, header, SNI, JWT claim).
-    Str(StrMatch),
+    Str(Pattern),
     /// Case-insensitive grammar (a) (`hosts`); pattern lower-cased.
-    Host(StrMatch),
+    Host(Pattern),
     /// Waypoint `principals: ["*"]`: any peer principal (Envoy regex `.+`).
     AnyPrincipal,
-    /// Waypoint namespace regex `.*/ns/<glob>/.*` on the peer principal URI.
-    NamespaceGlob(Glob),
+    /// Waypoint namespace regex `.*/ns/<ns>/.*` with a literal `<ns>`: the principal URI has
+    /// the segment `/ns/<ns>/`.
+    NamespaceSegment(StrId),
+    /// Waypoint namespace regex `.*/ns/<glob>/.*` on the peer principal URI
+    /// ([`Compiled::globs`]).
+    NamespaceGlob(u32),
     /// `ns/sa` exact on the identity parsed as ztunnel parses it (ztunnel).
-    ServiceAccount(Box<str>, Box<str>),
+    ServiceAccount(StrId, StrId),
     /// `ns/sa` as istiod's regex `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` (waypoint).
-    ServiceAccountRegex(Box<str>, Box<str>),
+    ServiceAccountRegex(StrId, StrId),
     /// On the identity's trust domain: `*` any SPIFFE peer, else grammar (a) on the domain.
-    TrustDomain(StrMatch),
-    Cidr(Cidr),
+    TrustDomain(Pattern),
+    /// [`Compiled::cidrs`].
+    Cidr(u32),
     Port(u16),
     /// `paths` without templates, on the path without query.
-    Path(StrMatch),
-    PathTemplate(PathTemplate),
-    /// `requestPrincipals`: issuer and subject matchers.
-    RequestPrincipal(StrMatch, StrMatch),
+    Path(Pattern),
+    /// [`Compiled::templates`].
+    PathTemplate(u32),
+    /// `requestPrincipals`: issuer and subject matchers ([`Compiled::request_principals`]).
+    RequestPrincipal(u32),
+}
+
+/// What a test reads and how it was written: shared by every test of the same field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct FieldName {
+    pub attr: Attr,
+    /// The API name (`principals`, `request.headers[x-token]`).
+    pub api_name: StrId,
+    pub written: Written,
+}
+
+/// A field's values, compiled and as written: shared by every test with the same ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ValueList {
+    /// Into [`Compiled::matchers`]: the values' matchers, then the not-values'.
+    pub matchers: Span,
+    pub values: u32,
+    /// Into [`Compiled::written`]: the values as written, then the not-values, for
+    /// explanations.
+    pub written: Span,
+    pub written_values: u32,
 }
 
 /// One attribute test: some value matches and no not-value matches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Test {
-    pub attr: Attr,
-    pub values: Vec<Matcher>,
-    pub not_values: Vec<Matcher>,
-    /// Where it was written (`spec.rules[0].from[0].source`) and the API name (`principals`).
-    pub path: String,
-    pub api_name: String,
-    /// The values as written, for explanations.
-    pub written: Vec<String>,
-    pub written_not: Vec<String>,
+    /// Into [`Compiled::fields`].
+    pub field: u32,
+    /// Into [`Compiled::value_lists`].
+    pub values: u32,
+}
+
+impl Test {
+    fn split<T>(items: &[T], span: Span, first: u32) -> (&[T], &[T]) {
+        let all = span.of(items);
+        all.split_at((first as usize).min(all.len()))
+    }
+
+    fn list(self, compiled: &Compiled) -> ValueList {
+        compiled
+            .value_lists
+            .get(self.values as usize)
+            .copied()
+            .unwrap_or(ValueList {
+                matchers: Span::default(),
+                values: 0,
+                written: Span::default(),
+                written_values: 0,
+            })
+    }
+
+    pub fn values_and_not<'a>(&self, compiled: &'a Compiled) -> (&'a [Matcher], &'a [Matcher]) {
+        let list = self.list(compiled);
+        Self::split(&compiled.matchers, list.matchers, list.values)
+    }
+
+    pub fn written_and_not<'a>(&self, compiled: &'a Compiled) -> (&'a [StrId], &'a [StrId]) {
+        let list = self.list(compiled);
+        Self::split(&compiled.written, list.written, list.written_values)
+    }
 }
 
 /// `from[i].source` / `to[j].operation` / one `when` condition: every test must match. An
 /// entry with no tests (all of them converted away) matches everything.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CEntry {
-    pub path: String,
-    pub tests: Vec<Test>,
+    /// Where it was written (`spec.rules[0].from[0].source`).
+    pub path: StrId,
+    /// Into [`Compiled::tests`].
+    pub tests: Span,
 }
 
-/// `from`, `to`, or one `when` condition: some entry must match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Clause {
-    pub entries: Vec<CEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CompiledRule {
     pub policy: PolicyId,
     pub index: u32,
-    /// Every clause must match; no clauses = matches everything (`rules: [{}]`).
-    pub clauses: Vec<Clause>,
+    /// Into [`Compiled::clauses`]; every clause must match; none = matches everything
+    /// (`rules: [{}]`). A clause (`from`, `to`, or one `when` condition) is a run of
+    /// [`Compiled::entries`] of which some must match.
+    pub clauses: Span,
 }
 
 /// What the engine reports about a policy.
@@ -142,15 +253,38 @@ impl PolicyInfo {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RuleIndex {
     /// Exact peer principal, without `spiffe://`.
-    pub by_principal: FnvMap<Box<str>, Vec<u32>>,
-    /// Exact peer namespace (ztunnel grammar only).
-    pub by_namespace: FnvMap<Box<str>, Vec<u32>>,
-    pub by_port: FnvMap<u16, Vec<u32>>,
-    pub by_method: FnvMap<Box<[u8]>, Vec<u32>>,
+    pub by_principal: KeyIndex,
+    /// A `/ns/<namespace>/` segment of the peer principal.
+    pub by_namespace: KeyIndex,
+    pub by_port: Box<[(u16, Box<[u32]>)]>,
+    pub by_method: KeyIndex,
     /// Rules with no indexable requirement: always evaluated.
-    pub scan: Vec<u32>,
+    pub scan: Box<[u32]>,
     /// Every rule, in order (for explanations and audits).
-    pub all: Vec<u32>,
+    pub all: Box<[u32]>,
+}
+
+impl RuleIndex {
+    fn bytes(&self) -> usize {
+        self.by_principal.bytes()
+            + self.by_namespace.bytes()
+            + self.by_method.bytes()
+            + std::mem::size_of_val(&*self.scan)
+            + std::mem::size_of_val(&*self.all)
+            + self
+                .by_port
+                .iter()
+                .map(|(_, r)| 8 + std::mem::size_of_val(&**r))
+                .sum::<usize>()
+    }
+
+    pub fn port(&self, port: u16) -> &[u32] {
+        self.by_port
+            .binary_search_by_key(&port, |(p, _)| *p)
+            .ok()
+            .and_then(|i| self.by_port.get(i))
+            .map_or(&[], |(_, rules)| rules)
+    }
 }
 
 /// The rules of the policies that apply to one target, split by what they do.
@@ -164,18 +298,288 @@ pub(crate) struct PolicySet {
     pub has_allow: bool,
     /// The enforced ALLOW policies that apply, for explanations: a rule-less one (a default
     /// deny) has no rule in `allow` to name it.
-    pub allow_policies: Vec<PolicyId>,
+    pub allow_policies: Box<[PolicyId]>,
     pub dry_deny: RuleIndex,
     pub dry_allow: RuleIndex,
     pub has_dry_allow: bool,
     pub has_dry: bool,
 }
 
-/// The compiled form for one enforcement point.
+/// The compiled form for one enforcement point: rules and their parts in flat arrays,
+/// addressed by index, and every string once.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Compiled {
     pub rules: Vec<CompiledRule>,
+    /// Per clause, its run of `entries`.
+    pub clauses: Vec<Span>,
+    pub entries: Vec<CEntry>,
+    pub tests: Vec<Test>,
+    pub fields: Vec<FieldName>,
+    pub value_lists: Vec<ValueList>,
+    pub matchers: Vec<Matcher>,
+    pub written: Vec<StrId>,
+    pub cidrs: Vec<Cidr>,
+    pub globs: Vec<Glob>,
+    pub templates: Vec<PathTemplate>,
+    pub request_principals: Vec<(Pattern, Pattern)>,
+    pub strings: Strings,
     pub sets: Vec<PolicySet>,
+}
+
+impl Compiled {
+    pub fn clauses(&self, rule: &CompiledRule) -> &[Span] {
+        rule.clauses.of(&self.clauses)
+    }
+
+    pub fn entries(&self, clause: Span) -> &[CEntry] {
+        clause.of(&self.entries)
+    }
+
+    pub fn tests(&self, entry: &CEntry) -> &[Test] {
+        entry.tests.of(&self.tests)
+    }
+
+    pub fn field(&self, test: &Test) -> Option<&FieldName> {
+        self.fields.get(test.field as usize)
+    }
+}
+
+/// A [`Compiled`] under construction, with what is only needed while building.
+#[derive(Default)]
+struct Builder {
+    compiled: Compiled,
+    strings: Interner,
+    field_ids: FnvMap<FieldName, u32>,
+    value_list_ids: IdTable,
+    cidr_ids: FnvMap<Cidr, u32>,
+    glob_ids: FnvMap<Glob, u32>,
+    template_ids: FnvMap<PathTemplate, u32>,
+    request_principal_ids: FnvMap<(Pattern, Pattern), u32>,
+    /// The namespace each principal prefix spells out (`td/ns/team/sa/batch-` → `team`),
+    /// for the indexes.
+    prefix_namespaces: FnvMap<StrId, StrId>,
+}
+
+/// At most how much one policy adds to each of a [`Builder`]'s arrays.
+struct Room {
+    rules: usize,
+    clauses: usize,
+    entries: usize,
+    tests: usize,
+    matchers: usize,
+    written: usize,
+    text: usize,
+}
+
+impl Room {
+    /// `aliases`: how many trust domains a principal can expand to.
+    fn of(policy: &AuthorizationPolicy, aliases: usize) -> Room {
+        let mut room = Room {
+            rules: 0,
+            clauses: 0,
+            entries: 0,
+            tests: 0,
+            matchers: 0,
+            written: 0,
+            text: 0,
+        };
+        for rule in policy.rules.iter().flatten() {
+            room.rules += 1;
+            room.clauses +=
+                usize::from(rule.from.is_some()) + usize::from(rule.to.is_some()) + rule.when.len();
+            let entries = rule.from.iter().flatten().chain(rule.to.iter().flatten());
+            let fields = entries.map(|e| (e.path.len(), e.fields.as_slice())).chain(
+                rule.when
+                    .iter()
+                    .map(|c| (c.path.len(), std::slice::from_ref(c))),
+            );
+            for (path, fields) in fields {
+                room.entries += 1;
+                room.text += path;
+                for f in fields {
+                    room.tests += 1;
+                    let values = f.values.len() + f.not_values.len();
+                    room.written += values;
+                    room.matchers += values * aliases.max(1);
+                    let text: usize = f.values.iter().chain(&f.not_values).map(String::len).sum();
+                    room.text += f.api_name.len() + text * (1 + aliases);
+                }
+            }
+        }
+        room
+    }
+}
+
+/// How far along the policies the compiler is: `done` of `expected`.
+#[derive(Clone, Copy)]
+struct Progress {
+    done: usize,
+    expected: usize,
+}
+
+impl Progress {
+    /// What an array of `len` items after `done` policies will likely hold after all of
+    /// them, once enough have been seen to tell (a hundredth, at least eight).
+    fn projected(self, len: usize) -> usize {
+        if self.done < 8 || self.done * 100 < self.expected || self.done >= self.expected {
+            return 0;
+        }
+        let projected = len as u64 * self.expected as u64 / self.done as u64;
+        // A sixteenth more, for policies larger than those so far.
+        (projected + projected / 16) as usize
+    }
+}
+
+/// Makes room for `more` items in `items`. Wasm memory never shrinks, and an array that
+/// moves when it grows leaves its old place as a hole that only smaller things can use: so
+/// an array grows to its projected final size once that can be told, and by a quarter at
+/// least (not double) otherwise.
+fn make_room<T>(items: &mut Vec<T>, more: usize, progress: Progress) {
+    if let Some(add) = room_to_add(items.len(), items.capacity(), more, progress) {
+        items.reserve_exact(add);
+    }
+}
+
+/// [`make_room`] for text.
+fn make_text_room(text: &mut String, more: usize, progress: Progress) {
+    if let Some(add) = room_to_add(text.len(), text.capacity(), more, progress) {
+        text.reserve_exact(add);
+    }
+}
+
+fn room_to_add(len: usize, capacity: usize, more: usize, progress: Progress) -> Option<usize> {
+    (capacity - len < more).then(|| {
+        let projected = progress.projected(len).saturating_sub(len);
+        more.max(len / 4).max(projected)
+    })
+}
+
+/// The index of `item` in `items`, added if new.
+fn table_id<T: Clone + Eq + std::hash::Hash>(
+    items: &mut Vec<T>,
+    ids: &mut FnvMap<T, u32>,
+    item: T,
+) -> u32 {
+    if let Some(id) = ids.get(&item) {
+        return *id;
+    }
+    let id = items.len() as u32;
+    items.push(item.clone());
+    ids.insert(item, id);
+    id
+}
+
+impl Builder {
+    /// Room for one more policy (see [`make_room`]).
+    fn reserve(&mut self, room: &Room, progress: Progress) {
+        let c = &mut self.compiled;
+        make_room(&mut c.rules, room.rules, progress);
+        make_room(&mut c.clauses, room.clauses, progress);
+        make_room(&mut c.entries, room.entries, progress);
+        make_room(&mut c.tests, room.tests, progress);
+        make_room(&mut c.value_lists, room.tests, progress);
+        make_room(&mut c.matchers, room.matchers, progress);
+        make_room(&mut c.written, room.written, progress);
+        let (text, ends) = self.strings.text_and_ends();
+        make_text_room(text, room.text, progress);
+        make_room(ends, room.written + room.entries, progress);
+    }
+
+    /// The value list of the matchers and written values added since `matchers` and
+    /// `written`: an equal list already built is used again, and the new copy taken back.
+    fn value_list(
+        &mut self,
+        matchers: usize,
+        values: u32,
+        written: usize,
+        written_values: u32,
+    ) -> u32 {
+        let c = &self.compiled;
+        let list = ValueList {
+            matchers: Span::since(matchers, &c.matchers),
+            values,
+            written: Span::since(written, &c.written),
+            written_values,
+        };
+        let content = |l: &ValueList| {
+            (
+                l.matchers.of(&c.matchers),
+                l.values,
+                l.written.of(&c.written),
+                l.written_values,
+            )
+        };
+        let hash_of = |l: &ValueList| {
+            let mut h = super::hash::Fnv::default();
+            std::hash::Hash::hash(&content(l), &mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        let h = hash_of(&list);
+        let same = |id: u32| {
+            c.value_lists
+                .get(id as usize)
+                .is_some_and(|l| content(l) == content(&list))
+        };
+        if let Some(id) = self.value_list_ids.find(h, same) {
+            self.compiled.matchers.truncate(matchers);
+            self.compiled.written.truncate(written);
+            return id;
+        }
+        let id = c.value_lists.len() as u32;
+        let lists = &c.value_lists;
+        self.value_list_ids
+            .insert(id, h, |id| lists.get(id as usize).map_or(0, hash_of));
+        self.compiled.value_lists.push(list);
+        id
+    }
+
+    fn field_id(&mut self, field: &Field, written: Written) -> u32 {
+        let name = FieldName {
+            attr: field.attr.clone(),
+            api_name: self.strings.intern(&field.api_name),
+            written,
+        };
+        if let Some(id) = self.field_ids.get(&name) {
+            return *id;
+        }
+        let id = self.compiled.fields.len() as u32;
+        self.compiled.fields.push(name.clone());
+        self.field_ids.insert(name, id);
+        id
+    }
+
+    /// Marks where the arrays end, to take back what a dropped clause added.
+    fn mark(&self) -> [usize; 2] {
+        let c = &self.compiled;
+        [c.entries.len(), c.tests.len()]
+    }
+
+    /// Takes back the entries and tests of a dropped clause (what they share with others,
+    /// value lists and strings, stays).
+    fn truncate(&mut self, [entries, tests]: [usize; 2]) {
+        let c = &mut self.compiled;
+        c.entries.truncate(entries);
+        c.tests.truncate(tests);
+    }
+
+    fn finish(self) -> Compiled {
+        let mut c = self.compiled;
+        c.strings = self.strings.finish();
+        c.rules.shrink_to_fit();
+        c.clauses.shrink_to_fit();
+        c.entries.shrink_to_fit();
+        c.tests.shrink_to_fit();
+        c.fields.shrink_to_fit();
+        c.value_lists.shrink_to_fit();
+        c.matchers.shrink_to_fit();
+        c.written.shrink_to_fit();
+        c.cidrs.shrink_to_fit();
+        c.globs.shrink_to_fit();
+        c.templates.shrink_to_fit();
+        c.request_principals.shrink_to_fit();
+        c.sets.shrink_to_fit();
+        c
+    }
 }
 
 /// Which policy set applies to a destination.
@@ -211,28 +615,51 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Parses, validates and compiles a plugin configuration (JSON).
+    /// Parses, validates and compiles a plugin configuration (JSON), each policy as soon as
+    /// it has been read: the parsed policies never exist all at once.
     pub fn from_json(bytes: &[u8]) -> Result<Engine, ConfigError> {
-        Engine::from_config(PluginConfig::from_json(bytes)?)
+        match Self::compile_streamed(bytes) {
+            Some(compiler) => compiler.finish(),
+            None => Engine::from_config(PluginConfig::from_json(bytes)?),
+        }
+    }
+
+    /// [`Engine::from_json`], dropping the JSON once every policy is compiled, before the
+    /// rule indexes are built: the bytes and the indexes under construction are never held
+    /// at once (what a Wasm module, whose memory never shrinks, keeps as its peak).
+    pub fn from_json_bytes(bytes: Vec<u8>) -> Result<Engine, ConfigError> {
+        match Self::compile_streamed(&bytes) {
+            Some(compiler) => {
+                drop(bytes);
+                compiler.finish()
+            }
+            None => Engine::from_config(PluginConfig::from_json(&bytes)?),
+        }
+    }
+
+    /// Every policy compiled as it is read; `None` for what the one-pass reading does not
+    /// take, which is then read as a whole to word the error.
+    fn compile_streamed(bytes: &[u8]) -> Option<Compiler> {
+        super::policy_stream::read(
+            bytes,
+            |config, expected| Compiler::new(config, false, expected),
+            |compiler, policy| compiler.add(&policy),
+        )
     }
 
     /// Compiles for the points the configured filter can reach.
     pub fn from_config(config: PluginConfig) -> Result<Engine, ConfigError> {
-        let (http, tcp) = match (config.mode, config.filter) {
-            (Mode::Ztunnel, _) => (true, false),
-            (Mode::Waypoint, Filter::Http) => (true, false),
-            (Mode::Waypoint, Filter::Network) => (false, true),
-        };
-        build(config, http, tcp)
+        build(config, false)
     }
 
     /// Compiles every point of the mode (a waypoint's HTTP and TCP forms): for tools that
     /// replay both requests and plain connections against one configuration.
     pub fn from_config_all_points(config: PluginConfig) -> Result<Engine, ConfigError> {
-        let both = config.mode == Mode::Waypoint;
-        build(config, true, both)
+        build(config, true)
     }
 
+    /// The configuration compiled, without its `policies`: they live on only in compiled
+    /// form (see [`Engine::policies`]).
     pub fn config(&self) -> &PluginConfig {
         &self.config
     }
@@ -260,151 +687,402 @@ impl Engine {
         self.jwt_depth
     }
 
+    /// Bytes held by each table of the compiled forms (elements × their size; strings by
+    /// their text), for memory measurements.
+    #[doc(hidden)]
+    pub fn table_bytes(&self) -> Vec<(&'static str, usize)> {
+        fn bytes<T>(items: &[T]) -> usize {
+            std::mem::size_of_val(items)
+        }
+        let mut out: Vec<(&'static str, usize)> = Vec::new();
+        for c in self.http.iter().chain(&self.tcp) {
+            let index = |i: &RuleIndex| i.bytes();
+            let sets: usize = c
+                .sets
+                .iter()
+                .map(|s| {
+                    [
+                        &s.custom,
+                        &s.deny,
+                        &s.allow,
+                        &s.audit,
+                        &s.dry_deny,
+                        &s.dry_allow,
+                    ]
+                    .into_iter()
+                    .map(index)
+                    .sum::<usize>()
+                })
+                .sum();
+            out.extend([
+                ("rules", bytes(&c.rules)),
+                ("clauses", bytes(&c.clauses)),
+                ("entries", bytes(&c.entries)),
+                ("tests", bytes(&c.tests)),
+                ("value lists", bytes(&c.value_lists)),
+                ("matchers", bytes(&c.matchers)),
+                ("written", bytes(&c.written)),
+                ("cidrs", bytes(&c.cidrs)),
+                ("strings", c.strings.bytes_held()),
+                ("indexes", sets),
+            ]);
+        }
+        out
+    }
+
     /// The load-time report: each converted or unattached policy, once.
     pub fn notes(&self) -> &[LoadNote] {
         &self.notes
     }
 }
 
-fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine, ConfigError> {
-    // Reporting order is Envoy's: istiod names each RBAC policy
-    // `ns[<namespace>]-policy[<name>]-rule[<index>]` (istio/istio
-    // `pilot/pkg/security/authz/builder/builder.go`) and Envoy keeps them in a `std::map`,
-    // reporting the first match in that string order (envoyproxy/envoy
-    // `source/extensions/filters/common/rbac/engine_impl.h`). PolicyIds are assigned in the
-    // order of that name's policy part, and rules within a policy in the order of their
-    // index's decimal string (see `compile_policy`), so the lowest matching rule id is the
-    // one Envoy reports: `deny-x` before `deny`, namespace `a-b` before `a`.
-    let mut sorted: Vec<&AuthorizationPolicy> = config.policies.iter().collect();
-    sorted.sort_by_cached_key(|p| envoy_policy_prefix(&p.namespace, &p.name));
-    // Sorted, a namespace/name given twice sits side by side.
-    if let Some(dup) = sorted
-        .windows(2)
-        .find(|w| matches!(w, [a, b] if a.namespace == b.namespace && a.name == b.name))
-        .and_then(|w| w.first())
-    {
-        return Err(ConfigError::new(
-            ErrorKind::Duplicate,
-            "policies",
-            format!(
-                "duplicate policy {}: a namespace/name may appear once",
-                dup.key()
-            ),
-        )
-        .in_policy(&dup.key()));
+fn build(mut config: PluginConfig, all_points: bool) -> Result<Engine, ConfigError> {
+    let policies = std::mem::take(&mut config.policies);
+    let mut compiler = Compiler::new(config, all_points, policies.len());
+    // Each parsed policy is dropped once compiled.
+    for policy in policies {
+        compiler.add(&policy);
+    }
+    compiler.finish()
+}
+
+/// What compiling keeps of a policy once its rules are compiled: what binds it to targets,
+/// files its rules, and names it.
+pub(crate) struct PolicyHead {
+    namespace: String,
+    name: String,
+    scope: Scope,
+    action: Action,
+    dry_run: bool,
+    /// How many rules it has as written.
+    rules: usize,
+    dry_run_annotation_error: Option<String>,
+}
+
+impl PolicyHead {
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A load note of one policy, given when its turn comes in reporting order.
+struct PendingNote {
+    note: LoadNote,
+    /// Given only if the same note was not given yet.
+    once: bool,
+}
+
+/// One point's compilation in progress.
+struct PointBuild {
+    point: Point,
+    builder: Builder,
+    /// Per policy, in the order they were added: its run of rules and its notes.
+    runs: Vec<(u32, u32)>,
+    notes: Vec<Vec<PendingNote>>,
+}
+
+/// Compiles policies one at a time, as they are read, so that no more than one of them
+/// exists in parsed form; [`Compiler::finish`] orders and indexes them.
+pub(crate) struct Compiler {
+    /// The configuration without its policies.
+    config: PluginConfig,
+    bundle: Vec<String>,
+    heads: Vec<PolicyHead>,
+    /// How many policies are coming, to size the arrays (see [`make_room`]).
+    expected: usize,
+    points: Vec<PointBuild>,
+    jwt_depth: usize,
+}
+
+impl Compiler {
+    /// For the points the configured filter can reach, or every point of the mode, and
+    /// about `expected` policies.
+    pub(crate) fn new(mut config: PluginConfig, all_points: bool, expected: usize) -> Compiler {
+        let (want_http, want_tcp) = match (config.mode, config.filter) {
+            (Mode::Ztunnel, _) => (true, false),
+            (Mode::Waypoint, _) if all_points => (true, true),
+            (Mode::Waypoint, Filter::Http) => (true, false),
+            (Mode::Waypoint, Filter::Network) => (false, true),
+        };
+        config.policies = Vec::new();
+        let mut points = Vec::new();
+        let new_point = |point| PointBuild {
+            point,
+            builder: Builder::default(),
+            runs: Vec::new(),
+            notes: Vec::new(),
+        };
+        if want_http {
+            points.push(new_point(match config.mode {
+                Mode::Ztunnel => Point::Ztunnel,
+                Mode::Waypoint => Point::WaypointHttp,
+            }));
+        }
+        if want_tcp {
+            points.push(new_point(Point::WaypointTcp));
+        }
+        Compiler {
+            bundle: trust_bundle(&config),
+            config,
+            heads: Vec::with_capacity(expected),
+            expected,
+            points,
+            jwt_depth: 0,
+        }
     }
 
-    let policies: Vec<PolicyInfo> = sorted
-        .iter()
-        .map(|p| PolicyInfo {
-            namespace: p.namespace.clone(),
-            name: p.name.clone(),
-            action: p.action,
-            dry_run: p.dry_run,
-            rules: p.rules.as_ref().map_or(0, Vec::len),
-            key: p.key(),
-        })
-        .collect();
+    /// Compiles one policy for every point; only its head is kept.
+    pub(crate) fn add(&mut self, policy: &AuthorizationPolicy) {
+        let arrival = PolicyId(self.heads.len() as u32);
+        let room = Room::of(policy, self.bundle.len());
+        let progress = Progress {
+            done: self.heads.len(),
+            expected: self.expected,
+        };
+        for p in &mut self.points {
+            p.builder.reserve(&room, progress);
+            let start = p.builder.compiled.rules.len() as u32;
+            let mut notes = Vec::new();
+            compile_policy(
+                &self.config,
+                policy,
+                arrival,
+                p.point,
+                &self.bundle,
+                &mut notes,
+                &mut p.builder,
+            );
+            p.runs.push((start, p.builder.compiled.rules.len() as u32));
+            notes.shrink_to_fit();
+            p.notes.push(notes);
+        }
+        self.jwt_depth = self.jwt_depth.max(jwt_depth(policy));
+        self.heads.push(PolicyHead {
+            namespace: policy.namespace.clone(),
+            name: policy.name.clone(),
+            scope: policy.scope.clone(),
+            action: policy.action,
+            dry_run: policy.dry_run,
+            rules: policy.rules.as_ref().map_or(0, Vec::len),
+            dry_run_annotation_error: policy.dry_run_annotation_error.clone(),
+        });
+    }
 
-    let mut notes = Notes::default();
-    let bundle = trust_bundle(&config);
+    pub(crate) fn finish(self) -> Result<Engine, ConfigError> {
+        let Compiler {
+            config,
+            bundle,
+            heads,
+            points,
+            jwt_depth,
+            ..
+        } = self;
+        // Reporting order is Envoy's: istiod names each RBAC policy
+        // `ns[<namespace>]-policy[<name>]-rule[<index>]` (istio/istio
+        // `pilot/pkg/security/authz/builder/builder.go`) and Envoy keeps them in a `std::map`,
+        // reporting the first match in that string order (envoyproxy/envoy
+        // `source/extensions/filters/common/rbac/engine_impl.h`). PolicyIds are assigned in the
+        // order of that name's policy part, and rules within a policy in the order of their
+        // index's decimal string (see `compile_policy`), so the lowest matching rule id is the
+        // one Envoy reports: `deny-x` before `deny`, namespace `a-b` before `a`.
+        let mut order: Vec<u32> = (0..heads.len() as u32).collect();
+        order.sort_by_cached_key(|i| {
+            heads
+                .get(*i as usize)
+                .map(|p| envoy_policy_prefix(&p.namespace, &p.name))
+        });
+        let sorted: Vec<&PolicyHead> = order
+            .iter()
+            .filter_map(|i| heads.get(*i as usize))
+            .collect();
+        // Sorted, a namespace/name given twice sits side by side.
+        if let Some(dup) = sorted
+            .windows(2)
+            .find(|w| matches!(w, [a, b] if a.namespace == b.namespace && a.name == b.name))
+            .and_then(|w| w.first())
+        {
+            return Err(ConfigError::new(
+                ErrorKind::Duplicate,
+                "policies",
+                format!(
+                    "duplicate policy {}: a namespace/name may appear once",
+                    dup.key()
+                ),
+            )
+            .in_policy(&dup.key()));
+        }
 
-    // Which policies each target gets.
-    let (targets, target_policies) = bind_targets(&config, &sorted, &mut notes);
+        let mut notes = Notes::default();
 
-    let compile_point =
-        |point: Point, notes: &mut Notes| -> Result<(Compiled, Vec<u32>), ConfigError> {
-            let mut compiled = Compiled::default();
-            let mut first_rule_of: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
-            for (pid, policy) in sorted.iter().enumerate() {
-                let start = compiled.rules.len() as u32;
-                let rules =
-                    compile_policy(&config, policy, PolicyId(pid as u32), point, &bundle, notes);
-                compiled.rules.extend(rules);
-                first_rule_of.push((start, compiled.rules.len() as u32));
-            }
-            // One set per distinct policy list (many workloads share theirs). Each set indexes
-            // its own copy of its rules, so distinct lists cost their sizes added up: count
-            // that before building anything, and refuse what would not fit.
-            let mut set_ids: FnvMap<&[u32], u32> = FnvMap::default();
-            let mut entries: u64 = 0;
-            for list in &target_policies {
-                if !set_ids.contains_key(list.as_slice()) {
-                    set_ids.insert(list, 0);
-                    entries += list
-                        .iter()
-                        .filter_map(|pid| first_rule_of.get(*pid as usize))
-                        .map(|(start, end)| u64::from(end - start))
-                        .sum::<u64>();
+        // Which policies each target gets.
+        let (targets, target_policies) = bind_targets(&config, &sorted, &mut notes);
+
+        let (mut http, mut tcp) = (None, None);
+        let mut set_of = Vec::new();
+        for (n, p) in points.into_iter().enumerate() {
+            let point = p.point;
+            let (compiled, ids) = if n == 0 {
+                finish_point(&config, &sorted, &order, &target_policies, p, &mut notes)?
+            } else {
+                // A second compilation reports its own conversions; keep only the new ones.
+                let mut own = Notes::default();
+                let done = finish_point(&config, &sorted, &order, &target_policies, p, &mut own)?;
+                for note in own.list {
+                    notes.push_once(note);
                 }
+                done
+            };
+            // The set ids per target are the same in every point (same policy lists, same
+            // dedupe order), so they are kept once.
+            if set_of.is_empty() {
+                set_of = ids;
             }
-            if entries > MAX_INDEXED_RULES {
-                return Err(too_many_indexed_rules(&config, entries, set_ids.len()));
+            match point {
+                Point::WaypointTcp => tcp = Some(compiled),
+                Point::Ztunnel | Point::WaypointHttp => http = Some(compiled),
             }
-            set_ids.clear();
-            let mut set_of = Vec::with_capacity(target_policies.len());
-            for list in &target_policies {
-                let id = match set_ids.get(list.as_slice()) {
-                    Some(id) => *id,
-                    None => {
-                        let set = build_set(&compiled, &sorted, list, &first_rule_of);
-                        let id = compiled.sets.len() as u32;
-                        compiled.sets.push(set);
-                        set_ids.insert(list, id);
-                        id
-                    }
-                };
-                set_of.push(id);
+        }
+
+        let mut targets = targets;
+        targets.set_of = set_of;
+
+        // Load-time notes that concern the policy as a whole.
+        for p in &sorted {
+            if let Some(msg) = &p.dry_run_annotation_error {
+                notes.push(LoadNote {
+                    policy: p.key(),
+                    kind: NoteKind::Info,
+                    message: msg.clone(),
+                });
             }
-            Ok((compiled, set_of))
+        }
+
+        drop(sorted);
+        // The names move from the heads, which are not needed any more.
+        let mut heads = heads;
+        let mut policies: Vec<PolicyInfo> = Vec::with_capacity(order.len());
+        for i in &order {
+            if let Some(p) = heads.get_mut(*i as usize) {
+                policies.push(PolicyInfo {
+                    key: p.key(),
+                    namespace: std::mem::take(&mut p.namespace),
+                    name: std::mem::take(&mut p.name),
+                    action: p.action,
+                    dry_run: p.dry_run,
+                    rules: p.rules,
+                });
+            }
+        }
+        drop(heads);
+
+        Ok(Engine {
+            jwt_depth,
+            trusted_domains: bundle,
+            config,
+            policies,
+            notes: notes.list,
+            targets,
+            http,
+            tcp,
+        })
+    }
+}
+
+/// Puts one point's rules in reporting order, gives its notes in that order, and builds a
+/// rule set per distinct policy list.
+fn finish_point(
+    config: &PluginConfig,
+    sorted: &[&PolicyHead],
+    order: &[u32],
+    target_policies: &[Vec<u32>],
+    p: PointBuild,
+    notes: &mut Notes,
+) -> Result<(Compiled, Vec<u32>), ConfigError> {
+    let PointBuild {
+        mut builder,
+        runs,
+        notes: mut pending,
+        ..
+    } = p;
+    let added = std::mem::take(&mut builder.compiled.rules);
+    let mut rules = Vec::with_capacity(added.len());
+    let mut first_rule_of: Vec<(u32, u32)> = Vec::with_capacity(order.len());
+    for (pid, arrival) in order.iter().enumerate() {
+        let start = rules.len() as u32;
+        if let Some((from, to)) = runs.get(*arrival as usize) {
+            for rule in added.get(*from as usize..*to as usize).unwrap_or(&[]) {
+                rules.push(CompiledRule {
+                    policy: PolicyId(pid as u32),
+                    ..*rule
+                });
+            }
+        }
+        first_rule_of.push((start, rules.len() as u32));
+        for n in pending
+            .get_mut(*arrival as usize)
+            .map(std::mem::take)
+            .unwrap_or_default()
+        {
+            if n.once {
+                notes.push_once(n.note);
+            } else {
+                notes.push(n.note);
+            }
+        }
+    }
+    drop(added);
+    builder.compiled.rules = rules;
+    // One set per distinct policy list (many workloads share theirs). Each set indexes
+    // its own copy of its rules, so distinct lists cost their sizes added up: count
+    // that before building anything, and refuse what would not fit.
+    let mut set_ids: FnvMap<&[u32], u32> = FnvMap::default();
+    let mut entries: u64 = 0;
+    for list in target_policies {
+        if !set_ids.contains_key(list.as_slice()) {
+            set_ids.insert(list, 0);
+            entries += list
+                .iter()
+                .filter_map(|pid| first_rule_of.get(*pid as usize))
+                .map(|(start, end)| u64::from(end - start))
+                .sum::<u64>();
+        }
+    }
+    if entries > MAX_INDEXED_RULES {
+        return Err(too_many_indexed_rules(
+            config,
+            sorted.len(),
+            entries,
+            set_ids.len(),
+        ));
+    }
+    set_ids.clear();
+    // What was only needed while compiling goes before the indexes are built.
+    let prefix_namespaces = std::mem::take(&mut builder.prefix_namespaces);
+    let mut compiled = builder.finish();
+    let mut set_of = Vec::with_capacity(target_policies.len());
+    for list in target_policies {
+        let id = match set_ids.get(list.as_slice()) {
+            Some(id) => *id,
+            None => {
+                let set = build_set(&compiled, &prefix_namespaces, sorted, list, &first_rule_of);
+                let id = compiled.sets.len() as u32;
+                compiled.sets.push(set);
+                set_ids.insert(list, id);
+                id
+            }
         };
-
-    let mut http = None;
-    let mut tcp = None;
-    let mut set_of = Vec::new();
-    if want_http {
-        let point = if config.mode == Mode::Ztunnel {
-            Point::Ztunnel
-        } else {
-            Point::WaypointHttp
-        };
-        let (c, ids) = compile_point(point, &mut notes)?;
-        set_of = ids;
-        http = Some(c);
+        set_of.push(id);
     }
-    if want_tcp {
-        // A second compilation reports its own conversions; keep only the TCP ones new.
-        let mut tcp_notes = Notes::default();
-        // The set ids per target are the same in every point (same policy lists, same
-        // dedupe order), so they are kept once.
-        let (c, ids) = compile_point(Point::WaypointTcp, &mut tcp_notes)?;
-        if set_of.is_empty() {
-            set_of = ids;
-        }
-        for n in tcp_notes.list {
-            notes.push_once(n);
-        }
-        tcp = Some(c);
-    }
+    compiled.sets.shrink_to_fit();
+    Ok((compiled, set_of))
+}
 
-    let mut targets = targets;
-    targets.set_of = set_of;
-
-    // Load-time notes that concern the policy as a whole.
-    for p in &sorted {
-        if let Some(msg) = &p.dry_run_annotation_error {
-            notes.push(LoadNote {
-                policy: p.key(),
-                kind: NoteKind::Info,
-                message: msg.clone(),
-            });
-        }
-    }
-
-    let jwt_depth = config
-        .policies
+/// How deep into the JWT payload the policy's rules read (see [`Engine::jwt_depth`]).
+fn jwt_depth(policy: &AuthorizationPolicy) -> usize {
+    policy
+        .rules
         .iter()
-        .flat_map(|p| p.rules.iter().flatten())
+        .flatten()
         .flat_map(|r| {
             r.from
                 .iter()
@@ -419,18 +1097,7 @@ fn build(config: PluginConfig, want_http: bool, want_tcp: bool) -> Result<Engine
             _ => 0,
         })
         .max()
-        .unwrap_or(0);
-
-    Ok(Engine {
-        jwt_depth,
-        trusted_domains: bundle,
-        config,
-        policies,
-        notes: notes.list,
-        targets,
-        http,
-        tcp,
-    })
+        .unwrap_or(0)
 }
 
 /// The part of istiod's RBAC policy name that names the policy:
@@ -449,7 +1116,12 @@ fn envoy_policy_prefix(namespace: &str, name: &str) -> String {
 /// configuration, or deny-all, stays in force).
 pub const MAX_INDEXED_RULES: u64 = 2_000_000;
 
-fn too_many_indexed_rules(config: &PluginConfig, entries: u64, sets: usize) -> ConfigError {
+fn too_many_indexed_rules(
+    config: &PluginConfig,
+    policies: usize,
+    entries: u64,
+    sets: usize,
+) -> ConfigError {
     let (field, what) = match config.mode {
         Mode::Ztunnel => ("workloads", format!("{} workloads", config.workloads.len())),
         Mode::Waypoint => ("services", format!("{} services", config.services.len())),
@@ -458,10 +1130,9 @@ fn too_many_indexed_rules(config: &PluginConfig, entries: u64, sets: usize) -> C
         ErrorKind::TooMany,
         field,
         format!(
-            "{what} with {} policies need {entries} rule entries in {sets} distinct per-destination rule sets, \
+            "{what} with {policies} policies need {entries} rule entries in {sets} distinct per-destination rule sets, \
              more than the {MAX_INDEXED_RULES} one proxy indexes; split the destinations across \
-             more proxies or give workloads that share policies the same selectors",
-            config.policies.len()
+             more proxies or give workloads that share policies the same selectors"
         ),
     )
 }
@@ -501,225 +1172,332 @@ fn trust_bundle(config: &PluginConfig) -> Vec<String> {
     bundle
 }
 
-/// Decides which policies apply to which target, and reports those that apply nowhere here.
+/// Decides which policies apply to which target (per target, its policies in order), and
+/// reports those that apply nowhere here.
 fn bind_targets(
     config: &PluginConfig,
-    sorted: &[&AuthorizationPolicy],
+    sorted: &[&PolicyHead],
     notes: &mut Notes,
 ) -> (Targets, Vec<Vec<u32>>) {
+    match config.mode {
+        Mode::Ztunnel => {
+            note_unbound_at_ztunnel(sorted, notes);
+            bind_workloads(config, sorted)
+        }
+        Mode::Waypoint => {
+            let (to_services, to_waypoint) = attach_by_target_refs(config, sorted, notes);
+            bind_services(config, to_services, to_waypoint)
+        }
+    }
+}
+
+fn note(notes: &mut Notes, p: &PolicyHead, kind: NoteKind, message: String) {
+    notes.push(LoadNote {
+        policy: p.key(),
+        kind,
+        message,
+    })
+}
+
+/// ztunnel: a policy attached by targetRefs is a waypoint's; a selector without labels
+/// selects every workload in its scope here.
+fn note_unbound_at_ztunnel(sorted: &[&PolicyHead], notes: &mut Notes) {
+    for p in sorted {
+        match &p.scope {
+            Scope::TargetRefs(_) => note(
+                notes,
+                p,
+                NoteKind::NotAttached,
+                "attached by targetRefs: enforced by a waypoint, not by ztunnel".into(),
+            ),
+            Scope::Selector(labels) if labels.is_empty() => note(
+                notes,
+                p,
+                NoteKind::Info,
+                "selector without labels: applied to every workload in its scope (istiod's ztunnel conversion may attach it to none)".into(),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// ztunnel: each workload's policies, and the workloads by address.
+fn bind_workloads(config: &PluginConfig, sorted: &[&PolicyHead]) -> (Targets, Vec<Vec<u32>>) {
     let mut targets = Targets::default();
     let mut lists: Vec<Vec<u32>> = Vec::new();
     let root = config.root_namespace.as_str();
-    let note = |notes: &mut Notes, p: &AuthorizationPolicy, kind: NoteKind, message: String| {
-        notes.push(LoadNote {
-            policy: p.key(),
-            kind,
-            message,
-        })
-    };
+    // Which policies reach a workload: those of its namespace or the root namespace
+    // that have no selector, or whose selector's labels are all among its labels.
+    // Indexed by namespace and by one label of each selector, so that each workload
+    // looks only at policies that can apply to it (comparing every workload with
+    // every policy made thousands of workloads, each with its own policy, quadratic).
+    let mut unselected: FnvMap<&str, Vec<u32>> = FnvMap::default();
+    let mut by_label: FnvMap<(&str, &str, &str), Vec<u32>> = FnvMap::default();
+    for (pid, p) in sorted.iter().enumerate() {
+        match &p.scope {
+            Scope::Namespace => unselected.entry(&p.namespace).or_default().push(pid as u32),
+            Scope::Selector(labels) => match labels.first() {
+                None => unselected.entry(&p.namespace).or_default().push(pid as u32),
+                Some((k, v)) => by_label
+                    .entry((&p.namespace, k, v))
+                    .or_default()
+                    .push(pid as u32),
+            },
+            Scope::TargetRefs(_) => {}
+        }
+    }
+    for (wi, w) in config.workloads.iter().enumerate() {
+        let namespaces: &[&str] = if w.namespace == root {
+            &[root]
+        } else {
+            &[root, &w.namespace]
+        };
+        let mut list: Vec<u32> = Vec::new();
+        for ns in namespaces {
+            if let Some(pids) = unselected.get(ns) {
+                list.extend_from_slice(pids);
+            }
+            for (k, v) in &w.labels {
+                for pid in by_label
+                    .get(&(*ns, k.as_str(), v.as_str()))
+                    .into_iter()
+                    .flatten()
+                {
+                    let selected = matches!(
+                        sorted.get(*pid as usize).map(|p| &p.scope),
+                        Some(Scope::Selector(labels)) if labels.iter().all(|(k, v)| {
+                            w.labels.iter().any(|(wk, wv)| wk == k && wv == v)
+                        })
+                    );
+                    if selected {
+                        list.push(*pid);
+                    }
+                }
+            }
+        }
+        // Policy order, each once (a workload's labels can name one selector twice
+        // only if its labels repeat a key, but stay safe).
+        list.sort_unstable();
+        list.dedup();
+        lists.push(list);
+        targets
+            .names
+            .push(format!("workload {}/{}", w.namespace, w.name));
+        for a in &w.addresses {
+            targets
+                .by_address
+                .entry(*a)
+                .or_default()
+                .push((wi as u32, Vec::new()));
+        }
+    }
+    let addressless: Vec<usize> = config
+        .workloads
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.addresses.is_empty())
+        .map(|(i, _)| i)
+        .collect();
+    if let [only] = addressless.as_slice() {
+        targets.fallback = Some(*only as u32);
+    }
+    (targets, lists)
+}
 
-    match config.mode {
-        Mode::Ztunnel => {
-            for p in sorted {
-                match &p.scope {
-                    Scope::TargetRefs(_) => note(
+/// waypoint: for every policy, the services it attaches to (per service, its policies) and
+/// whether it binds to the waypoint itself (then it applies to all traffic through it).
+fn attach_by_target_refs(
+    config: &PluginConfig,
+    sorted: &[&PolicyHead],
+    notes: &mut Notes,
+) -> (Vec<Vec<u32>>, Vec<u32>) {
+    let wp = config.waypoint.as_ref();
+    let root = config.root_namespace.as_str();
+    let class = wp
+        .map(|w| w.gateway_class.as_str())
+        .unwrap_or("istio-waypoint");
+    // For every policy: which services it attaches to, and whether it binds to the
+    // waypoint itself (then it applies to all traffic through it).
+    let mut to_services: Vec<Vec<u32>> = vec![Vec::new(); config.services.len()];
+    let mut to_waypoint: Vec<u32> = Vec::new();
+    for (pid, p) in sorted.iter().enumerate() {
+        let refs = match &p.scope {
+            Scope::TargetRefs(refs) => refs,
+            Scope::Selector(_) => {
+                note(
+                    notes,
+                    p,
+                    NoteKind::NotAttached,
+                    "bound by selector: enforced by the destination ztunnel, not by a waypoint"
+                        .into(),
+                );
+                continue;
+            }
+            Scope::Namespace => {
+                note(notes, p, NoteKind::NotAttached, "no selector or targetRefs: enforced by the destination ztunnel, not by a waypoint".into());
+                continue;
+            }
+        };
+        let mut whole = false;
+        for r in refs {
+            match r.supported_kind() {
+                None => note(
+                    notes,
+                    p,
+                    NoteKind::NotAttached,
+                    format!(
+                        "targetRef {}: Istio does not attach AuthorizationPolicy to this kind",
+                        r.describe()
+                    ),
+                ),
+                Some(kind @ (RefKind::Service | RefKind::ServiceEntry)) => {
+                    let kind = if kind == RefKind::Service {
+                        ServiceKind::Service
+                    } else {
+                        ServiceKind::ServiceEntry
+                    };
+                    let mut found = false;
+                    for (si, s) in config.services.iter().enumerate() {
+                        if s.kind == kind && s.name == r.name && s.namespace == p.namespace {
+                            if let Some(list) = to_services.get_mut(si) {
+                                list.push(pid as u32);
+                            }
+                            found = true;
+                        }
+                    }
+                    if !found {
+                        note(notes, p, NoteKind::NotAttached, format!("targetRef {}: not a service this waypoint serves (services in {} only)", r.describe(), p.namespace));
+                    }
+                }
+                Some(RefKind::Gateway) => match wp {
+                    Some(w) if w.name == r.name && w.namespace == p.namespace => {
+                        whole = true;
+                    }
+                    _ => note(
                         notes,
                         p,
                         NoteKind::NotAttached,
-                        "attached by targetRefs: enforced by a waypoint, not by ztunnel".into(),
+                        format!("targetRef {}: not this waypoint", r.describe()),
                     ),
-                    Scope::Selector(labels) if labels.is_empty() => note(
-                        notes,
-                        p,
-                        NoteKind::Info,
-                        "selector without labels: applied to every workload in its scope (istiod's ztunnel conversion may attach it to none)".into(),
-                    ),
-                    _ => {}
-                }
-            }
-            // Which policies reach a workload: those of its namespace or the root namespace
-            // that have no selector, or whose selector's labels are all among its labels.
-            // Indexed by namespace and by one label of each selector, so that each workload
-            // looks only at policies that can apply to it (comparing every workload with
-            // every policy made thousands of workloads, each with its own policy, quadratic).
-            let mut unselected: FnvMap<&str, Vec<u32>> = FnvMap::default();
-            let mut by_label: FnvMap<(&str, &str, &str), Vec<u32>> = FnvMap::default();
-            for (pid, p) in sorted.iter().enumerate() {
-                match &p.scope {
-                    Scope::Namespace => {
-                        unselected.entry(&p.namespace).or_default().push(pid as u32)
-                    }
-                    Scope::Selector(labels) => match labels.first() {
-                        None => unselected.entry(&p.namespace).or_default().push(pid as u32),
-                        Some((k, v)) => by_label
-                            .entry((&p.namespace, k, v))
-                            .or_default()
-                            .push(pid as u32),
-                    },
-                    Scope::TargetRefs(_) => {}
-                }
-            }
-            for (wi, w) in config.workloads.iter().enumerate() {
-                let namespaces: &[&str] = if w.namespace == root {
-                    &[root]
-                } else {
-                    &[root, &w.namespace]
-                };
-                let mut list: Vec<u32> = Vec::new();
-                for ns in namespaces {
-                    if let Some(pids) = unselected.get(ns) {
-                        list.extend_from_slice(pids);
-                    }
-                    for (k, v) in &w.labels {
-                        for pid in by_label
-                            .get(&(*ns, k.as_str(), v.as_str()))
-                            .into_iter()
-                            .flatten()
-                        {
-                            let selected = matches!(
-                                sorted.get(*pid as usize).map(|p| &p.scope),
-                                Some(Scope::Selector(labels)) if labels.iter().all(|(k, v)| {
-                                    w.labels.iter().any(|(wk, wv)| wk == k && wv == v)
-                                })
-                            );
-                            if selected {
-                                list.push(*pid);
-                            }
-                        }
+                },
+                Some(RefKind::GatewayClass) => {
+                    if p.namespace != root {
+                        note(notes, p, NoteKind::NotAttached, format!("targetRef {}: a GatewayClass policy must be in the root namespace {root}", r.describe()));
+                    } else if r.name != class {
+                        note(
+                            notes,
+                            p,
+                            NoteKind::NotAttached,
+                            format!(
+                                "targetRef {}: this waypoint's class is {class}",
+                                r.describe()
+                            ),
+                        );
+                    } else {
+                        whole = true;
                     }
                 }
-                // Policy order, each once (a workload's labels can name one selector twice
-                // only if its labels repeat a key, but stay safe).
-                list.sort_unstable();
-                list.dedup();
-                lists.push(list);
-                targets
-                    .names
-                    .push(format!("workload {}/{}", w.namespace, w.name));
-                for a in &w.addresses {
-                    targets
-                        .by_address
-                        .entry(*a)
-                        .or_default()
-                        .push((wi as u32, Vec::new()));
-                }
-            }
-            let addressless: Vec<usize> = config
-                .workloads
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| w.addresses.is_empty())
-                .map(|(i, _)| i)
-                .collect();
-            if let [only] = addressless.as_slice() {
-                targets.fallback = Some(*only as u32);
             }
         }
-        Mode::Waypoint => {
-            let wp = config.waypoint.clone();
-            let class = wp
-                .as_ref()
-                .map(|w| w.gateway_class.as_str())
-                .unwrap_or("istio-waypoint");
-            // For every policy: which services it attaches to, and whether it binds to the
-            // waypoint itself (then it applies to all traffic through it).
-            let mut to_services: Vec<Vec<u32>> = vec![Vec::new(); config.services.len()];
-            let mut to_waypoint: Vec<u32> = Vec::new();
-            for (pid, p) in sorted.iter().enumerate() {
-                let refs = match &p.scope {
-                    Scope::TargetRefs(refs) => refs,
-                    Scope::Selector(_) => {
-                        note(notes, p, NoteKind::NotAttached, "bound by selector: enforced by the destination ztunnel, not by a waypoint".into());
-                        continue;
-                    }
-                    Scope::Namespace => {
-                        note(notes, p, NoteKind::NotAttached, "no selector or targetRefs: enforced by the destination ztunnel, not by a waypoint".into());
-                        continue;
-                    }
-                };
-                let mut whole = false;
-                for r in refs {
-                    match r.supported_kind() {
-                        None => note(notes, p, NoteKind::NotAttached, format!("targetRef {}: Istio does not attach AuthorizationPolicy to this kind", r.describe())),
-                        Some(kind @ (RefKind::Service | RefKind::ServiceEntry)) => {
-                            let kind = if kind == RefKind::Service { ServiceKind::Service } else { ServiceKind::ServiceEntry };
-                            let mut found = false;
-                            for (si, s) in config.services.iter().enumerate() {
-                                if s.kind == kind && s.name == r.name && s.namespace == p.namespace {
-                                    if let Some(list) = to_services.get_mut(si) {
-                                        list.push(pid as u32);
-                                    }
-                                    found = true;
-                                }
-                            }
-                            if !found {
-                                note(notes, p, NoteKind::NotAttached, format!("targetRef {}: not a service this waypoint serves (services in {} only)", r.describe(), p.namespace));
-                            }
-                        }
-                        Some(RefKind::Gateway) => match &wp {
-                            Some(w) if w.name == r.name && w.namespace == p.namespace => {
-                                whole = true;
-                            }
-                            _ => note(notes, p, NoteKind::NotAttached, format!("targetRef {}: not this waypoint", r.describe())),
-                        },
-                        Some(RefKind::GatewayClass) => {
-                            if p.namespace != root {
-                                note(notes, p, NoteKind::NotAttached, format!("targetRef {}: a GatewayClass policy must be in the root namespace {root}", r.describe()));
-                            } else if r.name != class {
-                                note(notes, p, NoteKind::NotAttached, format!("targetRef {}: this waypoint's class is {class}", r.describe()));
-                            } else {
-                                whole = true;
-                            }
-                        }
-                    }
-                }
-                if whole {
-                    to_waypoint.push(pid as u32);
-                }
-            }
-            for (si, s) in config.services.iter().enumerate() {
-                let mut list: Vec<u32> = to_services.get(si).cloned().unwrap_or_default();
-                list.extend(to_waypoint.iter().copied());
-                list.sort_unstable();
-                list.dedup();
-                lists.push(list);
-                targets
-                    .names
-                    .push(format!("service {}/{}", s.namespace, s.name));
-                for a in &s.addresses {
-                    targets
-                        .by_address
-                        .entry(*a)
-                        .or_default()
-                        .push((si as u32, s.ports.clone()));
-                }
-            }
-            let own = lists.len() as u32;
-            lists.push(to_waypoint);
-            targets.names.push(match &wp {
-                Some(w) => format!("waypoint {}/{} (no service)", w.namespace, w.name),
-                None => "waypoint (no service)".into(),
-            });
-            // One service without addresses: the plugin sits on that service's own chain
-            // and every request is for it. Several services all carry
-            // addresses (config.rs rejects the rest), so anything else is for the waypoint.
-            targets.fallback = match config.services.as_slice() {
-                [only] if only.addresses.is_empty() => Some(0),
-                _ => Some(own),
-            };
+        if whole {
+            to_waypoint.push(pid as u32);
         }
     }
+    (to_services, to_waypoint)
+}
+
+/// waypoint: each service's policies (its own and the waypoint's), the waypoint's own as
+/// the last target, and the services by address.
+fn bind_services(
+    config: &PluginConfig,
+    to_services: Vec<Vec<u32>>,
+    to_waypoint: Vec<u32>,
+) -> (Targets, Vec<Vec<u32>>) {
+    let mut targets = Targets::default();
+    let mut lists: Vec<Vec<u32>> = Vec::new();
+    for (si, s) in config.services.iter().enumerate() {
+        let mut list: Vec<u32> = to_services.get(si).cloned().unwrap_or_default();
+        list.extend(to_waypoint.iter().copied());
+        list.sort_unstable();
+        list.dedup();
+        lists.push(list);
+        targets
+            .names
+            .push(format!("service {}/{}", s.namespace, s.name));
+        for a in &s.addresses {
+            targets
+                .by_address
+                .entry(*a)
+                .or_default()
+                .push((si as u32, s.ports.clone()));
+        }
+    }
+    let own = lists.len() as u32;
+    lists.push(to_waypoint);
+    targets.names.push(match &config.waypoint {
+        Some(w) => format!("waypoint {}/{} (no service)", w.namespace, w.name),
+        None => "waypoint (no service)".into(),
+    });
+    // One service without addresses: the plugin sits on that service's own chain
+    // and every request is for it. Several services all carry
+    // addresses (config.rs rejects the rest), so anything else is for the waypoint.
+    targets.fallback = match config.services.as_slice() {
+        [only] if only.addresses.is_empty() => Some(0),
+        _ => Some(own),
+    };
     (targets, lists)
+}
+
+/// A [`RuleIndex`] under construction: `(key, rule)` pairs, rules in order.
+#[derive(Default)]
+struct IndexBuilder {
+    by_principal: Vec<(StrId, u32)>,
+    by_namespace: Vec<(StrId, u32)>,
+    by_port: Vec<(u16, u32)>,
+    by_method: Vec<(StrId, u32)>,
+    scan: Vec<u32>,
+    all: Vec<u32>,
+}
+
+impl IndexBuilder {
+    fn finish(self, strings: &Strings) -> RuleIndex {
+        // Pairs are distinct (a rule is filed once per key): sorting them whole keeps each
+        // key's rules in order, without the buffer a stable sort takes.
+        let keyed = |mut pairs: Vec<(StrId, u32)>| {
+            pairs.sort_unstable();
+            KeyIndex::from_sorted(strings, &pairs)
+        };
+        let mut ports = self.by_port;
+        ports.sort_unstable();
+        let mut by_port: Vec<(u16, Box<[u32]>)> = Vec::new();
+        for chunk in ports.chunk_by(|a, b| a.0 == b.0) {
+            if let Some((port, _)) = chunk.first() {
+                by_port.push((*port, chunk.iter().map(|(_, r)| *r).collect()));
+            }
+        }
+        RuleIndex {
+            by_principal: keyed(self.by_principal),
+            by_namespace: keyed(self.by_namespace),
+            by_port: by_port.into_boxed_slice(),
+            by_method: keyed(self.by_method),
+            scan: self.scan.into_boxed_slice(),
+            all: self.all.into_boxed_slice(),
+        }
+    }
 }
 
 /// Builds the rule indexes for one target's policy list.
 fn build_set(
     compiled: &Compiled,
-    sorted: &[&AuthorizationPolicy],
+    prefix_namespaces: &FnvMap<StrId, StrId>,
+    sorted: &[&PolicyHead],
     list: &[u32],
     first_rule_of: &[(u32, u32)],
 ) -> PolicySet {
     let mut set = PolicySet::default();
+    let mut allow_policies = Vec::new();
+    let [mut custom, mut deny, mut allow, mut audit, mut dry_deny, mut dry_allow] =
+        std::array::from_fn(|_| IndexBuilder::default());
     for pid in list {
         let Some(policy) = sorted.get(*pid as usize) else {
             continue;
@@ -730,71 +1508,85 @@ fn build_set(
         let index = match (policy.action, policy.dry_run) {
             (Action::Allow, false) => {
                 set.has_allow = true;
-                set.allow_policies.push(PolicyId(*pid));
-                &mut set.allow
+                allow_policies.push(PolicyId(*pid));
+                &mut allow
             }
             (Action::Allow, true) => {
                 set.has_dry = true;
                 set.has_dry_allow = true;
-                &mut set.dry_allow
+                &mut dry_allow
             }
-            (Action::Deny, false) => &mut set.deny,
-            (Action::Custom, false) => &mut set.custom,
+            (Action::Deny, false) => &mut deny,
+            (Action::Custom, false) => &mut custom,
             (Action::Deny | Action::Custom, true) => {
                 set.has_dry = true;
-                &mut set.dry_deny
+                &mut dry_deny
             }
             // AUDIT never enforces; a dry-run AUDIT is still only recorded.
-            (Action::Audit, _) => &mut set.audit,
+            (Action::Audit, _) => &mut audit,
         };
         for rid in *start..*end {
             if let Some(rule) = compiled.rules.get(rid as usize) {
-                insert_rule(index, rid, rule);
+                insert_rule(compiled, prefix_namespaces, index, rid, rule);
             }
         }
     }
+    let strings = &compiled.strings;
+    set.allow_policies = allow_policies.into_boxed_slice();
+    set.custom = custom.finish(strings);
+    set.deny = deny.finish(strings);
+    set.allow = allow.finish(strings);
+    set.audit = audit.finish(strings);
+    set.dry_deny = dry_deny.finish(strings);
+    set.dry_allow = dry_allow.finish(strings);
     set
 }
 
 /// Files a rule under the most selective attribute it requires.
-fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
+fn insert_rule(
+    compiled: &Compiled,
+    prefix_namespaces: &FnvMap<StrId, StrId>,
+    index: &mut IndexBuilder,
+    rid: u32,
+    rule: &CompiledRule,
+) {
     index.all.push(rid);
-    if let Some(keys) = required_identity(rule) {
+    if let Some(keys) = required_identity(compiled, prefix_namespaces, rule) {
         for k in keys {
             match k {
-                IdKey::Principal(p) => index.by_principal.entry(p).or_default().push(rid),
-                IdKey::Namespace(n) => index.by_namespace.entry(n).or_default().push(rid),
+                IdKey::Principal(p) => index.by_principal.push((p, rid)),
+                IdKey::Namespace(n) => index.by_namespace.push((n, rid)),
             }
         }
         return;
     }
     if let Some(keys) = required_exact(
+        compiled,
         rule,
-        |t| matches!(t.attr, Attr::Port),
+        |a| matches!(a, Attr::Port),
         |m| match m {
-            Matcher::Port(p) => Some(Key::Port(*p)),
+            Matcher::Port(p) => Some(u32::from(*p)),
             _ => None,
         },
     ) {
-        for k in keys {
-            if let Key::Port(p) = k {
-                index.by_port.entry(p).or_default().push(rid);
+        for p in keys {
+            if let Ok(p) = u16::try_from(p) {
+                index.by_port.push((p, rid));
             }
         }
         return;
     }
     if let Some(keys) = required_exact(
+        compiled,
         rule,
-        |t| matches!(t.attr, Attr::Method),
+        |a| matches!(a, Attr::Method),
         |m| match m {
-            Matcher::Str(StrMatch::Exact(e)) => Some(Key::Bytes(e.clone())),
+            Matcher::Str(Pattern::Exact(e)) => Some(*e),
             _ => None,
         },
     ) {
-        for k in keys {
-            if let Key::Bytes(b) = k {
-                index.by_method.entry(b).or_default().push(rid);
-            }
+        for m in keys {
+            index.by_method.push((m, rid));
         }
         return;
     }
@@ -805,9 +1597,9 @@ fn insert_rule(index: &mut RuleIndex, rid: u32, rule: &CompiledRule) {
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum IdKey {
     /// The exact principal, without `spiffe://`.
-    Principal(Box<str>),
+    Principal(StrId),
     /// A namespace: the principal contains the segment `/ns/<namespace>/`.
-    Namespace(Box<str>),
+    Namespace(StrId),
 }
 
 /// If every entry of some clause requires the peer identity to be an exact principal or to
@@ -816,52 +1608,63 @@ enum IdKey {
 /// implies such a segment: an exact namespace (ztunnel parses it from `/ns/<ns>/sa/`; the
 /// waypoint's regex is `.*/ns/<ns>/.*`), a service account `<ns>/<sa>`, and a principal prefix
 /// that spells out `<td>/ns/<ns>/`.
-fn required_identity(rule: &CompiledRule) -> Option<BTreeSet<IdKey>> {
-    rule.clauses.iter().find_map(|clause| {
+fn required_identity(
+    compiled: &Compiled,
+    prefix_namespaces: &FnvMap<StrId, StrId>,
+    rule: &CompiledRule,
+) -> Option<BTreeSet<IdKey>> {
+    compiled.clauses(rule).iter().find_map(|clause| {
         let mut keys = BTreeSet::new();
-        for entry in &clause.entries {
-            keys.extend(entry_identity(entry)?);
+        for entry in compiled.entries(*clause) {
+            keys.extend(entry_identity(compiled, prefix_namespaces, entry)?);
         }
         (!keys.is_empty()).then_some(keys)
     })
 }
 
-fn entry_identity(entry: &CEntry) -> Option<Vec<IdKey>> {
-    let all_keys = |t: &Test| -> Option<Vec<IdKey>> {
-        t.values
+fn entry_identity(
+    compiled: &Compiled,
+    prefix_namespaces: &FnvMap<StrId, StrId>,
+    entry: &CEntry,
+) -> Option<Vec<IdKey>> {
+    let all_keys = |attr: &Attr, values: &[Matcher]| -> Option<Vec<IdKey>> {
+        values
             .iter()
             .map(|m| match m {
-                Matcher::Str(StrMatch::Exact(e)) => {
-                    let s = std::str::from_utf8(e).ok()?;
-                    Some(match t.attr {
-                        Attr::Namespace => IdKey::Namespace(s.into()),
-                        _ => IdKey::Principal(s.into()),
-                    })
+                Matcher::Str(Pattern::Exact(e)) => Some(match attr {
+                    Attr::Namespace => IdKey::Namespace(*e),
+                    _ => IdKey::Principal(*e),
+                }),
+                Matcher::Str(Pattern::Prefix(p)) if *attr == Attr::Principal => {
+                    prefix_namespaces.get(p).map(|n| IdKey::Namespace(*n))
                 }
-                Matcher::Str(StrMatch::Prefix(p)) if t.attr == Attr::Principal => {
-                    namespace_of_prefix(std::str::from_utf8(p).ok()?)
-                        .map(|n| IdKey::Namespace(n.into()))
-                }
-                Matcher::NamespaceGlob(g) => {
-                    g.literal_namespace().map(|n| IdKey::Namespace(n.into()))
-                }
+                Matcher::NamespaceSegment(n) => Some(IdKey::Namespace(*n)),
+                // A namespace without a wildcard is a `NamespaceSegment`: a glob pins down
+                // no namespace.
+                Matcher::NamespaceGlob(_) => None,
                 Matcher::ServiceAccount(ns, _) | Matcher::ServiceAccountRegex(ns, _) => {
-                    Some(IdKey::Namespace(ns.clone()))
+                    Some(IdKey::Namespace(*ns))
                 }
                 _ => None,
             })
             .collect()
     };
     // Principal first: the most selective; then namespace, then service account.
-    [Attr::Principal, Attr::Namespace, Attr::ServiceAccount]
-        .iter()
-        .flat_map(|attr| {
-            entry
-                .tests
-                .iter()
-                .filter(move |t| t.attr == *attr && !t.values.is_empty())
-        })
-        .find_map(all_keys)
+    for wanted in [Attr::Principal, Attr::Namespace, Attr::ServiceAccount] {
+        for test in compiled.tests(entry) {
+            let Some(field) = compiled.field(test) else {
+                continue;
+            };
+            let (values, _) = test.values_and_not(compiled);
+            if field.attr != wanted || values.is_empty() {
+                continue;
+            }
+            if let Some(keys) = all_keys(&field.attr, values) {
+                return Some(keys);
+            }
+        }
+    }
+    None
 }
 
 /// The namespace a principal prefix pins down: `td/ns/team/sa/batch-` → `team`.
@@ -872,34 +1675,30 @@ fn namespace_of_prefix(prefix: &str) -> Option<&str> {
     (!ns.is_empty()).then_some(ns)
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-enum Key {
-    Port(u16),
-    Bytes(Box<[u8]>),
-}
-
-/// If some clause of `rule` requires, in every one of its entries, a test selected by
-/// `which` whose positive values are all exact keys, returns the union of those keys: the
-/// rule can only match a request whose attribute equals one of them.
+/// If some clause of `rule` requires, in every one of its entries, a test of an attribute
+/// `which` selects whose positive values are all exact keys, returns the union of those
+/// keys: the rule can only match a request whose attribute equals one of them.
 fn required_exact(
+    compiled: &Compiled,
     rule: &CompiledRule,
-    which: impl Fn(&Test) -> bool,
-    key_of: impl Fn(&Matcher) -> Option<Key>,
-) -> Option<BTreeSet<Key>> {
-    'clauses: for clause in &rule.clauses {
-        if clause.entries.is_empty() {
+    which: impl Fn(&Attr) -> bool,
+    key_of: impl Fn(&Matcher) -> Option<u32>,
+) -> Option<BTreeSet<u32>> {
+    'clauses: for clause in compiled.clauses(rule) {
+        let entries = compiled.entries(*clause);
+        if entries.is_empty() {
             continue;
         }
         let mut keys = BTreeSet::new();
-        for entry in &clause.entries {
-            let Some(test) = entry
-                .tests
-                .iter()
-                .find(|t| which(t) && !t.values.is_empty())
-            else {
+        for entry in entries {
+            let Some(values) = compiled.tests(entry).iter().find_map(|t| {
+                let (values, _) = t.values_and_not(compiled);
+                (compiled.field(t).is_some_and(|f| which(&f.attr)) && !values.is_empty())
+                    .then_some(values)
+            }) else {
                 continue 'clauses;
             };
-            for m in &test.values {
+            for m in values {
                 match key_of(m) {
                     Some(k) => {
                         keys.insert(k);
@@ -922,13 +1721,14 @@ fn compile_policy(
     pid: PolicyId,
     point: Point,
     bundle: &[String],
-    notes: &mut Notes,
-) -> Vec<CompiledRule> {
+    notes: &mut Vec<PendingNote>,
+    b: &mut Builder,
+) {
     let Some(rules) = &policy.rules else {
-        return Vec::new();
+        return;
     };
     let mode = config.mode;
-    let mut out = Vec::with_capacity(rules.len());
+    let first_rule = b.compiled.rules.len();
     let mut dropped: Vec<String> = Vec::new();
     let mut stripped: Vec<String> = Vec::new();
     let mut widened_to_all: Vec<String> = Vec::new();
@@ -938,9 +1738,10 @@ fn compile_policy(
             .iter()
             .flatten()
             .chain(rule.to.iter().flatten())
-            .flat_map(|e| e.fields.iter())
-            .chain(rule.when.iter())
-            .filter(|f| !point.supports(f))
+            .flat_map(|e| e.fields.iter().map(|f| (f, Written::Field)))
+            .chain(rule.when.iter().map(|f| (f, Written::Condition)))
+            .filter(|(f, written)| !f.attr.visible_at(point, *written))
+            .map(|(f, _)| f)
             .collect();
         if !unsupported.is_empty() && policy.action == Action::Allow {
             dropped.push(format!("{} ({})", rule.path, names(&unsupported)));
@@ -949,31 +1750,33 @@ fn compile_policy(
         if !unsupported.is_empty() {
             stripped.push(format!("{} ({})", rule.path, names(&unsupported)));
         }
-        let mut clauses = Vec::new();
+        let first_clause = b.compiled.clauses.len();
         for entries in [&rule.to, &rule.from].into_iter().flatten() {
-            clauses.push(Clause {
-                entries: entries
-                    .iter()
-                    .map(|e| compile_entry(e, point, mode, bundle))
-                    .collect(),
-            });
+            let mark = b.mark();
+            for e in entries {
+                compile_entry(b, &e.path, &e.fields, Written::Field, point, mode, bundle);
+            }
+            push_clause(b, mark);
         }
         for cond in &rule.when {
-            let entry = Entry {
-                path: cond.path.clone(),
-                fields: vec![cond.clone()],
-            };
-            clauses.push(Clause {
-                entries: vec![compile_entry(&entry, point, mode, bundle)],
-            });
+            let mark = b.mark();
+            let fields = std::slice::from_ref(cond);
+            compile_entry(
+                b,
+                &cond.path,
+                fields,
+                Written::Condition,
+                point,
+                mode,
+                bundle,
+            );
+            push_clause(b, mark);
         }
-        // A clause with an always-true entry is always true: drop it, so that indexes and
-        // explanations see only real conditions.
-        clauses.retain(|c| !c.entries.iter().any(|e| e.tests.is_empty()));
-        if !unsupported.is_empty() && clauses.is_empty() {
+        let clauses = Span::since(first_clause, &b.compiled.clauses);
+        if !unsupported.is_empty() && clauses.len == 0 {
             widened_to_all.push(rule.path.clone());
         }
-        out.push(CompiledRule {
+        b.compiled.rules.push(CompiledRule {
             policy: pid,
             index: ri as u32,
             clauses,
@@ -981,7 +1784,9 @@ fn compile_policy(
     }
     // Envoy's order of `-rule[<index>]` names: by the index's decimal string, so rule 10
     // comes before rule 2 (see `build`).
-    out.sort_by_cached_key(|r| r.index.to_string());
+    if let Some(out) = b.compiled.rules.get_mut(first_rule..) {
+        out.sort_by_cached_key(|r| r.index.to_string());
+    }
     let at = point.name();
     let remedy = match point {
         Point::Ztunnel => {
@@ -990,7 +1795,9 @@ fn compile_policy(
         _ => "",
     };
     if !dropped.is_empty() {
-        notes.push(LoadNote {
+        notes.push(PendingNote {
+            once: false,
+            note: LoadNote {
             policy: policy.key(),
             kind: NoteKind::Converted,
             message: format!(
@@ -998,6 +1805,7 @@ fn compile_policy(
                 if policy.dry_run { "dry-run" } else { "enforced" },
                 dropped.join("; ")
             ),
+        },
         });
     }
     if !stripped.is_empty() {
@@ -1009,7 +1817,9 @@ fn compile_policy(
                 widened_to_all.join(", ")
             )
         };
-        notes.push(LoadNote {
+        notes.push(PendingNote {
+            once: false,
+            note: LoadNote {
             policy: policy.key(),
             kind: NoteKind::Converted,
             message: format!(
@@ -1017,6 +1827,7 @@ fn compile_policy(
                 policy.action.as_str(),
                 stripped.join("; ")
             ),
+        },
         });
     }
     if policy.action == Action::Custom {
@@ -1028,9 +1839,25 @@ fn compile_policy(
                 policy.provider.as_deref().unwrap_or("")
             ),
         };
-        notes.push_once(note);
+        notes.push(PendingNote { note, once: true });
     }
-    out
+}
+
+/// Ends a clause whose entries were compiled since `mark`. A clause with an always-true
+/// entry is always true: it is dropped, so that indexes and explanations see only real
+/// conditions.
+fn push_clause(b: &mut Builder, mark: [usize; 2]) {
+    let [first_entry, ..] = mark;
+    let entries = Span::since(first_entry, &b.compiled.entries);
+    if entries
+        .of(&b.compiled.entries)
+        .iter()
+        .any(|e| e.tests.len == 0)
+    {
+        b.truncate(mark);
+    } else {
+        b.compiled.clauses.push(entries);
+    }
 }
 
 fn names(fields: &[&Field]) -> String {
@@ -1039,21 +1866,40 @@ fn names(fields: &[&Field]) -> String {
     names.join(", ")
 }
 
-fn compile_entry(entry: &Entry, point: Point, mode: Mode, bundle: &[String]) -> CEntry {
-    CEntry {
-        path: entry.path.clone(),
-        tests: entry
-            .fields
-            .iter()
-            .filter(|f| point.supports(f))
-            .map(|f| compile_field(f, mode, bundle))
-            .collect(),
+fn compile_entry(
+    b: &mut Builder,
+    path: &str,
+    fields: &[Field],
+    written: Written,
+    point: Point,
+    mode: Mode,
+    bundle: &[String],
+) {
+    let path = b.strings.intern(path);
+    let first_test = b.compiled.tests.len();
+    for f in fields.iter().filter(|f| f.attr.visible_at(point, written)) {
+        compile_field(b, f, written, mode, bundle);
     }
+    let tests = Span::since(first_test, &b.compiled.tests);
+    b.compiled.entries.push(CEntry { path, tests });
 }
 
-fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
-    let compile = |values: &[String]| -> Vec<Matcher> {
-        let mut out = Vec::new();
+fn compile_field(b: &mut Builder, field: &Field, written: Written, mode: Mode, bundle: &[String]) {
+    let compile = |b: &mut Builder, values: &[String]| {
+        let Builder {
+            compiled: c,
+            strings,
+            cidr_ids,
+            glob_ids,
+            template_ids,
+            request_principal_ids,
+            prefix_namespaces,
+            ..
+        } = b;
+        let out = &mut c.matchers;
+        let pattern = |strings: &mut Interner, v: &str, star_is_presence: bool| {
+            Pattern::new(&StrMatch::parse(v, star_is_presence), strings)
+        };
         for v in values {
             match &field.attr {
                 Attr::Principal => {
@@ -1061,41 +1907,56 @@ fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
                         out.push(if expanded == "*" && mode == Mode::Waypoint {
                             Matcher::AnyPrincipal
                         } else {
-                            Matcher::Str(StrMatch::parse(&expanded, false))
+                            let p = pattern(strings, &expanded, false);
+                            if let Pattern::Prefix(id) = p {
+                                let prefix = expanded.strip_suffix('*').unwrap_or(&expanded);
+                                if let Some(ns) = namespace_of_prefix(prefix) {
+                                    let ns = strings.intern(ns);
+                                    prefix_namespaces.insert(id, ns);
+                                }
+                            }
+                            Matcher::Str(p)
                         });
                     }
                 }
                 Attr::Namespace => out.push(match mode {
-                    Mode::Ztunnel => Matcher::Str(StrMatch::parse(v, false)),
-                    Mode::Waypoint => Matcher::NamespaceGlob(Glob::new(&format!("*/ns/{v}/*"))),
+                    Mode::Ztunnel => Matcher::Str(pattern(strings, v, false)),
+                    Mode::Waypoint => {
+                        let glob = Glob::new(&format!("*/ns/{v}/*"));
+                        match glob.literal_namespace() {
+                            Some(ns) => Matcher::NamespaceSegment(strings.intern(ns)),
+                            None => Matcher::NamespaceGlob(table_id(&mut c.globs, glob_ids, glob)),
+                        }
+                    }
                 }),
                 Attr::ServiceAccount => {
                     if let Some((ns, sa)) = v.split_once('/') {
+                        let (ns, sa) = (strings.intern(ns), strings.intern(sa));
                         out.push(match mode {
                             // ztunnel compares the parsed identity's namespace and service
                             // account (istio/ztunnel `src/rbac.rs`).
-                            Mode::Ztunnel => Matcher::ServiceAccount(ns.into(), sa.into()),
+                            Mode::Ztunnel => Matcher::ServiceAccount(ns, sa),
                             // A waypoint runs istiod's regex, which admits extra segments
                             // (istio/istio `pilot/pkg/security/authz/model/generator.go`
                             // `serviceAccountRegex`, `TestServiceAccount`).
-                            Mode::Waypoint => Matcher::ServiceAccountRegex(ns.into(), sa.into()),
+                            Mode::Waypoint => Matcher::ServiceAccountRegex(ns, sa),
                         });
                     }
                 }
                 Attr::TrustDomain => {
                     if v == "*" {
-                        out.push(Matcher::TrustDomain(StrMatch::NonEmpty));
+                        out.push(Matcher::TrustDomain(Pattern::NonEmpty));
                     } else if bundle.iter().any(|d| d == v) || v == "cluster.local" {
                         for d in bundle {
-                            out.push(Matcher::TrustDomain(StrMatch::Exact(d.as_bytes().into())));
+                            out.push(Matcher::TrustDomain(Pattern::Exact(strings.intern(d))));
                         }
                     } else {
-                        out.push(Matcher::TrustDomain(StrMatch::parse(v, false)));
+                        out.push(Matcher::TrustDomain(pattern(strings, v, false)));
                     }
                 }
                 Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => {
-                    if let Some(c) = Cidr::parse(v) {
-                        out.push(Matcher::Cidr(c));
+                    if let Some(cidr) = Cidr::parse(v) {
+                        out.push(Matcher::Cidr(table_id(&mut c.cidrs, cidr_ids, cidr)));
                     }
                 }
                 Attr::Port => {
@@ -1103,36 +1964,52 @@ fn compile_field(field: &Field, mode: Mode, bundle: &[String]) -> Test {
                         out.push(Matcher::Port(p));
                     }
                 }
-                Attr::Host => out.push(Matcher::Host(StrMatch::parse(v, true).to_lowercase())),
-                Attr::Method | Attr::Header(_) => out.push(Matcher::Str(StrMatch::parse(v, true))),
-                Attr::Sni | Attr::Claim(_) => out.push(Matcher::Str(StrMatch::parse(v, false))),
+                Attr::Host => out.push(Matcher::Host(Pattern::new(
+                    &StrMatch::parse(v, true).to_lowercase(),
+                    strings,
+                ))),
+                Attr::Method | Attr::Header(_) => out.push(Matcher::Str(pattern(strings, v, true))),
+                Attr::Sni | Attr::Claim(_) => out.push(Matcher::Str(pattern(strings, v, false))),
                 Attr::Path => {
                     if v.contains('{') {
                         if let Ok(t) = PathTemplate::parse(v) {
-                            out.push(Matcher::PathTemplate(t));
+                            let id = table_id(&mut c.templates, template_ids, t);
+                            out.push(Matcher::PathTemplate(id));
                         }
                     } else {
-                        out.push(Matcher::Path(StrMatch::parse(v, false)));
+                        out.push(Matcher::Path(pattern(strings, v, false)));
                     }
                 }
                 Attr::RequestPrincipal => {
                     let (iss, sub) = split_request_principal(v);
-                    out.push(Matcher::RequestPrincipal(iss, sub));
+                    let pair = (Pattern::new(&iss, strings), Pattern::new(&sub, strings));
+                    let id = table_id(&mut c.request_principals, request_principal_ids, pair);
+                    out.push(Matcher::RequestPrincipal(id));
                 }
                 Attr::Experimental(_) => {}
             }
         }
-        out
     };
-    Test {
-        attr: field.attr.clone(),
-        values: compile(&field.values),
-        not_values: compile(&field.not_values),
-        path: field.path.clone(),
-        api_name: field.api_name.clone(),
-        written: field.values.clone(),
-        written_not: field.not_values.clone(),
+    let field_id = b.field_id(field, written);
+    let first_matcher = b.compiled.matchers.len();
+    compile(b, &field.values);
+    let values = b.compiled.matchers.len() - first_matcher;
+    compile(b, &field.not_values);
+    let first_written = b.compiled.written.len();
+    for v in field.values.iter().chain(&field.not_values) {
+        let id = b.strings.intern(v);
+        b.compiled.written.push(id);
     }
+    let values = b.value_list(
+        first_matcher,
+        values as u32,
+        first_written,
+        field.values.len() as u32,
+    );
+    b.compiled.tests.push(Test {
+        field: field_id,
+        values,
+    });
 }
 
 /// Trust-domain aliases, as istiod's `ReplaceTrustDomainAliases` rewrites `principals`

@@ -1,14 +1,17 @@
 //! Evaluate: attributes → decision, following Istio's procedure step by step, and the
 //! explanation of a decision for people.
 
-use super::attributes::{Attributes, Claim, HeaderValues};
-use super::compile::{Compiled, CompiledRule, Engine, Matcher, PolicySet, RuleIndex, Test};
+use super::attributes::{Attributes, Claim};
+use super::compile::{
+    CEntry, Compiled, CompiledRule, Engine, Matcher, Pattern, PolicySet, RuleIndex, Span, Test,
+};
 use super::config::Mode;
 use super::decision::{Decision, DryRun, PolicyId, Reason, RuleRef, Verdict};
-use super::matcher::{url_path, Identity, StrMatch};
+use super::field::{canonical, string_claim, Value, Written};
+use super::intern::Strings;
+use super::matcher::Identity;
 use super::policy::Attr;
 use std::fmt;
-use std::net::IpAddr;
 
 /// What is being decided: a connection (Layer 4) or an HTTP request (Layer 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,69 +20,13 @@ pub enum Traffic {
     Request,
 }
 
-/// An attribute value fetched once per test.
-enum Value<'a> {
-    Bytes(Option<&'a [u8]>),
-    /// Every occurrence of a request header; none when absent.
-    Headers(HeaderValues<'a>),
-    Principal(Option<&'a str>),
-    Ip(Option<IpAddr>),
-    Port(Option<u16>),
-    Claim(Option<&'a Claim>),
-    Jwt(Option<&'a Claim>),
-    Missing,
-}
-
-fn fetch<'a>(attr: &'a Attr, attrs: &'a dyn Attributes) -> Value<'a> {
-    match attr {
-        Attr::Principal | Attr::Namespace | Attr::ServiceAccount | Attr::TrustDomain => {
-            Value::Principal(attrs.peer_principal())
-        }
-        Attr::SourceIp => Value::Ip(attrs.source_ip().map(canonical)),
-        Attr::RemoteIp => Value::Ip(attrs.remote_ip().map(canonical)),
-        Attr::DestinationIp => Value::Ip(attrs.destination_ip().map(canonical)),
-        Attr::Port => Value::Port(attrs.destination_port()),
-        Attr::Host => Value::Bytes(attrs.host()),
-        Attr::Method => Value::Bytes(attrs.method()),
-        Attr::Path => Value::Bytes(attrs.path().map(url_path)),
-        Attr::Header(name) => Value::Headers(attrs.header(name)),
-        Attr::Sni => Value::Bytes(attrs.sni().map(str::as_bytes)),
-        Attr::RequestPrincipal => Value::Jwt(attrs.jwt()),
-        Attr::Claim(path) => Value::Claim(attrs.jwt().and_then(|j| j.get(path))),
-        Attr::Experimental(_) => Value::Missing,
-    }
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, an IPv4 client on a dual-stack socket) is
-/// that IPv4 address, as ztunnel canonicalises every address before any policy (istio/ztunnel
-/// `src/socket.rs` `to_canonical`): an IPv4 `ipBlocks` DENY is not escaped by the mapped
-/// spelling, and the destination chooses the same workload or service.
-fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
-}
-
-fn claim_matches(m: &StrMatch, claim: &Claim) -> bool {
+fn claim_matches(m: Pattern, strings: &Strings, claim: &Claim) -> bool {
     match claim {
-        Claim::String(s) => m.matches(s.as_bytes()),
+        Claim::String(s) => m.matches(strings, s.as_bytes()),
         Claim::List(items) => items
             .iter()
-            .any(|i| matches!(i, Claim::String(s) if m.matches(s.as_bytes()))),
+            .any(|i| matches!(i, Claim::String(s) if m.matches(strings, s.as_bytes()))),
         _ => false,
-    }
-}
-
-fn string_claim<'a>(jwt: &'a Claim, name: &str) -> Option<&'a str> {
-    match jwt {
-        Claim::Object(fields) => {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| match v {
-                    Claim::String(s) => Some(s.as_str()),
-                    _ => None,
-                })
-        }
-        _ => None,
     }
 }
 
@@ -139,10 +86,12 @@ fn trust_domain(principal: &str) -> Option<&str> {
     Some(td)
 }
 
-fn hits(m: &Matcher, attr: &Attr, value: &Value) -> bool {
+fn hits(m: &Matcher, compiled: &Compiled, attr: &Attr, value: &Value) -> bool {
+    let strings = &compiled.strings;
     match (m, value) {
         (Matcher::Str(s), Value::Principal(Some(p))) => match attr {
             Attr::Namespace => s.matches(
+                strings,
                 Identity::parse(p)
                     .map(|i| i.namespace)
                     .unwrap_or("")
@@ -150,36 +99,54 @@ fn hits(m: &Matcher, attr: &Attr, value: &Value) -> bool {
             ),
             _ => p
                 .strip_prefix("spiffe://")
-                .is_some_and(|id| s.matches(id.as_bytes())),
+                .is_some_and(|id| s.matches(strings, id.as_bytes())),
         },
-        (Matcher::Str(s), Value::Bytes(Some(b))) => s.matches(b),
+        (Matcher::Str(s), Value::Bytes(Some(b))) => s.matches(strings, b),
         // Envoy 1.40 RBAC `HeaderMatcher` with `rbac_match_headers_individually` (on by
         // default): the matcher holds when any one occurrence matches (envoyproxy/envoy
         // `source/extensions/filters/common/rbac/matchers.cc`). istiod wraps `notValues` in a
         // `not_id` around the same matcher (istio/istio `pilot/pkg/security/authz/model/model.go`),
         // so a `notValues` entry holds only when no occurrence matches it: an ALLOW with
         // `notValues: [admin]` does not hold for `x: user` + `x: admin`.
-        (Matcher::Str(s), Value::Headers(h)) => h.iter().any(|v| s.matches(v)),
-        (Matcher::Str(s), Value::Claim(Some(c))) => claim_matches(s, c),
-        (Matcher::Host(s), Value::Bytes(Some(b))) => s.matches_ignore_case(b),
+        (Matcher::Str(s), Value::Headers(h)) => h.iter().any(|v| s.matches(strings, v)),
+        (Matcher::Str(s), Value::Claim(Some(c))) => claim_matches(*s, strings, c),
+        (Matcher::Host(s), Value::Bytes(Some(b))) => s.matches_ignore_case(strings, b),
         (Matcher::AnyPrincipal, Value::Principal(Some(p))) => !p.is_empty(),
-        (Matcher::NamespaceGlob(g), Value::Principal(Some(p))) => g.matches(p.as_bytes()),
+        // The waypoint's `.*/ns/<ns>/.*`: some `/ns/<ns>/` segment.
+        (Matcher::NamespaceSegment(ns), Value::Principal(Some(p))) => {
+            let ns = strings.get(*ns);
+            namespace_segments(p).any(|s| s == ns)
+        }
+        (Matcher::NamespaceGlob(g), Value::Principal(Some(p))) => compiled
+            .globs
+            .get(*g as usize)
+            .is_some_and(|g| g.matches(p.as_bytes())),
         (Matcher::ServiceAccountRegex(ns, sa), Value::Principal(Some(p))) => {
-            service_account_regex_matches(p, ns, sa)
+            service_account_regex_matches(p, strings.get(*ns), strings.get(*sa))
         }
-        (Matcher::ServiceAccount(ns, sa), Value::Principal(Some(p))) => {
-            Identity::parse(p).is_some_and(|i| i.namespace == &**ns && i.service_account == &**sa)
-        }
+        (Matcher::ServiceAccount(ns, sa), Value::Principal(Some(p))) => Identity::parse(p)
+            .is_some_and(|i| {
+                i.namespace == strings.get(*ns) && i.service_account == strings.get(*sa)
+            }),
         (Matcher::TrustDomain(s), Value::Principal(Some(p))) => {
-            trust_domain(p).is_some_and(|td| s.matches(td.as_bytes()))
+            trust_domain(p).is_some_and(|td| s.matches(strings, td.as_bytes()))
         }
-        (Matcher::Cidr(c), Value::Ip(Some(ip))) => c.contains(*ip),
+        (Matcher::Cidr(c), Value::Ip(Some(ip))) => compiled
+            .cidrs
+            .get(*c as usize)
+            .is_some_and(|c| c.contains(*ip)),
         (Matcher::Port(p), Value::Port(Some(port))) => p == port,
-        (Matcher::Path(s), Value::Bytes(Some(b))) => s.matches(b),
-        (Matcher::PathTemplate(t), Value::Bytes(Some(b))) => t.matches(b),
-        (Matcher::RequestPrincipal(iss, sub), Value::Jwt(Some(jwt))) => {
-            string_claim(jwt, "iss").is_some_and(|v| iss.matches(v.as_bytes()))
-                && string_claim(jwt, "sub").is_some_and(|v| sub.matches(v.as_bytes()))
+        (Matcher::Path(s), Value::Bytes(Some(b))) => s.matches(strings, b),
+        (Matcher::PathTemplate(t), Value::Bytes(Some(b))) => compiled
+            .templates
+            .get(*t as usize)
+            .is_some_and(|t| t.matches(b)),
+        (Matcher::RequestPrincipal(pair), Value::Jwt(Some(jwt))) => {
+            let Some((iss, sub)) = compiled.request_principals.get(*pair as usize) else {
+                return false;
+            };
+            string_claim(jwt, "iss").is_some_and(|v| iss.matches(strings, v.as_bytes()))
+                && string_claim(jwt, "sub").is_some_and(|v| sub.matches(strings, v.as_bytes()))
         }
         // An absent attribute matches no value, so only notValues can hold.
         _ => false,
@@ -187,32 +154,59 @@ fn hits(m: &Matcher, attr: &Attr, value: &Value) -> bool {
 }
 
 /// Some value matches (or there are none) and no notValue matches.
-fn test_matches(test: &Test, attrs: &dyn Attributes) -> bool {
-    let value = fetch(&test.attr, attrs);
-    (test.values.is_empty() || test.values.iter().any(|m| hits(m, &test.attr, &value)))
-        && !test.not_values.iter().any(|m| hits(m, &test.attr, &value))
+fn test_matches(compiled: &Compiled, test: &Test, attrs: &dyn Attributes) -> bool {
+    let Some(field) = compiled.field(test) else {
+        // Never built so; a test that cannot be read does not hold.
+        return false;
+    };
+    let value = field.attr.value(attrs);
+    let (values, not_values) = test.values_and_not(compiled);
+    (values.is_empty()
+        || values
+            .iter()
+            .any(|m| hits(m, compiled, &field.attr, &value)))
+        && !not_values
+            .iter()
+            .any(|m| hits(m, compiled, &field.attr, &value))
+}
+
+fn entry_matches(compiled: &Compiled, entry: &CEntry, attrs: &dyn Attributes) -> bool {
+    compiled
+        .tests(entry)
+        .iter()
+        .all(|t| test_matches(compiled, t, attrs))
+}
+
+fn clause_matches(compiled: &Compiled, clause: Span, attrs: &dyn Attributes) -> bool {
+    compiled
+        .entries(clause)
+        .iter()
+        .any(|e| entry_matches(compiled, e, attrs))
 }
 
 /// Whether some rule of the index tests the direct peer address (`ipBlocks`, `source.ip`).
 fn tests_source_ip(index: &RuleIndex, compiled: &Compiled) -> bool {
     index.all.iter().any(|rid| {
         compiled.rules.get(*rid as usize).is_some_and(|r| {
-            r.clauses.iter().any(|c| {
-                c.entries
-                    .iter()
-                    .any(|e| e.tests.iter().any(|t| matches!(t.attr, Attr::SourceIp)))
+            compiled.clauses(r).iter().any(|c| {
+                compiled.entries(*c).iter().any(|e| {
+                    compiled.tests(e).iter().any(|t| {
+                        compiled
+                            .field(t)
+                            .is_some_and(|f| matches!(f.attr, Attr::SourceIp))
+                    })
+                })
             })
         })
     })
 }
 
 /// Rule = every clause; clause = some entry (from[] / to[] are OR-ed); entry = every test.
-fn rule_matches(rule: &CompiledRule, attrs: &dyn Attributes) -> bool {
-    rule.clauses.iter().all(|c| {
-        c.entries
-            .iter()
-            .any(|e| e.tests.iter().all(|t| test_matches(t, attrs)))
-    })
+fn rule_matches(compiled: &Compiled, rule: &CompiledRule, attrs: &dyn Attributes) -> bool {
+    compiled
+        .clauses(rule)
+        .iter()
+        .all(|c| clause_matches(compiled, *c, attrs))
 }
 
 impl RuleIndex {
@@ -228,7 +222,7 @@ impl RuleIndex {
             compiled
                 .rules
                 .get(*rid as usize)
-                .is_some_and(|r| rule_matches(r, attrs))
+                .is_some_and(|r| rule_matches(compiled, r, attrs))
         })
     }
 
@@ -247,7 +241,7 @@ impl RuleIndex {
                 if compiled
                     .rules
                     .get(*rid as usize)
-                    .is_some_and(|r| rule_matches(r, attrs))
+                    .is_some_and(|r| rule_matches(compiled, r, attrs))
                 {
                     best = Some(*rid);
                     break;
@@ -257,28 +251,24 @@ impl RuleIndex {
         if !self.by_principal.is_empty() || !self.by_namespace.is_empty() {
             let principal = attrs.peer_principal();
             if let Some(id) = principal.and_then(|p| p.strip_prefix("spiffe://")) {
-                if let Some(list) = self.by_principal.get(id) {
-                    consider(list);
-                }
+                consider(self.by_principal.get(&compiled.strings, id.as_bytes()));
             }
             if !self.by_namespace.is_empty() {
                 // Every `/ns/<segment>/` of the principal: a superset of what any indexed
                 // namespace requirement can match (see compile::required_identity).
                 for ns in namespace_segments(principal.unwrap_or("")) {
-                    if let Some(list) = self.by_namespace.get(ns) {
-                        consider(list);
-                    }
+                    consider(self.by_namespace.get(&compiled.strings, ns.as_bytes()));
                 }
             }
         }
         if !self.by_port.is_empty() {
-            if let Some(list) = attrs.destination_port().and_then(|p| self.by_port.get(&p)) {
-                consider(list);
+            if let Some(port) = attrs.destination_port() {
+                consider(self.port(port));
             }
         }
         if !self.by_method.is_empty() {
-            if let Some(list) = attrs.method().and_then(|m| self.by_method.get(m)) {
-                consider(list);
+            if let Some(method) = attrs.method() {
+                consider(self.by_method.get(&compiled.strings, method));
             }
         }
         consider(&self.scan);
@@ -387,7 +377,7 @@ impl Engine {
         if !set.audit.is_empty() {
             for rid in &set.audit.all {
                 if let Some(rule) = compiled.rules.get(*rid as usize) {
-                    if audit.last() != Some(&rule.policy) && rule_matches(rule, attrs) {
+                    if audit.last() != Some(&rule.policy) && rule_matches(compiled, rule, attrs) {
                         audit.push(rule.policy);
                     }
                 }
@@ -602,49 +592,56 @@ fn near_miss(
         let Some(rule) = compiled.rules.get(*rid as usize) else {
             continue;
         };
-        let passed = rule
-            .clauses
+        let clauses = compiled.clauses(rule);
+        let passed = clauses
             .iter()
-            .filter(|c| {
-                c.entries
-                    .iter()
-                    .any(|e| e.tests.iter().all(|t| test_matches(t, attrs)))
-            })
+            .filter(|c| clause_matches(compiled, **c, attrs))
             .count();
-        if passed == rule.clauses.len() {
+        if passed == clauses.len() {
             // It matches: a DENY decided, not a missing ALLOW.
             return None;
         }
         let better = match best {
             None => true,
             Some((bp, bt, _)) => {
-                passed * bt > bp * rule.clauses.len()
-                    || (passed * bt == bp * rule.clauses.len() && passed > bp)
+                passed * bt > bp * clauses.len()
+                    || (passed * bt == bp * clauses.len() && passed > bp)
             }
         };
         if better {
-            best = Some((passed, rule.clauses.len(), rule));
+            best = Some((passed, clauses.len(), rule));
         }
     }
     let (passed, total, rule) = best?;
-    let clause = rule.clauses.iter().find(|c| {
-        !c.entries
-            .iter()
-            .any(|e| e.tests.iter().all(|t| test_matches(t, attrs)))
-    })?;
-    // In the failing clause, the entry with the most tests passing, and its first failure.
-    let entry = clause
-        .entries
+    let clause = compiled
+        .clauses(rule)
         .iter()
-        .max_by_key(|e| e.tests.iter().filter(|t| test_matches(t, attrs)).count())?;
-    let test = entry.tests.iter().find(|t| !test_matches(t, attrs))?;
+        .find(|c| !clause_matches(compiled, **c, attrs))?;
+    // In the failing clause, the entry with the most tests passing, and its first failure.
+    let entry = compiled.entries(*clause).iter().max_by_key(|e| {
+        compiled
+            .tests(e)
+            .iter()
+            .filter(|t| test_matches(compiled, t, attrs))
+            .count()
+    })?;
+    let test = compiled
+        .tests(entry)
+        .iter()
+        .find(|t| !test_matches(compiled, t, attrs))?;
+    let field = compiled.field(test)?;
+    let strings = &compiled.strings;
+    let texts = |ids: &[u32]| -> Vec<&str> { ids.iter().map(|id| strings.get(*id)).collect() };
+    let (written, written_not) = test.written_and_not(compiled);
     let mut wanted = Vec::new();
-    if !test.written.is_empty() {
-        wanted.push(format!("one of {:?}", test.written));
+    if !written.is_empty() {
+        wanted.push(format!("one of {:?}", texts(written)));
     }
-    if !test.written_not.is_empty() {
-        wanted.push(format!("none of {:?}", test.written_not));
+    if !written_not.is_empty() {
+        wanted.push(format!("none of {:?}", texts(written_not)));
     }
+    let path = strings.get(entry.path);
+    let api_name = strings.get(field.api_name);
     Some(NearMiss {
         policy: engine
             .policy(rule.policy)
@@ -653,62 +650,15 @@ fn near_miss(
         rule: rule.index,
         clauses_matched: passed,
         clauses: total,
-        field: if test.api_name.contains('.') {
+        field: if field.written == Written::Condition {
             // A `when` condition: its key is the attribute.
-            format!("{} ({})", test.path, test.api_name)
+            format!("{path} ({api_name})")
         } else {
-            format!("{}.{}", test.path, test.api_name)
+            format!("{path}.{api_name}")
         },
         wanted: wanted.join(" and "),
-        actual: describe_value(&test.attr, attrs),
+        actual: field.attr.describe(attrs),
     })
-}
-
-fn describe_value(attr: &Attr, attrs: &dyn Attributes) -> String {
-    let lossy = |b: Option<&[u8]>| match b {
-        Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
-        None => "absent".into(),
-    };
-    match fetch(attr, attrs) {
-        Value::Principal(Some(p)) => format!("peer {p:?}"),
-        Value::Principal(None) => "no peer certificate".into(),
-        Value::Bytes(b) => lossy(b),
-        Value::Headers(h) if h.is_empty() => "absent".into(),
-        Value::Headers(h) => h
-            .iter()
-            .map(|v| lossy(Some(v)))
-            .collect::<Vec<_>>()
-            .join(" + "),
-        Value::Ip(Some(ip)) => ip.to_string(),
-        Value::Port(Some(p)) => p.to_string(),
-        Value::Claim(Some(c)) => claim_text(c),
-        Value::Jwt(Some(j)) => format!(
-            "iss {:?}, sub {:?}",
-            string_claim(j, "iss").unwrap_or(""),
-            string_claim(j, "sub").unwrap_or("")
-        ),
-        _ => "absent".into(),
-    }
-}
-
-/// A claim as it is written in the token's JSON: `"admins"`, `["viewers","admins"]`.
-fn claim_text(claim: &Claim) -> String {
-    match claim {
-        Claim::String(s) => format!("{s:?}"),
-        Claim::List(items) => format!(
-            "[{}]",
-            items.iter().map(claim_text).collect::<Vec<_>>().join(",")
-        ),
-        Claim::Object(fields) => format!(
-            "{{{}}}",
-            fields
-                .iter()
-                .map(|(k, v)| format!("{k:?}:{}", claim_text(v)))
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        Claim::Other => "a number, boolean or null".into(),
-    }
 }
 
 /// The ALLOW rule that came closest to allowing a denied request.

@@ -14,10 +14,13 @@ pub mod config;
 pub mod decision;
 pub mod error;
 pub mod evaluate;
+mod field;
 mod hash;
+mod intern;
 mod json;
 pub mod matcher;
 pub mod policy;
+mod policy_stream;
 mod stream;
 
 pub use attributes::{Attributes, Claim, HeaderValues, OwnedAttributes, OwnedHttp};

@@ -86,7 +86,7 @@ impl StrMatch {
 }
 
 /// An IP address or CIDR block (grammar (j)); host bits are allowed and masked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr {
     pub addr: IpAddr,
     pub prefix: u8,
@@ -141,7 +141,7 @@ impl Cidr {
 }
 
 /// A path template with `{*}` and `{**}` (Envoy `uri_template`, docs/semantics.md#paths).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PathTemplate {
     /// Tokens before the `{**}` (or all of them when there is none).
     head: Vec<Token>,
@@ -149,7 +149,7 @@ pub struct PathTemplate {
     tail: Option<Box<[u8]>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Token {
     Literal(Box<[u8]>),
     /// `{*}`: one or more pchar, never `/`.
@@ -295,7 +295,7 @@ pub fn url_path(path: &[u8]) -> &[u8] {
 
 /// A glob where every `*` matches any run of bytes (Envoy regex `.*` from the waypoint's
 /// namespace matcher), anchored at both ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Glob {
     pieces: Vec<Box<[u8]>>,
 }

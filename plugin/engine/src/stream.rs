@@ -13,7 +13,7 @@ use super::json::{self, index, join, Map, Parser, Result, Value};
 use super::policy::AuthorizationPolicy;
 
 /// Parses policy `i`, naming `policies[i]` in an error that is not inside a named policy.
-fn parse_policy_at(value: &Value, i: usize) -> Result<AuthorizationPolicy> {
+pub(crate) fn parse_policy_at(value: &Value, i: usize) -> Result<AuthorizationPolicy> {
     AuthorizationPolicy::parse(value).map_err(|mut e| {
         if e.policy.is_none() {
             e.field = join(&index("policies", i), &e.field);

@@ -42,6 +42,12 @@ fn conn_a() -> OwnedAttributes {
 }
 
 fn engine(mode: &str, rules: Value) -> Engine {
+    let mut parsed = parsed(mode, rules);
+    parsed.filter = authz_engine::Filter::Network;
+    Engine::from_config_all_points(parsed).unwrap()
+}
+
+fn parsed(mode: &str, rules: Value) -> authz_engine::PluginConfig {
     let config = json!({
         "mode": mode,
         "trustDomain": "td",
@@ -60,9 +66,7 @@ fn engine(mode: &str, rules: Value) -> Engine {
         }]
     });
     let config = serde_json::to_vec(&config).unwrap();
-    let mut parsed = authz_engine::PluginConfig::from_json(&config).unwrap();
-    parsed.filter = authz_engine::Filter::Network;
-    Engine::from_config_all_points(parsed).unwrap()
+    authz_engine::PluginConfig::from_json(&config).unwrap()
 }
 
 /// Whether the single ALLOW rule matched (the connection was allowed by it).
@@ -382,8 +386,7 @@ fn layer7_fields_and_not_twins_at_the_waypoint() {
         ),
     ];
     for (rule, want) in cases {
-        let e = engine("waypoint", json!([rule]));
-        let mut parsed = e.config().clone();
+        let mut parsed = parsed("waypoint", json!([rule]));
         parsed.filter = authz_engine::Filter::Http;
         let e = Engine::from_config(parsed).unwrap();
         assert_eq!(allowed(&e, Traffic::Request, &get), want, "{rule}");

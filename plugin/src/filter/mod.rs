@@ -92,7 +92,8 @@ impl AuthzRoot {
                 ))
             }
         };
-        let engine = Engine::from_json(&bytes).map_err(|e| e.to_string())?;
+        // The bytes go as soon as the policies are compiled (see `Engine::from_json_bytes`).
+        let engine = Engine::from_json_bytes(bytes).map_err(|e| e.to_string())?;
         let metrics = Metrics::define(&engine);
         Ok(Loaded { engine, metrics })
     }

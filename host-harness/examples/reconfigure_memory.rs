@@ -1,0 +1,70 @@
+//! The module's linear memory for one configuration and for a reconfiguration, found as
+//! `benchgen::memory` finds it: by bisection of the linear-memory limit Wasmtime enforces.
+//! A reconfiguration compiles the new configuration while the old one still decides, so it
+//! needs both at once (and the new configuration's bytes).
+//!
+//! `cargo run --release -p authz-harness --example reconfigure_memory -- MODULE.wasm CONFIG.json...`
+
+use authz_harness::wasm::{HostSettings, WasmModule};
+
+const PAGE: usize = 64 * 1024;
+
+fn settings(limit: usize) -> HostSettings {
+    HostSettings {
+        fuel_per_callback: u64::MAX / 4,
+        max_memory_bytes: limit,
+        log_level: 3,
+        ..HostSettings::default()
+    }
+}
+
+/// Whether `config` configures (and, with `again`, then reconfigures) under `limit`.
+fn fits(module: &[u8], config: &[u8], limit: usize, again: bool) -> anyhow::Result<bool> {
+    let module = WasmModule::from_bytes(module, settings(limit))?;
+    let Ok(mut instance) = module.configure(config) else {
+        return Ok(false);
+    };
+    Ok(!again || instance.reconfigure(config).is_ok())
+}
+
+/// The smallest limit that fits, to one page below 4 MiB and to 1/64 above.
+fn bisect(module: &[u8], config: &[u8], again: bool) -> anyhow::Result<usize> {
+    let (mut lo, mut hi) = (0, 4 << 20);
+    while !fits(module, config, hi, again)? {
+        lo = hi;
+        hi *= 2;
+        anyhow::ensure!(hi <= 4 << 30, "does not fit in 4 GiB");
+    }
+    while hi - lo > PAGE.max(if hi > 4 << 20 { hi / 64 } else { 0 }) {
+        let mid = (lo + (hi - lo) / 2) / PAGE * PAGE;
+        if mid <= lo {
+            break;
+        }
+        if fits(module, config, mid, again)? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let wasm = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: MODULE.wasm CONFIG.json..."))?;
+    let module = std::fs::read(&wasm)?;
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    for path in args {
+        let config = std::fs::read(&path)?;
+        let once = bisect(&module, &config, false)?;
+        let twice = bisect(&module, &config, true)?;
+        println!(
+            "{path}: configure {:.2} MiB, reconfigure {:.2} MiB",
+            mib(once),
+            mib(twice)
+        );
+    }
+    Ok(())
+}
