@@ -1,8 +1,12 @@
 //! `authz-harness`: replay fixtures and explain decisions (docs/cli.md).
 
+mod normalize;
+#[macro_use]
+mod stdout;
+
 use anyhow::{anyhow, bail, Context, Result};
-use authz_harness::fixture::{self, Case, Fixture};
-use authz_harness::replay::{replay_fixture, CaseReport, Decider, Native};
+use authz_fixture::fixture::{self, Case, Fixture};
+use authz_fixture::replay::{replay_fixture, CaseReport, Decider, Native};
 use authz_plugin::engine::{Engine, PluginConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,7 +88,7 @@ fn parse_args() -> Result<Args> {
             "--policy-file" => a.policy_files.push(value(&mut it, "--policy-file")?),
             "--case" => a.case = Some(value(&mut it, "--case")?),
             "-h" | "--help" => {
-                authz_harness::out!("{USAGE}");
+                out!("{USAGE}");
                 std::process::exit(0);
             }
             s if s.starts_with("--") => bail!("unknown option {s}\n\n{USAGE}"),
@@ -108,14 +112,10 @@ fn run() -> Result<ExitCode> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     match argv.first().map(String::as_str) {
         // Packaging and manifests have their own options (host-harness/src/oci).
-        Some("oci-layout" | "render") => return authz_harness::oci::cli(&argv),
-        Some("bench-gen") => {
-            return authz_harness::benchgen::cli(argv.get(1..).unwrap_or_default())
-        }
-        Some("bench-run") => {
-            return authz_harness::benchgen::run_cli(argv.get(1..).unwrap_or_default())
-        }
-        Some("soak") => return authz_harness::soak::cli(argv.get(1..).unwrap_or_default()),
+        Some("oci-layout" | "render") => return authz_oci::cli(&argv),
+        Some("bench-gen") => return authz_bench::cli(argv.get(1..).unwrap_or_default()),
+        Some("bench-run") => return authz_bench::run_cli(argv.get(1..).unwrap_or_default()),
+        Some("soak") => return authz_bench::soak::cli(argv.get(1..).unwrap_or_default()),
         _ => {}
     }
     let args = parse_args()?;
@@ -123,7 +123,7 @@ fn run() -> Result<ExitCode> {
         "replay" => replay(&args),
         "check" => check(&args),
         "-h" | "--help" | "help" => {
-            authz_harness::out!("{USAGE}");
+            out!("{USAGE}");
             Ok(ExitCode::SUCCESS)
         }
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
@@ -157,18 +157,16 @@ fn deciders(args: &Args) -> Result<Vec<Box<dyn Decider>>> {
             anyhow!("no module found at dist/authz_plugin.wasm: run ./build.sh, pass --wasm FILE, or use --native-only")
         })?,
     };
-    out.push(Box::new(authz_harness::wasm_decider::WasmDecider::load(
+    out.push(Box::new(authz_wasm_host::decider::WasmDecider::load(
         &wasm,
     )?));
     if args.envoy {
         let bin = args
             .envoy_bin
             .clone()
-            .or_else(authz_harness::envoy::find_envoy)
+            .or_else(authz_envoy::find_envoy)
             .ok_or_else(|| anyhow!("no Envoy found: run scripts/install-envoy.sh, set ENVOY_BIN, or pass --envoy-bin FILE"))?;
-        out.push(Box::new(authz_harness::envoy::replay::EnvoyDecider::new(
-            bin, wasm,
-        )?));
+        out.push(Box::new(authz_envoy::replay::EnvoyDecider::new(bin, wasm)?));
     }
     Ok(out)
 }
@@ -190,12 +188,12 @@ fn replay(args: &Args) -> Result<ExitCode> {
             Err(e) => {
                 failed += 1;
                 if args.json {
-                    authz_harness::outln!(
+                    outln!(
                         "{}",
                         serde_json::json!({"file": file.display().to_string(), "result": "failed", "failures": [format!("{e:#}")]})
                     );
                 } else {
-                    authz_harness::outln!("FAIL {}: {e:#}", file.display());
+                    outln!("FAIL {}: {e:#}", file.display());
                 }
                 continue;
             }
@@ -212,9 +210,9 @@ fn replay(args: &Args) -> Result<ExitCode> {
         }
     }
     if skipped > 0 {
-        authz_harness::outln!("{passed} passed, {failed} failed, {skipped} skipped");
+        outln!("{passed} passed, {failed} failed, {skipped} skipped");
     } else {
-        authz_harness::outln!("{passed} passed, {failed} failed");
+        outln!("{passed} passed, {failed} failed");
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -225,11 +223,11 @@ fn replay(args: &Args) -> Result<ExitCode> {
 
 fn print_report(r: &CaseReport, json: bool) {
     if json {
-        authz_harness::outln!("{}", r.to_json());
+        outln!("{}", r.to_json());
     } else if let Some(reason) = &r.skipped {
-        authz_harness::outln!("SKIP {}: {} / {}: {reason}", r.file, r.fixture, r.case);
+        outln!("SKIP {}: {} / {}: {reason}", r.file, r.fixture, r.case);
     } else if !r.passed() {
-        authz_harness::outln!(
+        outln!(
             "FAIL {}: {} / {}: {}",
             r.file,
             r.fixture,
@@ -263,7 +261,7 @@ fn check(args: &Args) -> Result<ExitCode> {
     // Envoy normalises the path before any filter; explain the request it delivers.
     let mut path_note = None;
     if let Some(http) = case.attributes.http.as_mut() {
-        let normalized = authz_harness::normalize::istio_default(&http.path).map_err(|why| {
+        let normalized = normalize::istio_default(&http.path).map_err(|why| {
             anyhow!(
                 "{}: path {:?}: {why}; there is no decision to explain",
                 case_path.display(),
@@ -280,7 +278,7 @@ fn check(args: &Args) -> Result<ExitCode> {
     }
     // The engine as the filter this traffic reaches compiles it, so that the load notes
     // printed are the ones that filter reports.
-    let filtered = authz_harness::replay::config_for_traffic(&config, &case);
+    let filtered = authz_fixture::replay::config_for_traffic(&config, &case);
     let parsed = PluginConfig::from_value(&filtered)
         .map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
     let engine =
@@ -293,7 +291,7 @@ fn check(args: &Args) -> Result<ExitCode> {
     };
     let mut module_view = None;
     if let Some(path) = wasm {
-        let mut d = authz_harness::wasm_decider::WasmDecider::load(&path)?;
+        let mut d = authz_wasm_host::decider::WasmDecider::load(&path)?;
         let fixture = Fixture {
             path: case_path.clone(),
             name: "check".into(),
@@ -333,14 +331,14 @@ fn check(args: &Args) -> Result<ExitCode> {
                                    "normalization": PATH_NORMALIZATION}),
             );
         }
-        authz_harness::outln!("{v}");
+        outln!("{v}");
     } else {
         if let Some((received, normalized)) = &path_note {
-            authz_harness::outln!(
+            outln!(
                 "path: {received:?} is explained as {normalized:?}, the path Envoy delivers ({PATH_NORMALIZATION})"
             );
         }
-        authz_harness::out!("{explanation}");
+        out!("{explanation}");
         if let Some(m) = &module_view {
             let what = match (m["status"].as_u64(), m["closed"].as_bool()) {
                 (Some(status), _) => {
@@ -352,16 +350,16 @@ fn check(args: &Args) -> Result<ExitCode> {
                 (None, Some(true)) => "closed the connection before any byte passed".to_string(),
                 _ => "let it through".to_string(),
             };
-            authz_harness::outln!(
+            outln!(
                 "module (in Wasmtime, driven as Envoy drives it): {} - {what}",
                 m["verdict"].as_str().unwrap_or("?").to_uppercase()
             );
             for line in m["log"].as_array().into_iter().flatten() {
-                authz_harness::outln!("  {}", line.as_str().unwrap_or(""));
+                outln!("  {}", line.as_str().unwrap_or(""));
             }
         }
         for n in engine.notes() {
-            authz_harness::outln!("note: {n}");
+            outln!("note: {n}");
         }
     }
     Ok(ExitCode::SUCCESS)

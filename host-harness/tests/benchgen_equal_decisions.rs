@@ -2,8 +2,8 @@
 //! engine's decisions on every sample equal the ones the generator's reference model records,
 //! and the two forms of each policy set agree in size and names.
 
-use authz_harness::benchgen::check::native_check;
-use authz_harness::benchgen::gen::{seeds_waypoint_policy, Description, Generated, SetKind};
+use authz_bench::check::native_check;
+use authz_bench::gen::{seeds_waypoint_policy, Description, Generated, SetKind};
 
 #[test]
 fn native_engine_agrees_with_the_generator_at_100() {
@@ -73,8 +73,7 @@ fn one_policy_is_the_seeds_waypoint_policy() {
     let (n, bad) = native_check(&g, SetKind::L7).unwrap();
     assert!(bad.is_empty(), "{bad:#?} of {n}");
     let ours = seeds_waypoint_policy().resource();
-    let file =
-        authz_harness::envoy::repo_root().join("policies/bookinfo/productpage-waypoint.yaml");
+    let file = authz_envoy::repo_root().join("policies/bookinfo/productpage-waypoint.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     let theirs: serde_json::Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(ours["metadata"], theirs["metadata"]);

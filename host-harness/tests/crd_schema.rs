@@ -1,7 +1,7 @@
 //! What we accept is what a cluster accepts: every AuthorizationPolicy in `policies/` and in
 //! the fixtures validates against the upstream CRD's OpenAPI schema (../shared/crds).
 
-use authz_harness::fixture::{self, read_policies};
+use authz_fixture::fixture::{self, read_policies};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

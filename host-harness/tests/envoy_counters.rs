@@ -4,9 +4,9 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use authz_harness::envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
-use authz_harness::envoy::upstream::Upstream as App;
-use authz_harness::envoy::{wasm_or_skip, TestEnv};
+use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
+use authz_envoy::upstream::Upstream as App;
+use authz_envoy::{wasm_or_skip, TestEnv};
 use serde_json::json;
 
 const CURL: &str = "cluster.local/ns/default/sa/curl";

@@ -6,10 +6,10 @@
 
 use std::net::IpAddr;
 
-use authz_harness::envoy::client::{ConnError, HttpResult};
-use authz_harness::envoy::examples::localize;
-use authz_harness::envoy::upstream::Upstream;
-use authz_harness::envoy::{wasm_or_skip, Envoy, ListenerInfo, TestEnv};
+use authz_envoy::client::{ConnError, HttpResult};
+use authz_envoy::examples::localize;
+use authz_envoy::upstream::Upstream;
+use authz_envoy::{wasm_or_skip, Envoy, ListenerInfo, TestEnv};
 
 const GATEWAY: &str = "cluster.local/ns/default/sa/bookinfo-gateway-istio";
 const CURL: &str = "cluster.local/ns/default/sa/curl";

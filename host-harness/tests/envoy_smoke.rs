@@ -5,10 +5,10 @@
 
 use std::net::IpAddr;
 
-use authz_harness::envoy::bootstrap::{EnvoySpec, ForwardedFor, ListenerKind, Plugin, Upstream};
-use authz_harness::envoy::client::ConnError;
-use authz_harness::envoy::upstream::Upstream as App;
-use authz_harness::envoy::{wasm_or_skip, write_stand_in_module, TestEnv};
+use authz_envoy::bootstrap::{EnvoySpec, ForwardedFor, ListenerKind, Plugin, Upstream};
+use authz_envoy::client::ConnError;
+use authz_envoy::upstream::Upstream as App;
+use authz_envoy::{wasm_or_skip, write_stand_in_module, TestEnv};
 use serde_json::json;
 
 fn ip(s: &str) -> IpAddr {

@@ -7,10 +7,8 @@
 
 use std::path::PathBuf;
 
-use authz_harness::envoy::examples::localize;
-use authz_harness::envoy::{
-    envoy_or_skip, find_wasm, in_ci, validate, write_stand_in_module, TestEnv,
-};
+use authz_envoy::examples::localize;
+use authz_envoy::{envoy_or_skip, find_wasm, in_ci, validate, write_stand_in_module, TestEnv};
 
 /// The built module (required under CI), else a stand-in that accepts any configuration,
 /// which checks Envoy's side only.

@@ -15,13 +15,13 @@
 //! an SNI only on the direct listener (the chain's inner connection has no TLS). Such cases
 //! are counted.
 
-use authz_harness::fixture::{collect, Case, Fixture};
-use authz_harness::replay::config_for_traffic;
-use authz_harness::wasm::codec::Topology;
-use authz_harness::wasm::{
+use authz_fixture::fixture::{collect, Case, Fixture};
+use authz_fixture::replay::config_for_traffic;
+use authz_plugin::engine::{Engine, Mode, PluginConfig, Traffic};
+use authz_wasm_host::codec::Topology;
+use authz_wasm_host::{
     shared_module, workspace_root, HostError, PluginInstance, StreamOptions, WasmOutcome,
 };
-use authz_plugin::engine::{Engine, Mode, PluginConfig, Traffic};
 use std::collections::HashMap;
 
 fn run(

@@ -20,8 +20,8 @@ use super::check::native_check;
 use super::envoy::{self as benv, Filter, Layer, LoadRoute, Proc, Server};
 use super::gen::{Description, Generated, Net, Sample, SetKind};
 use super::memory::{self, Footprint};
-use crate::envoy::certs::TestPki;
-use crate::envoy::client::{self, ConnError, HttpRequest, TlsClient};
+use authz_envoy::certs::TestPki;
+use authz_envoy::client::{self, ConnError, HttpRequest, TlsClient};
 
 pub const USAGE: &str = "\
 authz-harness bench-run [--quick] [--n N,N,...] [--sets l7,l4,l4worst] [--rounds R]
@@ -40,7 +40,7 @@ Exit status 1 when a decision check failed (the module and native RBAC disagreed
 /// A path as results files record it: relative to the repository when inside it, `~/…` when
 /// under the home directory, so that no machine's layout is written into a results file.
 fn portable(path: &Path) -> String {
-    let root = crate::envoy::repo_root();
+    let root = authz_envoy::repo_root();
     if let Ok(rel) = path.strip_prefix(&root) {
         return rel.display().to_string();
     }
@@ -139,10 +139,10 @@ impl Options {
             warmup_s: 1,
             connections: 4,
             seed: 1,
-            out: crate::envoy::repo_root().join("bench/results"),
+            out: authz_envoy::repo_root().join("bench/results"),
             tag: "run".into(),
-            wasm: crate::envoy::find_wasm(),
-            envoy: crate::envoy::find_envoy().unwrap_or_else(|| PathBuf::from("envoy")),
+            wasm: authz_envoy::find_wasm(),
+            envoy: authz_envoy::find_envoy().unwrap_or_else(|| PathBuf::from("envoy")),
             wrk: which("wrk").unwrap_or_else(|| PathBuf::from("wrk")),
             memory: true,
             no_load: false,
@@ -1397,7 +1397,7 @@ fn fnv64(bytes: &[u8]) -> u64 {
 /// `authz-harness bench-run`.
 pub fn cli(args: &[String]) -> Result<ExitCode> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        crate::out!("{USAGE}");
+        print!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
     }
     let mut o = Options::parse(args)?;
@@ -1418,9 +1418,9 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
     let work = work_dir.path().to_path_buf();
     let pki = Arc::new(TestPki::new(
         &work.join("certs"),
-        crate::envoy::TRUST_DOMAIN,
+        authz_envoy::TRUST_DOMAIN,
     )?);
-    crate::envoy::write_stand_in_module(&work.join("empty.wasm"))?;
+    authz_envoy::write_stand_in_module(&work.join("empty.wasm"))?;
     // The module may be rebuilt while the benchmark runs (a shared tree): use a copy.
     let module_bytes = std::fs::read(&o.wasm)?;
     let copy = work.join("authz_plugin.wasm");
@@ -1535,9 +1535,9 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
     );
     std::fs::write(o.out.join(format!("{}.md", o.tag)), &md)?;
     plot_files(&r, &o.out, &o.tag)?;
-    crate::outln!("{md}");
+    println!("{md}");
     if !r.errors.is_empty() {
-        crate::outln!("\nErrors:\n  {}", r.errors.join("\n  "));
+        println!("\nErrors:\n  {}", r.errors.join("\n  "));
     }
     log(format!("wrote {}", json_path.display()));
     if o.keep {

@@ -1,5 +1,5 @@
 //! Configure time over the shapes that once made loading super-linear
-//! (`authz_harness::benchgen::shapes`): N CUSTOM policies, N ALLOW policies, a ztunnel's W
+//! (`authz_bench::shapes`): N CUSTOM policies, N ALLOW policies, a ztunnel's W
 //! workloads under P namespace-wide policies, and a YAML fixture of N nested brackets.
 //!
 //! `cargo bench -p authz-harness --bench configure` prints one table: per shape and size,
@@ -12,10 +12,10 @@
 //! table as Markdown. Nothing here is asserted: `tests/wasm_configure_scale.rs` checks the
 //! deterministic (fuel) growth.
 
-use authz_harness::benchgen::shapes;
-use authz_harness::fixture;
-use authz_harness::wasm::{module_for_tests, HostSettings, WasmModule};
+use authz_bench::shapes;
+use authz_fixture::fixture;
 use authz_plugin::engine::Engine;
+use authz_wasm_host::{module_for_tests, HostSettings, WasmModule};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};

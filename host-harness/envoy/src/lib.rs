@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! use authz_harness::envoy::{bootstrap::*, upstream::Upstream as App, TestEnv};
+//! use authz_envoy::{bootstrap::*, upstream::Upstream as App, TestEnv};
 //! let env = TestEnv::new()?.expect("envoy installed");
 //! let app = App::echo("app", "127.0.0.1".parse()?)?;
 //! let mut spec = EnvoySpec::default();
@@ -43,13 +43,18 @@ use client::{ConnError, HttpRequest, HttpResult, L4Result, TlsClient};
 /// The trust domain of the test identities.
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
-/// The repository root: `$AUTHZ_REPO_ROOT`, else the workspace containing this crate.
+/// The repository root: `$AUTHZ_REPO_ROOT`, else the workspace containing this crate
+/// (`host-harness/envoy/` in it).
 pub fn repo_root() -> PathBuf {
     if let Some(p) = std::env::var_os("AUTHZ_REPO_ROOT").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
+    manifest
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest)
+        .to_path_buf()
 }
 
 /// Whether we run under CI (`CI` set to anything but empty, `0` or `false`).

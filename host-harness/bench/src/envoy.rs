@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::envoy::certs::Identity;
-use crate::envoy::client::{self, HttpRequest};
+use authz_envoy::certs::Identity;
+use authz_envoy::client::{self, HttpRequest};
 
 /// What stands between the TLS handshake and the response on the server.
 #[derive(Clone, Debug)]

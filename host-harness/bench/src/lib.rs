@@ -20,6 +20,7 @@ pub mod memory;
 pub mod model;
 pub mod run;
 pub mod shapes;
+pub mod soak;
 
 pub use gen::{Description, Generated, Sample, SetKind};
 
@@ -64,7 +65,7 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
             }
             "--no-seeds" => seeds = false,
             "-h" | "--help" => {
-                crate::out!("{USAGE}");
+                print!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
             }
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
@@ -86,14 +87,14 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
     for kind in SetKind::ALL {
         let set = g.set(kind);
         let samples = g.samples_of(kind).count();
-        crate::outln!(
+        println!(
             "{}: {} policies, {} Envoy RBAC policies (rules), {samples} samples",
             kind.name(),
             set.policies.len(),
             set.rule_count()
         );
     }
-    crate::outln!("wrote {} files to {}", files.len(), out.display());
+    println!("wrote {} files to {}", files.len(), out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -52,8 +52,8 @@ use super::client::{self, ConnError, HttpRequest, TlsClient};
 use super::jwt::JwtSigner;
 use super::upstream::Upstream;
 use super::{validate, Envoy, TestEnv};
-use crate::fixture::{Case, Fixture};
-use crate::replay::{config_for_traffic, Decider, Observed};
+use authz_fixture::fixture::{Case, Fixture};
+use authz_fixture::replay::{config_for_traffic, Decider, Observed};
 
 type CaseResult = Result<Result<Observed, String>, String>;
 
@@ -321,7 +321,7 @@ fn claim_json(c: &Claim) -> Value {
 /// The cases' JWT payloads as written in the fixture file (numbers and booleans included),
 /// by case index; `None` where the file cannot be matched to the loaded cases.
 fn raw_jwts(fixture: &Fixture) -> Vec<Option<Value>> {
-    let raw = crate::fixture::read_value(&fixture.path).ok();
+    let raw = authz_fixture::fixture::read_value(&fixture.path).ok();
     let cases = raw
         .as_ref()
         .and_then(|v| v.get("cases"))

@@ -17,10 +17,10 @@
 //! sample per line), `TAG.gp` (gnuplot: memory against time) and `TAG.md` (the summary), and
 //! runs gnuplot for `TAG.png` when it is installed (`bench/soak.sh` wraps it).
 
-use crate::envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
-use crate::envoy::upstream::Upstream as App;
-use crate::envoy::{find_envoy, find_wasm, Envoy, ListenerInfo, TestEnv};
 use anyhow::{anyhow, bail, Context, Result};
+use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
+use authz_envoy::upstream::Upstream as App;
+use authz_envoy::{find_envoy, find_wasm, Envoy, ListenerInfo, TestEnv};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};

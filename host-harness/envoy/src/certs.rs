@@ -5,7 +5,7 @@
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
 //! let dir = tempfile::tempdir()?;
-//! let pki = authz_harness::envoy::certs::TestPki::new(dir.path(), "cluster.local")?;
+//! let pki = authz_envoy::certs::TestPki::new(dir.path(), "cluster.local")?;
 //! let curl = pki.workload("cluster.local/ns/default/sa/curl")?;
 //! println!("{} {}", curl.cert_file.display(), curl.key_file.display());
 //! # Ok(()) }

@@ -105,9 +105,9 @@ pub fn module_for_tests() -> Result<std::path::PathBuf> {
         return Ok(std::path::PathBuf::from(p));
     }
     // The module as shipped (after wasm-opt), when build.sh has made it.
-    let dist = crate::wasm::workspace_root().join("dist/authz_plugin.wasm");
+    let dist = authz_wasm_host::workspace_root().join("dist/authz_plugin.wasm");
     if dist.is_file() {
         return Ok(dist);
     }
-    crate::wasm::build_module()
+    authz_wasm_host::build_module()
 }

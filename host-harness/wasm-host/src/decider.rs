@@ -7,11 +7,11 @@
 //! client's mTLS itself (identity in the peer certificate). Both must decide alike. Mode ztunnel
 //! runs only where the client's mTLS is terminated by the Envoy itself (ztunnel runs no Wasm).
 
-use crate::fixture::{Case, Fixture};
-use crate::replay::{config_for_traffic, Decider, Observed};
-use crate::wasm::codec::Topology;
-use crate::wasm::{PluginInstance, StreamOptions, WasmModule, WasmOutcome};
+use crate::codec::Topology;
+use crate::{PluginInstance, StreamOptions, WasmModule, WasmOutcome};
 use anyhow::Result;
+use authz_fixture::fixture::{Case, Fixture};
+use authz_fixture::replay::{config_for_traffic, Decider, Observed};
 use authz_plugin::engine::Traffic;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -57,7 +57,8 @@ impl WasmDecider {
 
     fn run(&mut self, case: &Case, topology: Topology) -> Result<WasmOutcome, String> {
         let request = case.traffic_for(
-            crate::replay::mode_of(&self.config).unwrap_or(authz_plugin::engine::Mode::Waypoint),
+            authz_fixture::replay::mode_of(&self.config)
+                .unwrap_or(authz_plugin::engine::Mode::Waypoint),
         ) == Traffic::Request;
         let instance = self.instance(case)?;
         let opts = StreamOptions {
@@ -78,7 +79,7 @@ impl WasmDecider {
     /// listener under `use_remote_address: false` then hides the peer, see
     /// `Reason::UnknownSource`, so the case's expectation is about the chain only).
     fn topologies(&self, case: &Case) -> Vec<Topology> {
-        let waypoint = crate::replay::mode_of(&self.config)
+        let waypoint = authz_fixture::replay::mode_of(&self.config)
             .is_none_or(|m| m == authz_plugin::engine::Mode::Waypoint);
         let a = &case.attributes;
         let forwarded = a.http.is_some() && a.remote_ip.is_some() && a.remote_ip != a.source_ip;
@@ -110,7 +111,7 @@ impl WasmDecider {
             "status": o.status,
             "body": String::from_utf8_lossy(&o.body),
             "closed": o.closed,
-            "log": o.logs.iter().map(|(l, m)| format!("[{}] {m}", crate::wasm::level_name(*l))).collect::<Vec<_>>(),
+            "log": o.logs.iter().map(|(l, m)| format!("[{}] {m}", crate::level_name(*l))).collect::<Vec<_>>(),
         }))
     }
 }

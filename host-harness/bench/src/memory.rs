@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Result};
 use authz_plugin::engine::Engine;
 use serde::Serialize;
 
-use crate::wasm::{HostSettings, WasmModule};
+use authz_wasm_host::{HostSettings, WasmModule};
 
 const PAGE: usize = 64 * 1024;
 

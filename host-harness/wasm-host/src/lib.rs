@@ -21,6 +21,7 @@
 
 pub mod build;
 pub mod codec;
+pub mod decider;
 pub mod host;
 mod outcome;
 

@@ -164,7 +164,7 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
         bail!("{USAGE}");
     };
     if rest.iter().any(|a| a == "-h" || a == "--help") {
-        crate::out!("{USAGE}");
+        print!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
     }
     match command.as_str() {
@@ -173,11 +173,11 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
             let opts = render::Options::parse(rest)?;
             let base = std::env::current_dir().context("the working directory")?;
             let text = render::render(&opts, &base)?;
-            crate::out!("{text}");
+            print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         "-h" | "--help" | "help" => {
-            crate::out!("{USAGE}");
+            print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
         }
         other => bail!("unknown command {other:?} (oci-layout or render)\n\n{USAGE}"),
@@ -238,25 +238,25 @@ fn oci_layout_cli(args: &[String]) -> Result<ExitCode> {
     let wasm = std::fs::read(&a.wasm).with_context(|| format!("reading {}", a.wasm.display()))?;
     if a.load_check {
         let info = module::inspect(&wasm).with_context(|| format!("{}", a.wasm.display()))?;
-        crate::outln!("module loads in Wasmtime: {info}");
+        println!("module loads in Wasmtime: {info}");
     }
     let release = layout::write_release(&wasm, &a.out, &a.options)?;
-    crate::outln!("layout:   {} (tag {})", a.out.display(), release.tag);
+    println!("layout:   {} (tag {})", a.out.display(), release.tag);
     if let Some(tar) = &a.tar {
         layout::write_layout_tar(&a.out, tar, a.options.created.epoch())?;
-        crate::outln!(
+        println!(
             "tarball:  {} (oci-archive:{}:{})",
             tar.display(),
             tar.display(),
             release.tag
         );
     }
-    crate::outln!("created:  {}", a.options.created);
-    crate::outln!(
+    println!("created:  {}", a.options.created);
+    println!(
         "manifest: {}  <- WasmPlugin.spec.sha256 / EnvoyExtensionPolicy image.sha256 for oci:// URLs",
         release.manifest_digest
     );
-    crate::outln!(
+    println!(
         "module:   {}  <- sha256 for http(s):// URLs ({} bytes)",
         release.module_digest,
         wasm.len()

@@ -4,11 +4,13 @@ use anyhow::{bail, Context as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The workspace root (the directory holding the workspace `Cargo.toml`).
+/// The workspace root (the directory holding the workspace `Cargo.toml`): this crate is
+/// `host-harness/wasm-host/` in it.
 pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest
-        .parent()
+        .ancestors()
+        .nth(2)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| manifest.to_path_buf())
 }
