@@ -254,8 +254,14 @@ fn the_oci_layout_command_checks_the_module_and_writes_what_write_release_writes
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let code = authz_oci::cli(&args).unwrap();
-    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    let harness = |args: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_authz-harness"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let run = harness(&args);
+    assert!(run.status.success(), "{run:?}");
     let expected = tmp.path().join("expected");
     layout::write_release(module(), &expected, &opts()).unwrap();
     assert_eq!(tree(&out), tree(&expected));
@@ -271,8 +277,10 @@ fn the_oci_layout_command_checks_the_module_and_writes_what_write_release_writes
     let mut bad_args = args.clone();
     bad_args[2] = bad.to_str().unwrap().to_string();
     bad_args[4] = tmp.path().join("never").to_str().unwrap().to_string();
-    let err = authz_oci::cli(&bad_args).unwrap_err();
-    assert!(format!("{err:#}").contains("proxy_abi_version"), "{err:#}");
+    let run = harness(&bad_args);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("proxy_abi_version"), "{err}");
     assert!(!tmp.path().join("never").exists());
 }
 

@@ -122,7 +122,11 @@ fn the_release_round_trips_through_a_loopback_registry_with_its_digests() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    authz_oci::cli(&args).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_authz-harness"))
+        .args(&args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "authz-harness {args:?}: {status}");
     let release = layout::write_release(&wasm, &tmp.path().join("expected"), &opts()).unwrap();
     let manifest_bytes =
         std::fs::read(layout_dir.join("blobs/sha256").join(release.manifest_hex())).unwrap();

@@ -23,20 +23,6 @@ use super::memory::{self, Footprint};
 use authz_envoy::certs::TestPki;
 use authz_envoy::client::{self, ConnError, HttpRequest, TlsClient};
 
-pub const USAGE: &str = "\
-authz-harness bench-run [--quick] [--n N,N,...] [--sets l7,l4,l4worst] [--rounds R]
-                        [--duration SECONDS] [--warmup SECONDS] [--connections C]
-                        [--seed S] [--out DIR] [--tag TAG] [--wasm FILE] [--envoy-bin FILE]
-                        [--no-memory] [--no-load] [--worst-max N] [--keep]
-
-Runs the module against Envoy's native RBAC filter in Envoy on loopback (see BENCHMARKS.md)
-and writes DIR/TAG.json, DIR/TAG.md (tables) and DIR/TAG-*.dat + DIR/TAG.gp (gnuplot).
-Defaults: N = 1,10,100,1000,10000; all sets; 3 rounds of 5 s, 1 s warm-up, 4 connections;
---quick: N = 1,100,10000 (the worst-case set up to 1000), 1 round of 1 s, 1 s warm-up.
-DIR defaults to bench/results, TAG to `run`.
-Exit status 1 when a decision check failed (the module and native RBAC disagreed).
-";
-
 /// A path as results files record it: relative to the repository when inside it, `~/…` when
 /// under the home directory, so that no machine's layout is written into a results file.
 fn portable(path: &Path) -> String {
@@ -100,17 +86,6 @@ pub struct Options {
     pub keep: bool,
 }
 
-fn list<T: std::str::FromStr>(s: &str, flag: &str) -> Result<Vec<T>> {
-    s.split(',')
-        .filter(|x| !x.is_empty())
-        .map(|x| {
-            x.replace('_', "")
-                .parse::<T>()
-                .map_err(|_| anyhow!("{flag}: bad value {x:?}"))
-        })
-        .collect()
-}
-
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -120,9 +95,9 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 impl Options {
-    pub fn parse(args: &[String]) -> Result<Options> {
-        let quick = args.iter().any(|a| a == "--quick");
-        let mut o = Options {
+    /// The defaults of a full run, or of a `quick` one.
+    pub fn new(quick: bool) -> Options {
+        Options {
             quick,
             ns: if quick {
                 vec![1, 100, 10000]
@@ -150,52 +125,18 @@ impl Options {
             module_fnv64: String::new(),
             worst_max: quick.then_some(1000),
             keep: false,
-        };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut v = |flag: &str| -> Result<String> {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| anyhow!("{flag} needs a value"))
-            };
-            match a.as_str() {
-                "--quick" => {}
-                "--n" => o.ns = list(&v("--n")?, "--n")?,
-                "--sets" => {
-                    o.sets = v("--sets")?
-                        .split(',')
-                        .map(|s| {
-                            SetKind::parse(s).ok_or_else(|| anyhow!("--sets: unknown set {s:?}"))
-                        })
-                        .collect::<Result<_>>()?
-                }
-                "--rounds" => o.rounds = v("--rounds")?.parse().context("--rounds")?,
-                "--duration" => o.duration_s = v("--duration")?.parse().context("--duration")?,
-                "--warmup" => o.warmup_s = v("--warmup")?.parse().context("--warmup")?,
-                "--connections" => {
-                    o.connections = v("--connections")?.parse().context("--connections")?
-                }
-                "--seed" => o.seed = v("--seed")?.parse().context("--seed")?,
-                "--out" => o.out = PathBuf::from(v("--out")?),
-                "--tag" => o.tag = v("--tag")?,
-                "--wasm" => o.wasm = PathBuf::from(v("--wasm")?),
-                "--envoy-bin" => o.envoy = PathBuf::from(v("--envoy-bin")?),
-                "--no-memory" => o.memory = false,
-                "--no-load" => o.no_load = true,
-                "--worst-max" => {
-                    o.worst_max = Some(v("--worst-max")?.parse().context("--worst-max")?)
-                }
-                "--keep" => o.keep = true,
-                other => bail!("unknown argument {other:?}\n\n{USAGE}"),
-            }
         }
-        if o.ns.is_empty() || o.ns.contains(&0) {
+    }
+
+    /// Refuses a run that would measure nothing.
+    pub fn check(&self) -> Result<()> {
+        if self.ns.is_empty() || self.ns.contains(&0) {
             bail!("--n needs policy counts of at least 1");
         }
-        if o.rounds == 0 || o.duration_s == 0 || o.connections == 0 {
+        if self.rounds == 0 || self.duration_s == 0 || self.connections == 0 {
             bail!("--rounds, --duration and --connections must be at least 1");
         }
-        Ok(o)
+        Ok(())
     }
 }
 
@@ -1394,13 +1335,10 @@ fn fnv64(bytes: &[u8]) -> u64 {
     })
 }
 
-/// `authz-harness bench-run`.
-pub fn cli(args: &[String]) -> Result<ExitCode> {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut o = Options::parse(args)?;
+/// Runs the benchmark (`authz-harness bench-run`): writes the results files, hands the
+/// Markdown report to `print`, and fails (status 1) when a decision check failed.
+pub fn run(mut o: Options, print: &dyn Fn(&str)) -> Result<ExitCode> {
+    o.check()?;
     if !o.wasm.is_file() {
         bail!(
             "module {} not built (cargo build -p authz-plugin --target wasm32-wasip1 --profile wasm)",
@@ -1535,9 +1473,9 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
     );
     std::fs::write(o.out.join(format!("{}.md", o.tag)), &md)?;
     plot_files(&r, &o.out, &o.tag)?;
-    println!("{md}");
+    print(&md);
     if !r.errors.is_empty() {
-        println!("\nErrors:\n  {}", r.errors.join("\n  "));
+        print(&format!("\nErrors:\n  {}", r.errors.join("\n  ")));
     }
     log(format!("wrote {}", json_path.display()));
     if o.keep {

@@ -25,23 +25,9 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-const USAGE: &str = "\
-authz-harness soak [--duration SECONDS] [--reconfigure-every SECONDS] [--sample-every SECONDS]
-                   [--rate REQUESTS_PER_SECOND] [--workers N] [--out DIR] [--tag TAG]
-                   [--envoy-bin FILE] [--wasm FILE]
-
-Envoy with the module (waypoint, HTTP filter, FAIL_CLOSED) on loopback under a bounded load
-of mTLS requests, reconfigured through LDS every few seconds, alternating two policy sets
-with a configuration the module must refuse. Checks every response, the module's counters,
-and that Envoy's resident memory stays flat. Writes DIR/TAG.{dat,gp,md} (and TAG.png with
-gnuplot). Defaults: 60 s, reconfigure every 3 s, sample every 2 s, 40 requests/s, 2 workers,
-DIR bench/results, TAG soak.
-";
 
 /// What a soak run does.
 #[derive(Clone, Debug)]
@@ -72,89 +58,6 @@ impl Default for Options {
             wasm: None,
         }
     }
-}
-
-impl Options {
-    pub fn parse(args: &[String]) -> Result<Options> {
-        let mut o = Options::default();
-        let mut it = args.iter();
-        let secs = |v: Option<&String>, flag: &str| -> Result<Duration> {
-            let s: f64 = v
-                .ok_or_else(|| anyhow!("{flag} needs a value"))?
-                .parse()
-                .with_context(|| format!("{flag}: not a number of seconds"))?;
-            if !(s > 0.0 && s.is_finite()) {
-                bail!("{flag}: must be positive");
-            }
-            Ok(Duration::from_secs_f64(s))
-        };
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--duration" => o.duration = secs(it.next(), a)?,
-                "--reconfigure-every" => o.reconfigure_every = secs(it.next(), a)?,
-                "--sample-every" => o.sample_every = secs(it.next(), a)?,
-                "--rate" => {
-                    o.rate = it
-                        .next()
-                        .and_then(|v| v.parse().ok())
-                        .filter(|r| *r > 0)
-                        .ok_or_else(|| anyhow!("--rate needs a positive integer"))?
-                }
-                "--workers" => {
-                    o.workers = it
-                        .next()
-                        .and_then(|v| v.parse().ok())
-                        .filter(|w| *w > 0)
-                        .ok_or_else(|| anyhow!("--workers needs a positive integer"))?
-                }
-                "--out" => {
-                    o.out = it
-                        .next()
-                        .ok_or_else(|| anyhow!("--out needs a value"))?
-                        .into()
-                }
-                "--tag" => {
-                    o.tag = it
-                        .next()
-                        .ok_or_else(|| anyhow!("--tag needs a value"))?
-                        .clone()
-                }
-                "--envoy-bin" => {
-                    o.envoy_bin = Some(
-                        it.next()
-                            .ok_or_else(|| anyhow!("--envoy-bin needs a value"))?
-                            .into(),
-                    )
-                }
-                "--wasm" => {
-                    o.wasm = Some(
-                        it.next()
-                            .ok_or_else(|| anyhow!("--wasm needs a value"))?
-                            .into(),
-                    )
-                }
-                "-h" | "--help" => bail!("{USAGE}"),
-                other => bail!("unknown option {other:?}\n\n{USAGE}"),
-            }
-        }
-        Ok(o)
-    }
-}
-
-/// `authz-harness soak ...`
-pub fn cli(args: &[String]) -> Result<ExitCode> {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let opts = Options::parse(args)?;
-    let report = run(&opts)?;
-    print!("{}", report.summary);
-    Ok(if report.failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 const HOST: &str = "productpage.default.svc.cluster.local";

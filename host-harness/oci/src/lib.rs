@@ -15,8 +15,6 @@
 //! - [`module`]: compiles the module in Wasmtime and checks its proxy-wasm ABI surface.
 //! - [`render`]: turns AuthorizationPolicy files into ready `WasmPlugin`,
 //!   `EnvoyExtensionPolicy` or Envoy filter manifests.
-//!
-//! The command line ([`cli`]): `authz-harness oci-layout …` and `authz-harness render …`.
 
 pub mod check;
 pub mod layout;
@@ -27,11 +25,9 @@ pub use authz_render as render;
 pub mod time;
 pub mod variants;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -134,132 +130,4 @@ fn write_canonical(value: &Value, out: &mut String) {
         }
         other => out.push_str(&other.to_string()),
     }
-}
-
-const USAGE: &str = "\
-authz-harness oci-layout --wasm FILE --out DIR [--tar FILE] [--tag TAG] [--source URL]
-                         [--revision REV] [--version V] [--created RFC3339] [--no-load-check]
-    Writes a byte-reproducible OCI image layout of the module in the format Istio's WasmPlugin
-    and Envoy Gateway pull (one image manifest, one tar+gzip layer holding plugin.wasm), and
-    optionally a tarball of the layout (an oci-archive). Prints the manifest digest (sha256 for
-    oci:// URLs) and the module digest (sha256 for http(s):// URLs).
-    --created   the image's creation time (default: $SOURCE_DATE_EPOCH, else 1970-01-01T00:00:00Z);
-                also the tar entries' mtime. Use the commit time for reproducible releases.
-    --version   org.opencontainers.image.version (default: the crate version); --tag defaults to it.
-
-authz-harness render --kind WasmPlugin|EnvoyExtensionPolicy|envoy-filter --mode ztunnel|waypoint
-                     [--service NS/NAME[:HOST,...] [--service-address ADDR[,ADDR]]]... [--workload NS/NAME[:label=value,...]]...
-                     [--waypoint NS/NAME] [--gateway-class NAME] --policy-file FILE...
-                     [--image oci://REF | https://URL] [--sha256 DIGEST] [--name NAME]
-                     [--namespace NS] [--target-kind Gateway|Service|...] [--target NAME]...
-                     [--wasm-path FILE] [--trust-domain TD] [--root-namespace NS]
-    Turns AuthorizationPolicy files into a ready manifest (YAML on stdout) whose plugin
-    configuration the module accepts. See host-harness/src/oci/render.rs for the defaults.
-";
-
-/// The `oci-layout` and `render` commands. `args` are the arguments after the program name,
-/// starting with the command (`["oci-layout", "--wasm", …]`).
-pub fn cli(args: &[String]) -> Result<ExitCode> {
-    let Some((command, rest)) = args.split_first() else {
-        bail!("{USAGE}");
-    };
-    if rest.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    match command.as_str() {
-        "oci-layout" => oci_layout_cli(rest),
-        "render" => {
-            let opts = render::Options::parse(rest)?;
-            let base = std::env::current_dir().context("the working directory")?;
-            let text = render::render(&opts, &base)?;
-            print!("{text}");
-            Ok(ExitCode::SUCCESS)
-        }
-        "-h" | "--help" | "help" => {
-            print!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
-        other => bail!("unknown command {other:?} (oci-layout or render)\n\n{USAGE}"),
-    }
-}
-
-/// Parsed `oci-layout` arguments.
-#[derive(Debug, Clone, Default)]
-pub struct LayoutArgs {
-    pub wasm: PathBuf,
-    pub out: PathBuf,
-    pub tar: Option<PathBuf>,
-    pub options: layout::ReleaseOptions,
-    pub load_check: bool,
-}
-
-impl LayoutArgs {
-    pub fn parse(args: &[String]) -> Result<LayoutArgs> {
-        let mut wasm = None;
-        let mut out = None;
-        let mut tar = None;
-        let mut tag = None;
-        let mut load_check = true;
-        let mut o = layout::ReleaseOptions::default();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let mut value = |flag: &str| -> Result<String> {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| anyhow!("{flag} needs a value"))
-            };
-            match arg.as_str() {
-                "--wasm" => wasm = Some(PathBuf::from(value("--wasm")?)),
-                "--out" => out = Some(PathBuf::from(value("--out")?)),
-                "--tar" => tar = Some(PathBuf::from(value("--tar")?)),
-                "--tag" => tag = Some(value("--tag")?),
-                "--source" => o.source = value("--source")?,
-                "--revision" => o.revision = value("--revision")?,
-                "--version" => o.version = value("--version")?,
-                "--created" => o.created = time::Timestamp::parse(&value("--created")?)?,
-                "--no-load-check" => load_check = false,
-                other => bail!("oci-layout: unknown argument {other:?}\n\n{USAGE}"),
-            }
-        }
-        o.tag = tag.unwrap_or_else(|| o.version.clone());
-        Ok(LayoutArgs {
-            wasm: wasm.ok_or_else(|| anyhow!("oci-layout needs --wasm FILE"))?,
-            out: out.ok_or_else(|| anyhow!("oci-layout needs --out DIR"))?,
-            tar,
-            options: o,
-            load_check,
-        })
-    }
-}
-
-fn oci_layout_cli(args: &[String]) -> Result<ExitCode> {
-    let a = LayoutArgs::parse(args)?;
-    let wasm = std::fs::read(&a.wasm).with_context(|| format!("reading {}", a.wasm.display()))?;
-    if a.load_check {
-        let info = module::inspect(&wasm).with_context(|| format!("{}", a.wasm.display()))?;
-        println!("module loads in Wasmtime: {info}");
-    }
-    let release = layout::write_release(&wasm, &a.out, &a.options)?;
-    println!("layout:   {} (tag {})", a.out.display(), release.tag);
-    if let Some(tar) = &a.tar {
-        layout::write_layout_tar(&a.out, tar, a.options.created.epoch())?;
-        println!(
-            "tarball:  {} (oci-archive:{}:{})",
-            tar.display(),
-            tar.display(),
-            release.tag
-        );
-    }
-    println!("created:  {}", a.options.created);
-    println!(
-        "manifest: {}  <- WasmPlugin.spec.sha256 / EnvoyExtensionPolicy image.sha256 for oci:// URLs",
-        release.manifest_digest
-    );
-    println!(
-        "module:   {}  <- sha256 for http(s):// URLs ({} bytes)",
-        release.module_digest,
-        wasm.len()
-    );
-    Ok(ExitCode::SUCCESS)
 }
