@@ -53,16 +53,14 @@ use super::jwt::JwtSigner;
 use super::upstream::Upstream;
 use super::{validate, Envoy, TestEnv};
 use authz_fixture::fixture::{Case, Fixture};
-use authz_fixture::replay::{config_for_traffic, Decider, Observed};
-
-type CaseResult = Result<Result<Observed, String>, String>;
+use authz_fixture::replay::{config_for_traffic, Decider, Observed, Outcome};
 
 /// Replays fixtures through Envoy. Each fixture's cases are run when it is configured (one
 /// Envoy for its requests, one for its connections), and handed out by `decide`.
 pub struct EnvoyDecider {
     env: TestEnv,
     wasm: PathBuf,
-    results: Vec<(String, CaseResult)>,
+    results: Vec<(String, Outcome)>,
     cursor: usize,
     runs: usize,
     signer: JwtSigner,
@@ -411,24 +409,25 @@ fn unnamed_test_net(config: &Value) -> Option<Ipv4Addr> {
 
 /// One verdict from the two topologies: both must agree; a case one of them cannot run is
 /// decided by the other; a failure in either fails the case.
-fn combine(direct: Option<CaseResult>, chain: Option<CaseResult>) -> CaseResult {
+fn combine(direct: Option<Outcome>, chain: Option<Outcome>) -> Outcome {
+    use Outcome::{Decided, Failed, Skipped};
     match (direct, chain) {
-        (Some(Err(e)), _) => Err(format!("direct listener: {e}")),
-        (_, Some(Err(e))) => Err(format!("waypoint chain: {e}")),
-        (Some(Ok(Ok(d))), Some(Ok(Ok(c)))) => {
+        (Some(Failed(e)), _) => Failed(format!("direct listener: {e}")),
+        (_, Some(Failed(e))) => Failed(format!("waypoint chain: {e}")),
+        (Some(Decided(d)), Some(Decided(c))) => {
             if d.verdict == c.verdict {
-                Ok(Ok(d))
+                Decided(d)
             } else {
-                Err(format!(
+                Failed(format!(
                     "the waypoint chain decided {} but the direct listener {}",
                     c.verdict, d.verdict
                 ))
             }
         }
-        (Some(Ok(Ok(o))), _) | (_, Some(Ok(Ok(o)))) => Ok(Ok(o)),
-        (Some(Ok(Err(d))), Some(Ok(Err(c)))) => Ok(Err(format!("{d}; {c}"))),
-        (Some(Ok(Err(r))), None) | (None, Some(Ok(Err(r)))) => Ok(Err(r)),
-        (None, None) => Err("envoy: case not run".into()),
+        (Some(Decided(o)), _) | (_, Some(Decided(o))) => Decided(o),
+        (Some(Skipped(d)), Some(Skipped(c))) => Skipped(format!("{d}; {c}")),
+        (Some(Skipped(r)), None) | (None, Some(Skipped(r))) => Skipped(r),
+        (None, None) => Failed("envoy: case not run".into()),
     }
 }
 
@@ -712,7 +711,7 @@ impl EnvoyDecider {
     /// [`super::chain`]): a client Envoy tunnels each request over HTTP/2 `CONNECT` with the
     /// case's certificate, the case's addresses in PROXY protocol headers and the `CONNECT`
     /// authority. `Err`: the module rejected the configuration.
-    fn run_chain(&mut self, fixture: &Fixture) -> Result<Vec<(usize, CaseResult)>, String> {
+    fn run_chain(&mut self, fixture: &Fixture) -> Result<Vec<(usize, Outcome)>, String> {
         let config = &fixture.config;
         let raw = raw_jwts(fixture);
         let unnamed = unnamed_test_net(config);
@@ -730,14 +729,19 @@ impl EnvoyDecider {
                 unnamed,
             ) {
                 Ok(p) => plans.push(p),
-                Err(reason) => out.push((index, Ok(Err(format!("waypoint chain: {reason}"))))),
+                Err(reason) => {
+                    out.push((index, Outcome::Skipped(format!("waypoint chain: {reason}"))))
+                }
             }
         }
         let Some(first) = plans.first().and_then(|p| fixture.cases.get(p.index)) else {
             return Ok(out);
         };
-        let fail_all = |plans: &[ChainPlan], msg: String| -> Vec<(usize, CaseResult)> {
-            plans.iter().map(|p| (p.index, Err(msg.clone()))).collect()
+        let fail_all = |plans: &[ChainPlan], msg: String| -> Vec<(usize, Outcome)> {
+            plans
+                .iter()
+                .map(|p| (p.index, Outcome::Failed(msg.clone())))
+                .collect()
         };
         let upstream = match Upstream::http(
             "authz-replay-chain-app",
@@ -826,7 +830,10 @@ impl EnvoyDecider {
                 continue;
             };
             let Some(addr) = chain.tunnel_named(&format!("caller-{i}")) else {
-                out.push((p.index, Err("envoy: no tunnel for the caller".into())));
+                out.push((
+                    p.index,
+                    Outcome::Failed("envoy: no tunnel for the caller".into()),
+                ));
                 continue;
             };
             // The header's destination only has to be of the source's family: the
@@ -872,7 +879,7 @@ impl EnvoyDecider {
         config: &Value,
         plans: &[Plan],
         http: bool,
-    ) -> Vec<(usize, CaseResult)> {
+    ) -> Vec<(usize, Outcome)> {
         let mut out = Vec::new();
         let Some(first) = plans.first() else {
             return out;
@@ -895,7 +902,7 @@ impl EnvoyDecider {
             Err(e) => {
                 return plans
                     .iter()
-                    .map(|p| (p.index, Err(format!("envoy: upstream: {e:#}"))))
+                    .map(|p| (p.index, Outcome::Failed(format!("envoy: upstream: {e:#}"))))
                     .collect();
             }
         };
@@ -926,7 +933,7 @@ impl EnvoyDecider {
             Err(e) => {
                 return plans
                     .iter()
-                    .map(|p| (p.index, Err(format!("envoy: {e:#}"))))
+                    .map(|p| (p.index, Outcome::Failed(format!("envoy: {e:#}"))))
                     .collect()
             }
         };
@@ -978,7 +985,10 @@ impl EnvoyDecider {
                 Err(e) => {
                     let msg = format!("envoy did not start (files in {}): {e:#}", dir.display());
                     self.env.keep();
-                    return plans.iter().map(|p| (p.index, Err(msg.clone()))).collect();
+                    return plans
+                        .iter()
+                        .map(|p| (p.index, Outcome::Failed(msg.clone())))
+                        .collect();
                 }
             }
         };
@@ -989,14 +999,14 @@ impl EnvoyDecider {
                 let Some(at) = proxied_at else {
                     out.push((
                         p.index,
-                        Ok(Err("no free port for the PROXY protocol listener".into())),
+                        Outcome::Skipped("no free port for the PROXY protocol listener".into()),
                     ));
                     continue;
                 };
                 preamble = client::proxy_protocol_v1(source, dest);
                 p.dest = at;
             } else if let Some(Some(reason)) = listeners.get(&p.dest) {
-                out.push((p.index, Ok(Err(reason.clone()))));
+                out.push((p.index, Outcome::Skipped(reason.clone())));
                 continue;
             }
             let p = &p;
@@ -1007,7 +1017,10 @@ impl EnvoyDecider {
                 Some(uri) => match self.env.pki.uri_identity(uri, uri) {
                     Ok(id) => Some(id),
                     Err(e) => {
-                        out.push((p.index, Ok(Err(format!("no certificate for {uri}: {e:#}")))));
+                        out.push((
+                            p.index,
+                            Outcome::Skipped(format!("no certificate for {uri}: {e:#}")),
+                        ));
                         continue;
                     }
                 },
@@ -1035,18 +1048,18 @@ impl EnvoyDecider {
         p: &Plan,
         tls: &TlsClient,
         preamble: &[u8],
-    ) -> CaseResult {
+    ) -> Outcome {
         let r = client::tcp_probe_after(Some(p.source), p.dest, Some(tls), preamble);
         if let Some(ConnError::Connect(e)) = &r.error {
-            return Ok(Err(format!("cannot connect from {} here: {e}", p.source)));
+            return Outcome::Skipped(format!("cannot connect from {} here: {e}", p.source));
         }
         if r.allowed(upstream) {
-            return Ok(Ok(allow()));
+            return Outcome::Decided(allow());
         }
         if r.denied(upstream) {
-            return Ok(Ok(deny()));
+            return Outcome::Decided(deny());
         }
-        Err(format!(
+        Outcome::Failed(format!(
             "envoy: the connection was neither allowed nor denied: {r:?} (log {})",
             envoy.log_file().display()
         ))
@@ -1059,9 +1072,9 @@ impl EnvoyDecider {
         p: &Plan,
         tls: &TlsClient,
         preamble: &[u8],
-    ) -> CaseResult {
+    ) -> Outcome {
         let Some(req) = &p.request else {
-            return Err("envoy: no request to send".into());
+            return Outcome::Failed("envoy: no request to send".into());
         };
         classify_response(
             client::http_request_after(Some(p.source), p.dest, Some(tls), preamble, req),
@@ -1080,7 +1093,7 @@ fn classify_response(
     upstream: &Upstream,
     req: &HttpRequest,
     source: SocketAddr,
-) -> CaseResult {
+) -> Outcome {
     let p_source = source;
     {
         match result {
@@ -1091,20 +1104,20 @@ fn classify_response(
                 if resp.status == 403
                     && (body == "RBAC: access denied" || (head && body.is_empty()))
                 {
-                    Ok(Ok(deny()))
+                    Outcome::Decided(deny())
                 } else if resp.status == 200 && resp.header("x-upstream") == Some(upstream.name()) {
-                    Ok(Ok(allow()))
+                    Outcome::Decided(allow())
                 } else if resp.header("x-upstream").is_none() && resp.status == 401 {
-                    Ok(Err(format!("jwt_authn refused the token: 401 {body:?}")))
+                    Outcome::Skipped(format!("jwt_authn refused the token: 401 {body:?}"))
                 } else if resp.header("x-upstream").is_none()
                     && matches!(resp.status, 400 | 413 | 414 | 431)
                 {
-                    Ok(Err(format!(
+                    Outcome::Skipped(format!(
                         "envoy refused the request before the filter: {} {body:?}",
                         resp.status
-                    )))
+                    ))
                 } else {
-                    Err(format!(
+                    Outcome::Failed(format!(
                         "envoy: unexpected response {} {body:?} (log {})",
                         resp.status,
                         envoy.log_file().display()
@@ -1112,9 +1125,9 @@ fn classify_response(
                 }
             }
             Err(ConnError::Connect(e)) => {
-                Ok(Err(format!("cannot connect from {p_source} here: {e}")))
+                Outcome::Skipped(format!("cannot connect from {p_source} here: {e}"))
             }
-            Err(e) => Err(format!(
+            Err(e) => Outcome::Failed(format!(
                 "envoy: no HTTP response: {e} (log {})",
                 envoy.log_file().display()
             )),
@@ -1172,10 +1185,10 @@ impl Decider for EnvoyDecider {
             None => self.plan(fixture, map, &config, free),
         };
 
-        let mut results: Vec<Option<CaseResult>> = vec![None; fixture.cases.len()];
+        let mut results: Vec<Option<Outcome>> = vec![None; fixture.cases.len()];
         for (i, p) in plans.iter().enumerate() {
             if let (Err(reason), Some(slot)) = (p, results.get_mut(i)) {
-                *slot = Some(Ok(Err(reason.clone())));
+                *slot = Some(Outcome::Skipped(reason.clone()));
             }
         }
         for http in [true, false] {
@@ -1190,7 +1203,7 @@ impl Decider for EnvoyDecider {
             }
             let outcome = self.run_group(fixture, &config, &group, http);
             // A configuration the module rejects shows as Envoy not starting.
-            if let Some((_, Err(msg))) = outcome.first() {
+            if let Some((_, Outcome::Failed(msg))) = outcome.first() {
                 if msg.starts_with("envoy did not start") && msg.contains("configuration rejected")
                 {
                     return Err(rejection(msg));
@@ -1203,7 +1216,7 @@ impl Decider for EnvoyDecider {
             }
         }
         // Layer 7 through Istio's waypoint chain as well: both topologies must agree.
-        let mut chained: Vec<Option<CaseResult>> = vec![None; fixture.cases.len()];
+        let mut chained: Vec<Option<Outcome>> = vec![None; fixture.cases.len()];
         if fixture.config.get("mode").and_then(Value::as_str) == Some("waypoint") {
             for (i, r) in self.run_chain(fixture)? {
                 if let Some(slot) = chained.get_mut(i) {
@@ -1220,7 +1233,7 @@ impl Decider for EnvoyDecider {
         Ok(())
     }
 
-    fn decide(&mut self, case: &Case) -> CaseResult {
+    fn decide(&mut self, case: &Case) -> Outcome {
         let at_cursor = self
             .results
             .get(self.cursor)
@@ -1235,7 +1248,7 @@ impl Decider for EnvoyDecider {
                 self.cursor = i + 1;
                 r
             }
-            None => Err(format!("envoy: case {:?} was not prepared", case.name)),
+            None => Outcome::Failed(format!("envoy: case {:?} was not prepared", case.name)),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::codec::Topology;
 use crate::{PluginInstance, StreamOptions, WasmModule, WasmOutcome};
 use anyhow::Result;
 use authz_fixture::fixture::{Case, Fixture};
-use authz_fixture::replay::{config_for_traffic, Decider, Observed};
+use authz_fixture::replay::{config_for_traffic, Decider, Observed, Outcome};
 use authz_plugin::engine::Traffic;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -151,12 +151,17 @@ impl Decider for WasmDecider {
         Ok(())
     }
 
-    fn decide(&mut self, case: &Case) -> Result<Result<Observed, String>, String> {
+    fn decide(&mut self, case: &Case) -> Outcome {
         let mut seen: Option<(Topology, Observed)> = None;
         for topology in self.topologies(case) {
-            let o = self.run(case, topology)?;
+            let o = match self.run(case, topology) {
+                Ok(o) => o,
+                Err(e) => return Outcome::Failed(e),
+            };
             if o.reason.is_none() {
-                return Err(format!("the module logged no decision line ({topology:?})"));
+                return Outcome::Failed(format!(
+                    "the module logged no decision line ({topology:?})"
+                ));
             }
             let observed = Observed {
                 verdict: o.verdict,
@@ -170,7 +175,7 @@ impl Decider for WasmDecider {
             };
             match &seen {
                 Some((first, earlier)) if *earlier != observed => {
-                    return Err(format!(
+                    return Outcome::Failed(format!(
                         "the topologies disagree: {first:?} decided {earlier:?}, {topology:?} decided {observed:?}"
                     ));
                 }
@@ -178,7 +183,9 @@ impl Decider for WasmDecider {
                 None => seen = Some((topology, observed)),
             }
         }
-        seen.map(|(_, o)| Ok(o))
-            .ok_or_else(|| "no topology to run the case in".to_string())
+        match seen {
+            Some((_, o)) => Outcome::Decided(o),
+            None => Outcome::Failed("no topology to run the case in".into()),
+        }
     }
 }
