@@ -3,20 +3,20 @@
 //! `wrk`, mTLS out with a workload's SPIFFE certificate, and a plaintext backend that answers
 //! 200), and a process handle that exposes what the benchmark reads from `/proc`.
 //!
-//! Envoy's own driver (`crate::envoy`) starts Envoy with `wasm:debug` logging and keeps the
-//! process id private; the benchmark needs quiet logs (a log line per request would be
-//! measured) and the pid, so it starts Envoy itself, with the same flags otherwise.
+//! Envoy is started as the driver starts it ([`authz_envoy::Launch`]), with quiet logs (a log
+//! line per request would be measured); the benchmark keeps the process id for `/proc`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 
+use authz_envoy::bootstrap::{self, Plugin};
 use authz_envoy::certs::Identity;
-use authz_envoy::client::{self, HttpRequest};
+use authz_envoy::Launch;
 
 /// What stands between the TLS handshake and the response on the server.
 #[derive(Clone, Debug)]
@@ -24,11 +24,8 @@ pub enum Filter {
     None,
     /// Envoy's RBAC filter: its `typed_config` (HTTP or network, as generated).
     Native(Value),
-    /// The module: its file and plugin configuration (JSON text).
-    Module {
-        wasm: PathBuf,
-        config: String,
-    },
+    /// The module.
+    Module(Plugin),
 }
 
 impl Filter {
@@ -36,7 +33,7 @@ impl Filter {
         match self {
             Filter::None => "none",
             Filter::Native(_) => "native",
-            Filter::Module { .. } => "module",
+            Filter::Module(_) => "module",
         }
     }
 }
@@ -62,58 +59,25 @@ pub struct Server {
 }
 
 fn socket_address(a: SocketAddr) -> Value {
-    json!({ "socket_address": { "address": a.ip().to_string(), "port_value": a.port() } })
+    bootstrap::socket_address(a.ip(), a.port())
 }
 
 fn admin() -> Value {
     json!({ "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } })
 }
 
+/// An HTTP connection manager answering 200 itself, after `http_filters`.
 fn direct_response_hcm(name: &str, http_filters: Vec<Value>) -> Value {
-    let mut filters = http_filters;
-    filters.push(json!({
-        "name": "envoy.filters.http.router",
-        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
-    }));
-    json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": name,
-            "codec_type": "AUTO",
-            "normalize_path": true,
-            "generate_request_id": false,
-            "route_config": {
-                "name": name,
-                "virtual_hosts": [{
-                    "name": name,
-                    "domains": ["*"],
-                    "routes": [{
-                        "match": { "prefix": "/" },
-                        "direct_response": { "status": 200, "body": { "inline_string": "ok\n" } },
-                    }],
-                }],
-            },
-            "http_filters": filters,
-        },
-    })
-}
-
-fn wasm_plugin_config(wasm: &Path, config: &str) -> Value {
-    json!({
-        "name": "istio-authz",
-        "root_id": "istio-authz",
-        "configuration": {
-            "@type": "type.googleapis.com/google.protobuf.StringValue",
-            "value": config,
-        },
-        "failure_policy": "FAIL_CLOSED",
-        "vm_config": {
-            "vm_id": "istio-authz",
-            "runtime": "envoy.wasm.runtime.v8",
-            "code": { "local": { "filename": wasm.display().to_string() } },
-        },
-    })
+    let mut hcm = bootstrap::http_connection_manager(
+        name,
+        json!({ "direct_response": { "status": 200, "body": { "inline_string": "ok\n" } } }),
+        http_filters,
+    );
+    if let Some(c) = hcm.get_mut("typed_config").and_then(Value::as_object_mut) {
+        c.insert("normalize_path".into(), json!(true));
+        c.insert("generate_request_id".into(), json!(false));
+    }
+    hcm
 }
 
 impl Server {
@@ -140,13 +104,7 @@ impl Server {
                     Filter::Native(rbac) => {
                         vec![json!({ "name": "envoy.filters.http.rbac", "typed_config": rbac })]
                     }
-                    Filter::Module { wasm, config } => vec![json!({
-                        "name": "envoy.filters.http.wasm",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                            "config": wasm_plugin_config(wasm, config),
-                        },
-                    })],
+                    Filter::Module(plugin) => vec![bootstrap::http_wasm_filter(plugin)],
                 };
                 vec![direct_response_hcm(&self.name, http_filters)]
             }
@@ -156,26 +114,9 @@ impl Server {
                     Filter::Native(rbac) => {
                         vec![json!({ "name": "envoy.filters.network.rbac", "typed_config": rbac })]
                     }
-                    Filter::Module { wasm, config } => vec![json!({
-                        "name": "envoy.filters.network.wasm",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
-                            "config": wasm_plugin_config(wasm, config),
-                        },
-                    })],
+                    Filter::Module(plugin) => vec![bootstrap::network_wasm_filter(plugin)],
                 };
-                f.push(json!({
-                    "name": "envoy.filters.network.tcp_proxy",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                        "stat_prefix": self.name,
-                        "cluster": "backend",
-                        // No upstream connection before the first bytes got past the filter
-                        // (both filters decide on the first bytes).
-                        "upstream_connect_mode": "ON_DOWNSTREAM_DATA",
-                        "max_early_data_bytes": 65536,
-                    },
-                }));
+                f.push(bootstrap::tcp_proxy(&self.name, "backend"));
                 clusters.push(static_cluster("backend", *backend, None));
                 f
             }
@@ -231,33 +172,18 @@ pub fn load_bootstrap(routes: &[LoadRoute], backend: Option<SocketAddr>) -> Valu
     let mut listeners = Vec::new();
     let mut clusters = Vec::new();
     for r in routes {
-        let hcm = json!({
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": r.name,
-                "codec_type": "HTTP1",
-                "generate_request_id": false,
-                "route_config": {
-                    "name": r.name,
-                    "virtual_hosts": [{
-                        "name": r.name,
-                        "domains": ["*"],
-                        "routes": [{
-                            "match": { "prefix": "/" },
-                            "route": { "cluster": r.name, "timeout": "30s" },
-                        }],
-                    }],
-                },
-                "http_filters": [{
-                    "name": "envoy.filters.http.router",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-                        "suppress_envoy_headers": true,
-                    },
-                }],
-            },
-        });
+        let mut hcm = bootstrap::http_connection_manager(
+            &r.name,
+            json!({ "route": { "cluster": r.name, "timeout": "30s" } }),
+            Vec::new(),
+        );
+        if let Some(c) = hcm.get_mut("typed_config") {
+            c["codec_type"] = json!("HTTP1");
+            c["generate_request_id"] = json!(false);
+            if let Some(router) = c.pointer_mut("/http_filters/0/typed_config") {
+                router["suppress_envoy_headers"] = json!(true);
+            }
+        }
         listeners.push(json!({
             "name": r.name,
             "address": socket_address(r.listen),
@@ -328,15 +254,9 @@ impl std::fmt::Debug for Proc {
     }
 }
 
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 impl Proc {
-    /// Writes `bootstrap` to `dir/<name>.json` and runs Envoy with one worker, quiet logs and
-    /// hot restart disabled; returns once `/ready` says `LIVE`.
+    /// Writes `bootstrap` to `dir/<name>.json` and runs Envoy as the driver does
+    /// ([`authz_envoy::Launch`]) but with quiet logs; returns once `/ready` says `LIVE`.
     pub fn start(
         bin: &Path,
         name: &str,
@@ -349,95 +269,43 @@ impl Proc {
         std::fs::write(&config, serde_json::to_vec(bootstrap)?)
             .with_context(|| format!("writing {}", config.display()))?;
         let admin_file = dir.join(format!("{name}.admin"));
-        let _ = std::fs::remove_file(&admin_file);
         let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log)?;
-        let mut command = Command::new(bin);
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-            unsafe {
-                command.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        let launch = Launch {
+            bin,
+            config: &config,
+            admin_file: &admin_file,
+            log_file: &log,
+            log_level: "warn",
+            component_log_level: None,
+        };
         let started = Instant::now();
-        let child = command
-            .arg("-c")
-            .arg(&config)
-            .args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "--log-level",
-                "warn",
-            ])
-            .arg("--admin-address-path")
-            .arg(&admin_file)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("running {}", bin.display()))?;
-        let mut p = Proc {
-            pid: child.id(),
+        let mut child = launch.spawn()?;
+        let pid = child.id();
+        let admin = match launch.wait_ready(
+            &mut child,
+            &format!("envoy {name}"),
+            timeout,
+            started + timeout,
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        Ok(Proc {
+            pid,
             child: Some(child),
             name: name.to_string(),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin,
             log,
-            startup: Duration::ZERO,
-        };
-        let deadline = started + timeout;
-        loop {
-            if let Some(c) = p.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    bail!(
-                        "envoy {name} exited ({status}) before it was ready; {}:\n{}",
-                        p.log.display(),
-                        tail(&p.log, 30)
-                    );
-                }
-            }
-            if p.admin.port() == 0 {
-                if let Ok(text) = std::fs::read_to_string(&admin_file) {
-                    if let Ok(a) = text.trim().parse::<SocketAddr>() {
-                        p.admin = a;
-                    }
-                }
-            }
-            if p.admin.port() != 0 {
-                if let Ok((200, body)) = p.admin_get("/ready") {
-                    if body.trim() == "LIVE" {
-                        p.startup = started.elapsed();
-                        return Ok(p);
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "envoy {name} not ready after {timeout:?}; {}:\n{}",
-                    p.log.display(),
-                    tail(&p.log, 30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            startup: started.elapsed(),
+        })
     }
 
     pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
-        let r = client::http_request(
-            None,
-            self.admin,
-            None,
-            &HttpRequest::new("GET", path, "admin"),
-        )
-        .map_err(|e| anyhow!("admin {path}: {e}"))?;
-        Ok((r.status, r.body_text()))
+        authz_envoy::admin_get(self.admin, path)
     }
 
     /// User + system CPU time of the whole process (all threads), in clock ticks.
@@ -454,14 +322,6 @@ impl Proc {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| anyhow!("no VmRSS for pid {}", self.pid))
-    }
-
-    /// A counter or gauge from `/stats`.
-    pub fn stat(&self, name: &str) -> Option<u64> {
-        let (_, body) = self.admin_get(&format!("/stats?filter=^{name}$")).ok()?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-            .and_then(|v| v.trim().parse().ok())
     }
 
     pub fn stop(mut self) {

@@ -20,6 +20,7 @@ use super::check::native_check;
 use super::envoy::{self as benv, Filter, Layer, LoadRoute, Proc, Server};
 use super::gen::{Description, Generated, Net, Sample, SetKind};
 use super::memory::{self, Footprint};
+use authz_envoy::bootstrap::Plugin;
 use authz_envoy::certs::TestPki;
 use authz_envoy::client::{self, ConnError, HttpRequest, TlsClient};
 
@@ -551,14 +552,8 @@ impl Ctx<'_> {
             let filter = match variant {
                 "none" => Filter::None,
                 "native" => Filter::Native(rbac.clone()),
-                "empty-wasm" => Filter::Module {
-                    wasm: self.work.join("empty.wasm"),
-                    config: "{}".into(),
-                },
-                _ => Filter::Module {
-                    wasm: self.module().to_path_buf(),
-                    config: module_config.clone(),
-                },
+                "empty-wasm" => Filter::Module(Plugin::new(self.work.join("empty.wasm"), "{}")),
+                _ => Filter::Module(Plugin::new(self.module(), module_config.clone())),
             };
             let server = Server {
                 name: format!("{}-{variant}", kind.name()),

@@ -45,7 +45,8 @@ impl Plugin {
         }
     }
 
-    pub(crate) fn plugin_config(&self) -> Value {
+    /// Envoy's `PluginConfig` of the module.
+    pub fn plugin_config(&self) -> Value {
         json!({
             "name": self.name,
             "root_id": self.name,
@@ -196,7 +197,8 @@ pub(crate) fn jwt_authn_filter(j: &JwtAuthn) -> Value {
     })
 }
 
-fn socket_address(ip: IpAddr, port: u16) -> Value {
+/// An Envoy `address`.
+pub fn socket_address(ip: IpAddr, port: u16) -> Value {
     json!({ "socket_address": { "address": ip.to_string(), "port_value": port } })
 }
 
@@ -239,7 +241,8 @@ fn upstream_tls(tls: &UpstreamTls) -> Value {
     json!({ "name": "envoy.transport_sockets.tls", "typed_config": ctx })
 }
 
-fn http_wasm_filter(p: &Plugin) -> Value {
+/// The module as an HTTP filter.
+pub fn http_wasm_filter(p: &Plugin) -> Value {
     json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -249,12 +252,48 @@ fn http_wasm_filter(p: &Plugin) -> Value {
     })
 }
 
-fn network_wasm_filter(p: &Plugin) -> Value {
+/// The module as a network filter.
+pub fn network_wasm_filter(p: &Plugin) -> Value {
     json!({
         "name": "envoy.filters.network.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
             "config": p.plugin_config(),
+        },
+    })
+}
+
+/// An HTTP connection manager named `name` with one virtual host for every domain whose one
+/// route (prefix `/`) is `action` (`{"route": …}` or `{"direct_response": …}`), and
+/// `http_filters` followed by the router. Callers add what differs (`normalize_path`,
+/// `use_remote_address`, …) to its `typed_config`.
+pub fn http_connection_manager(name: &str, action: Value, http_filters: Vec<Value>) -> Value {
+    let mut route = json!({ "match": { "prefix": "/" } });
+    if let (Some(route), Value::Object(action)) = (route.as_object_mut(), action) {
+        route.extend(action);
+    }
+    let mut filters = http_filters;
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+        },
+    }));
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": name,
+            "codec_type": "AUTO",
+            "route_config": {
+                "name": name,
+                "virtual_hosts": [{
+                    "name": name,
+                    "domains": ["*"],
+                    "routes": [route],
+                }],
+            },
+            "http_filters": filters,
         },
     })
 }
@@ -273,38 +312,24 @@ fn hcm(
     if let Some(p) = plugin {
         http_filters.push(http_wasm_filter(p));
     }
-    http_filters.push(json!({
-        "name": "envoy.filters.http.router",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-        },
-    }));
-    json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": name,
-            "codec_type": "AUTO",
-            "use_remote_address": forwarded_for == ForwardedFor::Ignore,
-            // As Istio's default mesh config (pathNormalization BASE).
-            "normalize_path": true,
-            "route_config": {
-                "name": name,
-                "virtual_hosts": [{
-                    "name": name,
-                    "domains": ["*"],
-                    "routes": [{
-                        "match": { "prefix": "/" },
-                        "route": { "cluster": cluster, "timeout": "10s" },
-                    }],
-                }],
-            },
-            "http_filters": http_filters,
-        },
-    })
+    let mut hcm = http_connection_manager(
+        name,
+        json!({ "route": { "cluster": cluster, "timeout": "10s" } }),
+        http_filters,
+    );
+    if let Some(c) = hcm.get_mut("typed_config").and_then(Value::as_object_mut) {
+        c.insert(
+            "use_remote_address".into(),
+            json!(forwarded_for == ForwardedFor::Ignore),
+        );
+        // As Istio's default mesh config (pathNormalization BASE).
+        c.insert("normalize_path".into(), json!(true));
+    }
+    hcm
 }
 
-fn tcp_proxy(name: &str, cluster: &str) -> Value {
+/// `tcp_proxy` to `cluster`, dialled only once downstream bytes got past the filters.
+pub fn tcp_proxy(name: &str, cluster: &str) -> Value {
     json!({
         "name": "envoy.filters.network.tcp_proxy",
         "typed_config": {

@@ -339,10 +339,123 @@ impl std::fmt::Debug for Envoy {
 /// How long Envoy may take to become ready (V8 compiles the module at startup).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn log_tail(path: &Path, lines: usize) -> String {
+/// The last `lines` lines of a log file.
+pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    all.get(all.len().saturating_sub(lines)..)
+        .unwrap_or_default()
+        .join("\n")
+}
+
+/// How one Envoy process is run, by the driver and by the benchmark alike: one worker, no hot
+/// restart, the admin address written to `admin_file` (the bootstrap puts admin on port 0),
+/// standard output and error into `log_file`.
+#[derive(Clone, Copy, Debug)]
+pub struct Launch<'a> {
+    pub bin: &'a Path,
+    pub config: &'a Path,
+    pub admin_file: &'a Path,
+    pub log_file: &'a Path,
+    pub log_level: &'a str,
+    /// `--component-log-level`: the driver asks for `wasm:debug` (the module's log lines); the
+    /// benchmark for nothing (a log line per request would be measured).
+    pub component_log_level: Option<&'a str>,
+}
+
+impl Launch<'_> {
+    /// Starts Envoy. It dies with the thread that started it, even on SIGKILL, so that a
+    /// killed run leaves no Envoy holding its ports.
+    pub fn spawn(&self) -> Result<Child> {
+        let _ = std::fs::remove_file(self.admin_file);
+        let log = std::fs::File::create(self.log_file)
+            .with_context(|| format!("creating {}", self.log_file.display()))?;
+        let mut command = Command::new(self.bin);
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        command.arg("-c").arg(self.config).args([
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            self.log_level,
+        ]);
+        if let Some(c) = self.component_log_level {
+            command.args(["--component-log-level", c]);
+        }
+        command
+            .arg("--admin-address-path")
+            .arg(self.admin_file)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("running {}", self.bin.display()))
+    }
+
+    /// Waits until the admin endpoint of the Envoy `child` runs says `LIVE`, and returns the
+    /// admin address; fails when it exits first or is not ready by `deadline`. `what` names
+    /// it in the errors.
+    pub fn wait_ready(
+        &self,
+        child: &mut Child,
+        what: &str,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<SocketAddr> {
+        let mut admin: Option<SocketAddr> = None;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!(
+                    "{what} exited ({status}) before it was ready; log {}:\n{}",
+                    self.log_file.display(),
+                    log_tail(self.log_file, 40)
+                );
+            }
+            if admin.is_none() {
+                admin = std::fs::read_to_string(self.admin_file)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<SocketAddr>().ok())
+                    .filter(|a| a.port() != 0);
+            }
+            if let Some(a) = admin {
+                if let Ok((200, body)) = admin_get(a, "/ready") {
+                    if body.trim() == "LIVE" {
+                        return Ok(a);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what} not ready after {timeout:?}; log {}:\n{}",
+                    self.log_file.display(),
+                    log_tail(self.log_file, 40)
+                );
+            }
+            std::thread::sleep(READY_POLL);
+        }
+    }
+}
+
+/// How often readiness is polled: often enough for the benchmark's startup times.
+const READY_POLL: Duration = Duration::from_millis(20);
+
+/// GET on an Envoy admin endpoint: (status, body).
+pub fn admin_get(admin: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let r = client::http_request(None, admin, None, &HttpRequest::new("GET", path, "admin"))
+        .map_err(|e| anyhow!("admin {path}: {e}"))?;
+    Ok((r.status, r.body_text()))
 }
 
 impl Envoy {
@@ -419,114 +532,41 @@ impl Envoy {
         attempt: usize,
     ) -> Result<Envoy> {
         let admin_file = dir.join("admin-address.txt");
-        let _ = std::fs::remove_file(&admin_file);
         let log_file = dir.join(if attempt == 0 {
             "envoy.log".to_string()
         } else {
             format!("envoy.{attempt}.log")
         });
-        let log = std::fs::File::create(&log_file)?;
         let level = std::env::var("AUTHZ_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".into());
-        let mut command = Command::new(bin);
-        // Envoy must not outlive the test (a killed test run would leave it holding its
-        // ports): ask the kernel to SIGKILL it when the thread that started it goes away.
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-            unsafe {
-                command.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = command
-            .arg("-c")
-            .arg(bootstrap)
-            .args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "--log-level",
-                &level,
-            ])
-            .args(["--component-log-level", "wasm:debug"])
-            .arg("--admin-address-path")
-            .arg(&admin_file)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("running {}", bin.display()))?;
+        let launch = Launch {
+            bin,
+            config: bootstrap,
+            admin_file: &admin_file,
+            log_file: &log_file,
+            log_level: &level,
+            component_log_level: Some("wasm:debug"),
+        };
+        let started = Instant::now();
+        let child = launch.spawn()?;
         let mut envoy = Envoy {
             child: Some(child),
             dir: dir.to_path_buf(),
-            log_file,
+            log_file: log_file.clone(),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             spec,
             listeners,
             pki,
         };
-        envoy.wait_ready(&admin_file, STARTUP_TIMEOUT)?;
+        if let Some(child) = envoy.child.as_mut() {
+            envoy.admin =
+                launch.wait_ready(child, "envoy", STARTUP_TIMEOUT, started + STARTUP_TIMEOUT)?;
+        }
         Ok(envoy)
-    }
-
-    fn exited(&mut self) -> Option<String> {
-        let child = self.child.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            _ => None,
-        }
-    }
-
-    fn wait_ready(&mut self, admin_file: &Path, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited() {
-                bail!(
-                    "envoy exited ({status}) before it was ready; log {}:\n{}",
-                    self.log_file.display(),
-                    log_tail(&self.log_file, 40)
-                );
-            }
-            if self.admin.port() == 0 {
-                if let Ok(text) = std::fs::read_to_string(admin_file) {
-                    if let Ok(a) = text.trim().parse::<SocketAddr>() {
-                        self.admin = a;
-                    }
-                }
-            }
-            if self.admin.port() != 0 {
-                if let Ok((200, body)) = self.admin_get("/ready") {
-                    if body.trim() == "LIVE" {
-                        return Ok(());
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "envoy not ready after {timeout:?}; log {}:\n{}",
-                    self.log_file.display(),
-                    log_tail(&self.log_file, 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// GET on the admin endpoint: (status, body).
     pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
-        let r = client::http_request(
-            None,
-            self.admin,
-            None,
-            &HttpRequest::new("GET", path, "admin"),
-        )
-        .map_err(|e| anyhow!("admin {path}: {e}"))?;
-        Ok((r.status, r.body_text()))
+        admin_get(self.admin, path)
     }
 
     /// The counters and gauges whose name contains `filter`, from `/stats`.
