@@ -10,7 +10,9 @@
 //!   engine, which policies a request or connection matches — so the generator records the
 //!   expected decision of every sample request.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+
+use authz_plugin::engine::matcher;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -38,14 +40,18 @@ impl StrMatch {
         }
     }
 
-    /// Istio's matching: exact, prefix, suffix, or any non-empty value.
+    /// Istio's matching (exact, prefix, suffix, or any non-empty value), by the engine's
+    /// matcher: the reference model describes policies independently of the engine, but
+    /// compares values as it does.
     pub fn matches(&self, value: &str) -> bool {
-        match self {
-            StrMatch::Exact(v) => value == v,
-            StrMatch::Prefix(v) => value.starts_with(v.as_str()),
-            StrMatch::Suffix(v) => value.ends_with(v.as_str()),
-            StrMatch::Presence => !value.is_empty(),
-        }
+        let bytes = |v: &str| -> Box<[u8]> { v.as_bytes().into() };
+        let m = match self {
+            StrMatch::Exact(v) => matcher::StrMatch::Exact(bytes(v)),
+            StrMatch::Prefix(v) => matcher::StrMatch::Prefix(bytes(v)),
+            StrMatch::Suffix(v) => matcher::StrMatch::Suffix(bytes(v)),
+            StrMatch::Presence => matcher::StrMatch::NonEmpty,
+        };
+        m.matches(value.as_bytes())
     }
 
     /// Envoy's `StringMatcher` as istiod builds it (`StringMatcherWithPrefix`).
@@ -85,12 +91,13 @@ impl Cidr {
         Cidr { addr, len }
     }
 
+    /// By the engine's matcher, as [`StrMatch::matches`].
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        if self.len == 0 {
-            return true;
+        matcher::Cidr {
+            addr: IpAddr::V4(self.addr),
+            prefix: self.len.min(32),
         }
-        let mask = u32::MAX << (32 - u32::from(self.len.min(32)));
-        (u32::from(self.addr) & mask) == (u32::from(ip) & mask)
+        .contains(IpAddr::V4(ip))
     }
 
     pub fn istio(&self) -> String {

@@ -42,7 +42,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use authz_plugin::engine::{Claim, Verdict};
+use authz_plugin::engine::{Claim, Mode, Verdict};
 use serde_json::Value;
 
 use super::bootstrap::JwtAuthn;
@@ -53,7 +53,7 @@ use super::jwt::JwtSigner;
 use super::upstream::Upstream;
 use super::{validate, Envoy, TestEnv};
 use authz_fixture::fixture::{Case, Fixture};
-use authz_fixture::replay::{config_for_traffic, Decider, Observed, Outcome};
+use authz_fixture::replay::{config_for_traffic, mode_of, Decider, Observed, Outcome};
 
 /// Replays fixtures through Envoy. Each fixture's cases are run when it is configured (one
 /// Envoy for its requests, one for its connections), and handed out by `decide`.
@@ -488,7 +488,7 @@ impl EnvoyDecider {
              (needed for the absent address)"
                 .to_string()
         };
-        let waypoint = config.get("mode").and_then(Value::as_str) == Some("waypoint");
+        let waypoint = mode_of(config) == Some(Mode::Waypoint);
         let port_sensitive = mentions_port_constraints(config);
         let raw = raw_jwts(fixture);
         let jwt_namespace = config
@@ -1148,8 +1148,8 @@ impl Decider for EnvoyDecider {
         if fixture.expect_error.is_some() {
             // Only whether Envoy (the module's on_configure) accepts it.
             let mut spec = EnvoySpec::default();
-            let kind = match config.get("mode").and_then(Value::as_str) {
-                Some("waypoint") => ListenerKind::Http {
+            let kind = match mode_of(&config) {
+                Some(Mode::Waypoint) => ListenerKind::Http {
                     plugin: Some(Plugin::new(&self.wasm, config.to_string())),
                 },
                 _ => ListenerKind::Tcp {
@@ -1217,7 +1217,7 @@ impl Decider for EnvoyDecider {
         }
         // Layer 7 through Istio's waypoint chain as well: both topologies must agree.
         let mut chained: Vec<Option<Outcome>> = vec![None; fixture.cases.len()];
-        if fixture.config.get("mode").and_then(Value::as_str) == Some("waypoint") {
+        if mode_of(&fixture.config) == Some(Mode::Waypoint) {
             for (i, r) in self.run_chain(fixture)? {
                 if let Some(slot) = chained.get_mut(i) {
                     *slot = Some(r);

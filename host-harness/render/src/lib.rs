@@ -47,11 +47,8 @@ pub enum Kind {
     EnvoyFilter,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Ztunnel,
-    Waypoint,
-}
+/// The enforcement point the manifest is for: the engine's own.
+pub use authz_plugin::engine::Mode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
@@ -146,11 +143,10 @@ impl Options {
                     })
                 }
                 "--mode" => {
-                    mode = Some(match value("--mode")?.as_str() {
-                        "ztunnel" => Mode::Ztunnel,
-                        "waypoint" => Mode::Waypoint,
-                        other => bail!("--mode takes ztunnel or waypoint, not {other:?}"),
-                    })
+                    let v = value("--mode")?;
+                    mode = Some(Mode::parse(&v).ok_or_else(|| {
+                        anyhow!("--mode takes ztunnel or waypoint, not {v:?}")
+                    })?)
                 }
                 "--service" => {
                     let v = value("--service")?;

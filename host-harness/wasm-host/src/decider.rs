@@ -11,8 +11,8 @@ use crate::codec::Topology;
 use crate::{PluginInstance, StreamOptions, WasmModule, WasmOutcome};
 use anyhow::Result;
 use authz_fixture::fixture::{Case, Fixture};
-use authz_fixture::replay::{config_for_traffic, Decider, Observed, Outcome};
-use authz_plugin::engine::Traffic;
+use authz_fixture::replay::{config_for_traffic, mode_of, Decider, Observed, Outcome};
+use authz_plugin::engine::{Mode, Traffic};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -56,10 +56,8 @@ impl WasmDecider {
     }
 
     fn run(&mut self, case: &Case, topology: Topology) -> Result<WasmOutcome, String> {
-        let request = case.traffic_for(
-            authz_fixture::replay::mode_of(&self.config)
-                .unwrap_or(authz_plugin::engine::Mode::Waypoint),
-        ) == Traffic::Request;
+        let request =
+            case.traffic_for(mode_of(&self.config).unwrap_or(Mode::Waypoint)) == Traffic::Request;
         let instance = self.instance(case)?;
         let opts = StreamOptions {
             topology,
@@ -79,8 +77,7 @@ impl WasmDecider {
     /// listener under `use_remote_address: false` then hides the peer, see
     /// `Reason::UnknownSource`, so the case's expectation is about the chain only).
     fn topologies(&self, case: &Case) -> Vec<Topology> {
-        let waypoint = authz_fixture::replay::mode_of(&self.config)
-            .is_none_or(|m| m == authz_plugin::engine::Mode::Waypoint);
+        let waypoint = mode_of(&self.config).is_none_or(|m| m == Mode::Waypoint);
         let a = &case.attributes;
         let forwarded = a.http.is_some() && a.remote_ip.is_some() && a.remote_ip != a.source_ip;
         let mut out = Vec::new();
@@ -141,7 +138,7 @@ impl Decider for WasmDecider {
                     .and_then(Value::as_str)
                     == Some("http")
             }
-            None => self.config.get("mode").and_then(Value::as_str) == Some("waypoint"),
+            None => mode_of(&self.config) == Some(Mode::Waypoint),
         };
         if http {
             self.http = Some(instance);

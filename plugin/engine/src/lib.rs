@@ -15,7 +15,7 @@ pub mod decision;
 pub mod error;
 pub mod evaluate;
 mod hash;
-mod json;
+pub mod json;
 pub mod matcher;
 pub mod policy;
 mod stream;
