@@ -2,6 +2,8 @@
 //! engine's decisions on every sample equal the ones the generator's reference model records,
 //! and the two forms of each policy set agree in size and names.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_bench::check::native_check;
 use authz_bench::gen::{seeds_waypoint_policy, Description, Generated, SetKind};
 

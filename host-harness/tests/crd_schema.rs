@@ -1,6 +1,8 @@
 //! What we accept is what a cluster accepts: every AuthorizationPolicy in `policies/` and in
 //! the fixtures validates against the upstream CRD's OpenAPI schema (../shared/crds).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_fixture::fixture::{self, read_policies};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

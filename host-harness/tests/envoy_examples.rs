@@ -4,6 +4,8 @@
 //! waypoint's certificate, forwarding to the ztunnel). Only addresses, the admin port and file
 //! paths are rewritten; the plugin configurations and policies are the examples' own.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 
 use authz_envoy::client::{ConnError, HttpResult};

@@ -10,6 +10,8 @@
 //! `x-authz-fault: trap`, exhausts its memory on `x-authz-fault: oom`, and does the same on
 //! a connection starting `AUTHZ-FAULT trap`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
 use authz_envoy::client;
 use authz_envoy::upstream::Upstream as App;

@@ -4,6 +4,8 @@
 //! with the reason. (Cases the native engine itself fails are reported, not failed here: they
 //! belong to the engine and the fixtures.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_envoy::replay::EnvoyDecider;
 use authz_envoy::{repo_root, wasm_or_skip, TestEnv};
 use authz_fixture::fixture::{self, Fixture};

@@ -3,6 +3,8 @@
 //! No request may meet a gap or a decision no set in force gives, the refused set must never
 //! be in force, and the module's counters must account for every response.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_bench::soak::{run, Options};
 use authz_envoy::{envoy_or_skip, wasm_or_skip};
 use std::time::Duration;

@@ -5,6 +5,8 @@
 //! Skips (reason printed) only when `.venv-envoy` is absent and `CI` is unset; under `CI` a
 //! missing envoy or module fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use authz_envoy::examples::localize;

@@ -20,6 +20,8 @@
 //! The policies are the files under policies/bookinfo/. Each phase starts the Envoys afresh
 //! with that phase's policies (as `kubectl apply` would replace them).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 use std::path::Path;
 

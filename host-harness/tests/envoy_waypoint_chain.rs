@@ -11,6 +11,8 @@
 //! principals, namespaces or service accounts then refuses everyone and every DENY on them
 //! lets everyone through. This test fails for such a module.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::SocketAddr;
 
 use authz_envoy::bootstrap::Plugin;

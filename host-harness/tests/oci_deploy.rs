@@ -6,6 +6,8 @@
 //! After changing a policy, the renderer, or the pinned image: regenerate with
 //!   UPDATE_DEPLOY=1 cargo test -p authz-harness --test oci_deploy
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_fixture::fixture;
 use authz_oci::{is_sha256_hex, render};
 use authz_plugin::engine::Engine;

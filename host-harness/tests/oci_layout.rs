@@ -2,6 +2,8 @@
 //! its determinism, and the Istio / Envoy Gateway fetcher rules (src/oci/check.rs) on it and on
 //! the deliberately wrong variants (src/oci/variants.rs). No network.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_oci::check::{self, fetch, ImageSource, LayoutSource, Variant};
 use authz_oci::layout::{self, ReleaseOptions};
 use authz_oci::time::Timestamp;

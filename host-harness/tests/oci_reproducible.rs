@@ -8,6 +8,8 @@
 //! really differ) but borrows the first one's registry index and downloaded crates and builds
 //! offline: no network.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_oci::layout::{self, ReleaseOptions};
 use authz_oci::time::Timestamp;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,8 @@
 //! costs a hundred times; linear with hashing and allocation about ten). What is too large
 //! is refused with an error that says so.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_bench::shapes;
 use authz_plugin::engine::compile::MAX_INDEXED_RULES;
 use authz_plugin::engine::Engine;

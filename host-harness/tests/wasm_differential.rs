@@ -5,6 +5,8 @@
 //! dry-run result), and a configuration the engine rejects must be rejected by
 //! `on_configure`, with the engine's message in the module's log.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_plugin::engine::{Claim, Engine, OwnedAttributes, OwnedHttp, Traffic};
 use authz_wasm_host::{shared_module, HostError, WasmDryRun};
 use proptest::prelude::*;

@@ -3,6 +3,8 @@
 //! not load. Small hand-written modules (WAT) play the misbehaving plugin; the real module
 //! is made to trap with a header map the SDK cannot parse.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_plugin::engine::{OwnedAttributes, OwnedHttp, Verdict};
 use authz_wasm_host::{shared_module, HostError, HostSettings, StreamOptions, WasmModule};
 

@@ -15,6 +15,8 @@
 //! an SNI only on the direct listener (the chain's inner connection has no TLS). Such cases
 //! are counted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_fixture::fixture::{collect, Case, Fixture};
 use authz_fixture::replay::config_for_traffic;
 use authz_plugin::engine::{Engine, Mode, PluginConfig, Traffic};

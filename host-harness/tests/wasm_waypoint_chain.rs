@@ -4,6 +4,8 @@
 //! client's mTLS itself (caller in the peer certificate). Values as measured in Envoy 1.40
 //! (see `authz_wasm_host::codec::Topology`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_plugin::engine::{OwnedAttributes, OwnedHttp, Verdict};
 use authz_wasm_host::codec::Topology;
 use authz_wasm_host::{shared_module, PluginInstance, StreamOptions, WasmOutcome};

@@ -12,6 +12,8 @@
 //! table as Markdown. Nothing here is asserted: `tests/wasm_configure_scale.rs` checks the
 //! deterministic (fuel) growth.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_bench::shapes;
 use authz_fixture::fixture;
 use authz_plugin::engine::Engine;

@@ -6,6 +6,8 @@
 //! module / native is the cost of the proxy-wasm boundary in this host (Wasmtime, trivial
 //! host functions), not in Envoy.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_plugin::engine::{Engine, OwnedAttributes, OwnedHttp, Traffic, Verdict};
 use authz_wasm_host::{module_for_tests, PluginInstance, WasmModule};
 use criterion::{criterion_group, criterion_main, Criterion};
