@@ -44,27 +44,8 @@ enum Command {
     /// Turn AuthorizationPolicy files into a WasmPlugin, EnvoyExtensionPolicy or Envoy filter.
     ///
     /// Writes to standard output a ready manifest whose plugin configuration the module
-    /// accepts (docs/cli.md#render describes every flag).
-    #[command(
-        disable_help_flag = true,
-        override_usage = "authz-harness render --kind WasmPlugin|EnvoyExtensionPolicy|envoy-filter --mode ztunnel|waypoint
-                     [--service NS/NAME[:HOST,...] [--service-address ADDR[,ADDR]]]...
-                     [--workload NS/NAME[:label=value,...]]...
-                     [--waypoint NS/NAME] [--gateway-class NAME] --policy-file FILE...
-                     [--image oci://REF | https://URL] [--sha256 DIGEST] [--name NAME]
-                     [--namespace NS] [--target-kind KIND] [--target NAME]...
-                     [--filter http|network] [--wasm-path FILE] [--trust-domain TD]
-                     [--root-namespace NS]"
-    )]
-    Render {
-        /// The render flags (docs/cli.md#render).
-        #[arg(
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "FLAGS"
-        )]
-        flags: Vec<String>,
-    },
+    /// accepts; every kind fails closed.
+    Render(Box<authz_render::RenderArgs>),
     /// Pack the module as the OCI image Istio and Envoy Gateway pull.
     ///
     /// Writes a byte-reproducible OCI image layout (one image manifest, one tar+gzip layer
@@ -336,7 +317,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => replay::run(&args),
         Command::Check(args) => check::run(&args),
-        Command::Render { flags } => render(&flags),
+        Command::Render(flags) => render(&flags),
         Command::OciLayout(args) => oci_layout(&args),
         Command::BenchGen(args) => bench_gen(&args),
         Command::BenchRun(args) => bench_run(args),
@@ -344,21 +325,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn render(flags: &[String]) -> Result<ExitCode> {
-    if flags.iter().any(|f| f == "-h" || f == "--help") {
-        let mut cmd = <Cli as clap::CommandFactory>::command();
-        let help = cmd
-            .find_subcommand_mut("render")
-            .map(|c| c.render_long_help().to_string())
-            .unwrap_or_default();
-        out!("{help}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let opts = authz_render::Options::parse(flags)?;
+fn render(flags: &authz_render::RenderArgs) -> Result<ExitCode> {
+    let opts = authz_render::Options::from_flags(flags, render_args())?;
     let base = std::env::current_dir().context("the working directory")?;
     let text = authz_render::render(&opts, &base)?;
     out!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The flags after `render` as given, which the manifest's header records.
+fn render_args() -> Vec<String> {
+    std::env::args()
+        .skip_while(|a| a != "render")
+        .skip(1)
+        .collect()
 }
 
 fn oci_layout(a: &OciLayoutArgs) -> Result<ExitCode> {
