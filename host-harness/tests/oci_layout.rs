@@ -1,6 +1,6 @@
-//! The OCI image layout build.sh writes (host-harness/src/oci/layout.rs): its exact shape,
-//! its determinism, and the Istio / Envoy Gateway fetcher rules (src/oci/check.rs) on it and on
-//! the deliberately wrong variants (src/oci/variants.rs). No network.
+//! The OCI image layout build.sh writes (host-harness/oci/src/layout.rs): its exact shape,
+//! its determinism, and the Istio / Envoy Gateway fetcher rules (host-harness/oci/src/check.rs) on it and on
+//! the deliberately wrong variants (host-harness/oci/src/variants.rs). No network.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -3,7 +3,7 @@
 //! `skopeo copy --preserve-digests`, pulled back by tag and by digest with skopeo (into fresh
 //! `oci:` layouts) and with our own HTTP client of the Distribution API; every blob and the
 //! module must come back byte-identical, the registry's digest must be the layout's, and the
-//! Istio / Envoy Gateway fetcher rules (src/oci/check.rs) must accept the release and reject
+//! Istio / Envoy Gateway fetcher rules (host-harness/oci/src/check.rs) must accept the release and reject
 //! the wrong shapes as served by the registry.
 //!
 //! Needs `docker-registry` and `skopeo` (scripts/install-deps.sh). Without them the tests print

@@ -2,7 +2,7 @@
 //! (`authz_bench::shapes`): N CUSTOM policies, N ALLOW policies, a ztunnel's W
 //! workloads under P namespace-wide policies, and a YAML fixture of N nested brackets.
 //!
-//! `cargo bench -p authz-harness --bench configure` prints one table: per shape and size,
+//! `cargo bench -p authz-bench --bench configure` prints one table: per shape and size,
 //! the native load time (parse, validate, compile, index: `Engine::from_json`), the Wasm
 //! module's `on_configure` in the Wasmtime host as instructions executed (Wasmtime fuel:
 //! deterministic, unlike time on a shared machine), and the growth from the previous size.

@@ -2,7 +2,7 @@
 //! host (context creation, every callback Envoy makes, the property and header reads, the
 //! deny reply), beside the same decision by the native engine.
 //!
-//! `cargo bench -p authz-harness --bench module`. Compare rows of one run: the ratio
+//! `cargo bench -p authz-wasm-host --bench module`. Compare rows of one run: the ratio
 //! module / native is the cost of the proxy-wasm boundary in this host (Wasmtime, trivial
 //! host functions), not in Envoy.
 
