@@ -509,6 +509,16 @@ fn dechunk(data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Parses a whole HTTP/1.1 response read until the server closed the connection: the one
+/// reader of responses for the Envoy clients here and the registry client of authz-oci.
+pub fn parse_complete_response(data: &[u8], head_only: bool) -> Result<HttpResult, String> {
+    match parse_response(data, true, head_only) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err("incomplete response".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Parses a response out of `data`; `Ok(None)` while incomplete (`eof`: no more will come).
 fn parse_response(
     data: &[u8],

@@ -7,31 +7,15 @@
 use super::check::{ImageSource, RawManifest};
 use super::{digest, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use anyhow::{anyhow, bail, Context, Result};
+use authz_envoy::client::{parse_complete_response, HttpResult};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// An HTTP response.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// `GET http://addr{path}` with `Connection: close`. Loopback addresses only.
-pub fn http_get(addr: SocketAddr, path: &str, accept: &[&str]) -> Result<Response> {
+pub fn http_get(addr: SocketAddr, path: &str, accept: &[&str]) -> Result<HttpResult> {
     let accept = accept.join(", ");
     let headers: Vec<(&str, &str)> = if accept.is_empty() {
         Vec::new()
@@ -48,7 +32,7 @@ pub fn http_request(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Result<Response> {
+) -> Result<HttpResult> {
     if !addr.ip().is_loopback() {
         bail!("{addr}: this client only talks to loopback registries");
     }
@@ -69,67 +53,9 @@ pub fn http_request(
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
         .with_context(|| format!("reading the answer to {method} {path}"))?;
-    parse_response(&raw, method == "HEAD").with_context(|| format!("{method} http://{addr}{path}"))
-}
-
-fn parse_response(raw: &[u8], head_request: bool) -> Result<Response> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("no end of headers"))?;
-    let head = std::str::from_utf8(raw.get(..end).unwrap_or_default())?;
-    let body = raw.get(end + 4..).unwrap_or_default();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut r = Response {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    r.body = if head_request {
-        Vec::new()
-    } else if r
-        .header("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        dechunk(body)?
-    } else if let Some(len) = r.header("content-length") {
-        let len: usize = len.parse().context("content-length")?;
-        body.get(..len)
-            .ok_or_else(|| anyhow!("body shorter than content-length {len}"))?
-            .to_vec()
-    } else {
-        body.to_vec()
-    };
-    Ok(r)
-}
-
-fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("bad chunk"))?;
-        let size_text = std::str::from_utf8(b.get(..eol).unwrap_or_default())?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .context("chunk size")?;
-        b = b.get(eol + 2..).unwrap_or_default();
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(b.get(..size).ok_or_else(|| anyhow!("truncated chunk"))?);
-        b = b.get(size + 2..).unwrap_or_default();
-    }
+    parse_complete_response(&raw, method == "HEAD")
+        .map_err(|e| anyhow!(e))
+        .with_context(|| format!("{method} http://{addr}{path}"))
 }
 
 /// The manifest media types a puller asks for (what go-containerregistry sends).
@@ -567,7 +493,7 @@ mod tests {
 
     #[test]
     fn parses_plain_and_chunked_answers() {
-        let r = parse_response(
+        let r = parse_complete_response(
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nDocker-Content-Digest: x\r\n\r\nabcdef",
             false,
         )
@@ -580,7 +506,7 @@ mod tests {
             ),
             (200, b"abc".as_slice(), Some("x"))
         );
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n", false).unwrap();
+        let r = parse_complete_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n", false).unwrap();
         assert_eq!(r.body, b"abcde");
     }
 
