@@ -75,7 +75,8 @@ fn one_policy_is_the_seeds_waypoint_policy() {
     let (n, bad) = native_check(&g, SetKind::L7).unwrap();
     assert!(bad.is_empty(), "{bad:#?} of {n}");
     let ours = seeds_waypoint_policy().resource();
-    let file = authz_envoy::repo_root().join("policies/bookinfo/productpage-waypoint.yaml");
+    let file =
+        authz_fixture::workspace::repo_root().join("policies/bookinfo/productpage-waypoint.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     let theirs: serde_json::Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(ours["metadata"], theirs["metadata"]);

@@ -7,9 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use authz_envoy::replay::EnvoyDecider;
-use authz_envoy::{repo_root, wasm_or_skip, TestEnv};
+use authz_envoy::{wasm_or_skip, TestEnv};
 use authz_fixture::fixture::{self, Fixture};
 use authz_fixture::replay::{replay_fixture, Decider, Native};
+use authz_fixture::workspace::repo_root;
 
 #[test]
 fn envoy_replay_fixtures() {

@@ -29,7 +29,8 @@ use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream as Upstre
 use authz_envoy::chain::{Authz, Chain, TunnelSpec, Variant};
 use authz_envoy::client::{self, ConnError, HttpRequest};
 use authz_envoy::upstream::Upstream;
-use authz_envoy::{repo_root, wasm_or_skip, Envoy, TestEnv};
+use authz_envoy::{wasm_or_skip, Envoy, TestEnv};
+use authz_fixture::workspace::repo_root;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -27,7 +27,7 @@ use authz_envoy::client::{self, ConnError, HttpRequest, TlsClient};
 /// A path as results files record it: relative to the repository when inside it, `~/…` when
 /// under the home directory, so that no machine's layout is written into a results file.
 fn portable(path: &Path) -> String {
-    let root = authz_envoy::repo_root();
+    let root = authz_fixture::workspace::repo_root();
     if let Ok(rel) = path.strip_prefix(&root) {
         return rel.display().to_string();
     }
@@ -115,7 +115,7 @@ impl Options {
             warmup_s: 1,
             connections: 4,
             seed: 1,
-            out: authz_envoy::repo_root().join("bench/results"),
+            out: authz_fixture::workspace::repo_root().join("bench/results"),
             tag: "run".into(),
             wasm: authz_envoy::find_wasm(),
             envoy: authz_envoy::find_envoy().unwrap_or_else(|| PathBuf::from("envoy")),

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{repo_root, TestEnv};
+use super::TestEnv;
+use authz_fixture::workspace::repo_root;
 
 /// The example's path in the repository.
 pub fn example_path(example: &str) -> PathBuf {

@@ -36,26 +36,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use authz_fixture::workspace::{built_module, repo_root};
 use bootstrap::{EnvoySpec, ListenerKind, ListenerSpec, ServerTls, Upstream, UpstreamTls};
 use certs::TestPki;
 use client::{ConnError, HttpRequest, HttpResult, L4Result, TlsClient};
 
 /// The trust domain of the test identities.
 pub const TRUST_DOMAIN: &str = "cluster.local";
-
-/// The repository root: `$AUTHZ_REPO_ROOT`, else the workspace containing this crate
-/// (`host-harness/envoy/` in it).
-pub fn repo_root() -> PathBuf {
-    if let Some(p) = std::env::var_os("AUTHZ_REPO_ROOT").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .nth(2)
-        .unwrap_or(manifest)
-        .to_path_buf()
-}
 
 /// Whether we run under CI (`CI` set to anything but empty, `0` or `false`).
 pub fn in_ci() -> bool {
@@ -118,10 +105,7 @@ pub fn find_wasm() -> PathBuf {
     if let Some(p) = std::env::var_os("AUTHZ_WASM").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let built = target.join("wasm32-wasip1/wasm/authz_plugin.wasm");
+    let built = built_module();
     let dist = repo_root().join("dist/authz_plugin.wasm");
     if !built.is_file() && dist.is_file() {
         return dist;

@@ -105,7 +105,7 @@ pub fn module_for_tests() -> Result<std::path::PathBuf> {
         return Ok(std::path::PathBuf::from(p));
     }
     // The module as shipped (after wasm-opt), when build.sh has made it.
-    let dist = authz_wasm_host::workspace_root().join("dist/authz_plugin.wasm");
+    let dist = authz_fixture::workspace::repo_root().join("dist/authz_plugin.wasm");
     if dist.is_file() {
         return Ok(dist);
     }

@@ -1,49 +1,16 @@
 //! Where the module is, and building it.
 
 use anyhow::{bail, Context as _};
-use std::path::{Path, PathBuf};
+use authz_fixture::workspace::{built_module, repo_root, target_dir};
+use std::path::PathBuf;
 use std::process::Command;
-
-/// The workspace root (the directory holding the workspace `Cargo.toml`): this crate is
-/// `host-harness/wasm-host/` in it.
-pub fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .nth(2)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| manifest.to_path_buf())
-}
-
-/// The cargo target directory (`CARGO_TARGET_DIR`, else `<workspace>/target`).
-pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
-        }
-        _ => workspace_root().join("target"),
-    }
-}
-
-/// The release module: `cargo build -p authz-plugin --target wasm32-wasip1 --profile wasm`.
-pub fn default_module_path() -> PathBuf {
-    target_dir()
-        .join("wasm32-wasip1")
-        .join("wasm")
-        .join("authz_plugin.wasm")
-}
 
 /// Builds the module with the release profile and returns its path. Cargo makes this a
 /// no-op when it is up to date.
 pub fn build_module() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .current_dir(workspace_root())
+        .current_dir(repo_root())
         .args([
             "build",
             "-p",
@@ -58,7 +25,7 @@ pub fn build_module() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("cargo build -p authz-plugin --target wasm32-wasip1 --profile wasm failed ({status}); is the target installed (rustup target add wasm32-wasip1)?");
     }
-    let path = default_module_path();
+    let path = built_module();
     if !path.is_file() {
         bail!("the build succeeded but {} is missing", path.display());
     }
@@ -80,7 +47,7 @@ pub fn build_fault_module() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let dir = target_dir().join("fault-injection");
     let status = Command::new(cargo)
-        .current_dir(workspace_root())
+        .current_dir(repo_root())
         .args([
             "build",
             "--locked",

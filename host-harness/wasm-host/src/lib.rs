@@ -25,7 +25,7 @@ pub mod decider;
 pub mod host;
 mod outcome;
 
-pub use build::{build_module, default_module_path, module_for_tests, workspace_root};
+pub use build::{build_module, module_for_tests};
 pub use outcome::{
     level_name, parse_decision_log, DecisionLog, HostError, LogLine, WasmDryRun, WasmOutcome,
 };
