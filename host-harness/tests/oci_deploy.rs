@@ -9,8 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use authz_fixture::fixture;
-use authz_oci::{is_sha256_hex, render};
 use authz_plugin::engine::Engine;
+use authz_render::{self as render, is_sha256_hex};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

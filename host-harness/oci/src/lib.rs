@@ -13,19 +13,16 @@
 //! - [`variants`]: deliberately wrong images (uncompressed layer, CNCF artifact, wrong file
 //!   name, …) for the checker's negative tests.
 //! - [`module`]: compiles the module in Wasmtime and checks its proxy-wasm ABI surface.
-//! - [`render`]: turns AuthorizationPolicy files into ready `WasmPlugin`,
-//!   `EnvoyExtensionPolicy` or Envoy filter manifests.
 
 pub mod check;
 pub mod layout;
 pub mod module;
 pub mod registry;
-// Rendering lives in its own crate (no Wasm runtime, no TLS) so that istio-authz can use it.
-pub use authz_render as render;
 pub mod time;
 pub mod variants;
 
 use anyhow::{anyhow, bail, Result};
+use authz_render::is_sha256_hex;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -89,8 +86,6 @@ pub fn digest_hex(digest: &str) -> Result<&str> {
     }
     Ok(hex)
 }
-
-pub use authz_render::is_sha256_hex;
 
 /// JSON with object keys sorted, no whitespace, no trailing newline: the exact bytes whose
 /// sha256 is a manifest's digest. Independent of serde_json's `preserve_order` feature.
