@@ -85,7 +85,9 @@ enum Format {
     Json,
 }
 
+// A flag given twice takes the last value, as scripts rely on (bench/run.sh).
 #[derive(Args)]
+#[command(args_override_self = true)]
 struct ReplayArgs {
     /// The module [default: dist/authz_plugin.wasm, what build.sh writes, looked up in the
     /// working directory and next to the binary's target/]
@@ -107,7 +109,9 @@ struct ReplayArgs {
     paths: Vec<PathBuf>,
 }
 
+// A flag given twice takes the last value, as scripts rely on (bench/run.sh).
 #[derive(Args)]
+#[command(args_override_self = true)]
 struct CheckArgs {
     /// The plugin configuration (YAML or JSON, docs/configuration.md).
     #[arg(long, value_name = "FILE")]
@@ -129,7 +133,9 @@ struct CheckArgs {
     format: Format,
 }
 
+// A flag given twice takes the last value, as scripts rely on (bench/run.sh).
 #[derive(Args)]
+#[command(args_override_self = true)]
 struct OciLayoutArgs {
     /// The module.
     #[arg(long, value_name = "FILE")]
@@ -161,7 +167,9 @@ struct OciLayoutArgs {
     no_load_check: bool,
 }
 
+// A flag given twice takes the last value, as scripts rely on (bench/run.sh).
 #[derive(Args)]
+#[command(args_override_self = true)]
 struct BenchGenArgs {
     /// How many policies (at least 1).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -208,7 +216,9 @@ fn sets(s: &str) -> Result<Sets, String> {
         .map(Sets)
 }
 
+// A flag given twice takes the last value, as scripts rely on (bench/run.sh).
 #[derive(Args)]
+#[command(args_override_self = true)]
 struct BenchRunArgs {
     /// N = 1,100,10000 (the worst-case set up to 1000), 1 round of 1 s, 1 s warm-up.
     #[arg(long)]
@@ -271,7 +281,9 @@ fn seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+// A flag given twice takes the last value, as scripts rely on (bench/run.sh).
 #[derive(Args)]
+#[command(args_override_self = true)]
 struct SoakArgs {
     /// How long [default: 60]
     #[arg(long, value_name = "SECONDS", value_parser = seconds)]

@@ -103,7 +103,9 @@ fn ns_name(s: &str, flag: &str) -> Result<(String, String)> {
 }
 
 /// The `render` flags, shared by `istio-authz render` and `authz-harness render`.
+/// A flag given twice takes the last value, as it always did.
 #[derive(clap::Args, Debug, Clone, Default)]
+#[command(args_override_self = true)]
 pub struct Flags {
     /// The manifest: an Istio WasmPlugin, an Envoy Gateway EnvoyExtensionPolicy, or an Envoy
     /// filter entry for a static configuration.
