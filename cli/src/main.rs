@@ -102,19 +102,8 @@ enum Command {
     /// Print the plugin configuration one waypoint or one workload's ztunnel runs with.
     Config(ConfigArgs),
     /// Write the WasmPlugin, EnvoyExtensionPolicy or Envoy filter that deploys the module with
-    /// these policies. Flags: --kind WasmPlugin|EnvoyExtensionPolicy|envoy-filter, --mode
-    /// waypoint|ztunnel, --policy-file FILE..., --waypoint NS/NAME, --service NS/NAME
-    /// [--service-address IP,...], --workload NS/NAME:label=value, --image URL, --sha256 HEX
-    /// (docs/cli.md lists them all).
-    #[command(disable_help_flag = true)]
-    Render {
-        #[arg(
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "FLAGS"
-        )]
-        flags: Vec<String>,
-    },
+    /// these policies (docs/cli.md#render).
+    Render(Box<authz_render::RenderArgs>),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -464,17 +453,13 @@ fn config(args: &ConfigArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn render(flags: &[String]) -> Result<ExitCode> {
-    if flags.iter().any(|f| f == "--help" || f == "-h") || flags.is_empty() {
-        let mut cmd = Cli::command();
-        let help = cmd
-            .find_subcommand_mut("render")
-            .map(|c| c.render_long_help().to_string())
-            .unwrap_or_default();
-        emit(&help)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let opts = authz_render::Options::parse(flags)?;
+fn render(flags: &authz_render::RenderArgs) -> Result<ExitCode> {
+    // The flags as given, which the manifest's header records.
+    let args: Vec<String> = std::env::args()
+        .skip_while(|a| a != "render")
+        .skip(1)
+        .collect();
+    let opts = authz_render::Options::from_flags(flags, args)?;
     let base = std::env::current_dir().context("the working directory")?;
     let text = authz_render::render(&opts, &base)?;
     // What the manifest's header says in comments, said where a person looks.
@@ -501,7 +486,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             args.format == Format::Json,
         )?)),
         Command::Config(args) => config(&args),
-        Command::Render { flags } => render(&flags),
+        Command::Render(flags) => render(&flags),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "istio-authz", &mut buf);

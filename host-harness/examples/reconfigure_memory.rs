@@ -1,11 +1,11 @@
 //! The module's linear memory for one configuration and for a reconfiguration, found as
-//! `benchgen::memory` finds it: by bisection of the linear-memory limit Wasmtime enforces.
+//! `authz_bench::memory` finds it: by bisection of the linear-memory limit Wasmtime enforces.
 //! A reconfiguration compiles the new configuration while the old one still decides, so it
 //! needs both at once (and the new configuration's bytes).
 //!
 //! `cargo run --release -p authz-harness --example reconfigure_memory -- MODULE.wasm CONFIG.json...`
 
-use authz_harness::wasm::{HostSettings, WasmModule};
+use authz_wasm_host::{HostSettings, WasmModule};
 
 const PAGE: usize = 64 * 1024;
 

@@ -36,7 +36,6 @@ pub fn write(args: std::fmt::Arguments<'_>, newline: bool) {
 }
 
 /// `println!` that ends the process quietly when standard output's reader has gone away.
-#[macro_export]
 macro_rules! outln {
     () => {
         $crate::stdout::write(format_args!(""), true)
@@ -47,7 +46,6 @@ macro_rules! outln {
 }
 
 /// `print!` that ends the process quietly when standard output's reader has gone away.
-#[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::stdout::write(format_args!($($arg)*), false)

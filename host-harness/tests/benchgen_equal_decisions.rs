@@ -2,8 +2,10 @@
 //! engine's decisions on every sample equal the ones the generator's reference model records,
 //! and the two forms of each policy set agree in size and names.
 
-use authz_harness::benchgen::check::native_check;
-use authz_harness::benchgen::gen::{seeds_waypoint_policy, Description, Generated, SetKind};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_bench::check::native_check;
+use authz_bench::gen::{seeds_waypoint_policy, Description, Generated, SetKind};
 
 #[test]
 fn native_engine_agrees_with_the_generator_at_100() {
@@ -74,7 +76,7 @@ fn one_policy_is_the_seeds_waypoint_policy() {
     assert!(bad.is_empty(), "{bad:#?} of {n}");
     let ours = seeds_waypoint_policy().resource();
     let file =
-        authz_harness::envoy::repo_root().join("policies/bookinfo/productpage-waypoint.yaml");
+        authz_fixture::workspace::repo_root().join("policies/bookinfo/productpage-waypoint.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     let theirs: serde_json::Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(ours["metadata"], theirs["metadata"]);
@@ -90,7 +92,7 @@ fn one_policy_is_the_seeds_waypoint_policy() {
 /// (evaluated as Envoy evaluates the unified matcher), at the seeds' N = 1 and at N = 100.
 #[test]
 fn indexed_matcher_agrees_with_the_generator() {
-    use authz_harness::benchgen::indexed::{index, TRUST_DOMAIN};
+    use authz_bench::indexed::{index, TRUST_DOMAIN};
     for n in [1, 100] {
         let g = Generated::new(&Description::new(n, 7));
         for kind in SetKind::ALL {
@@ -128,7 +130,7 @@ fn indexed_matcher_agrees_with_the_generator() {
 /// holds most rules; the exact-only Layer 7 set needs nothing else.
 #[test]
 fn indexed_matcher_indexes_principals() {
-    use authz_harness::benchgen::indexed::{envoy_rbac_indexed, index, TRUST_DOMAIN};
+    use authz_bench::indexed::{envoy_rbac_indexed, index, TRUST_DOMAIN};
     let g = Generated::new(&Description::new(100, 7));
     for kind in [SetKind::L7, SetKind::L7exact, SetKind::L4] {
         let levels = index(g.set(kind), TRUST_DOMAIN).levels();

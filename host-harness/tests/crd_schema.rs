@@ -1,7 +1,9 @@
 //! What we accept is what a cluster accepts: every AuthorizationPolicy in `policies/` and in
 //! the fixtures validates against the upstream CRD's OpenAPI schema (../shared/crds).
 
-use authz_harness::fixture::{self, read_policies};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_fixture::fixture::{self, read_policies};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

@@ -1,12 +1,14 @@
 //! The module's counters in a real Envoy: decisions are counted inside the VM and handed to
 //! Envoy on the root context's timer, so they appear in Envoy's stats within a tick, exact.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use authz_harness::envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
-use authz_harness::envoy::upstream::Upstream as App;
-use authz_harness::envoy::{wasm_or_skip, TestEnv};
+use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
+use authz_envoy::upstream::Upstream as App;
+use authz_envoy::{wasm_or_skip, TestEnv};
 use serde_json::json;
 
 const CURL: &str = "cluster.local/ns/default/sa/curl";

@@ -4,12 +4,14 @@
 //! waypoint's certificate, forwarding to the ztunnel). Only addresses, the admin port and file
 //! paths are rewritten; the plugin configurations and policies are the examples' own.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 
-use authz_harness::envoy::client::{ConnError, HttpResult};
-use authz_harness::envoy::examples::localize;
-use authz_harness::envoy::upstream::Upstream;
-use authz_harness::envoy::{wasm_or_skip, Envoy, ListenerInfo, TestEnv};
+use authz_envoy::client::{ConnError, HttpResult};
+use authz_envoy::examples::localize;
+use authz_envoy::upstream::Upstream;
+use authz_envoy::{wasm_or_skip, Envoy, ListenerInfo, TestEnv};
 
 const GATEWAY: &str = "cluster.local/ns/default/sa/bookinfo-gateway-istio";
 const CURL: &str = "cluster.local/ns/default/sa/curl";

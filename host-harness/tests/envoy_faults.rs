@@ -10,11 +10,13 @@
 //! `x-authz-fault: trap`, exhausts its memory on `x-authz-fault: oom`, and does the same on
 //! a connection starting `AUTHZ-FAULT trap`.
 
-use authz_harness::envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
-use authz_harness::envoy::client;
-use authz_harness::envoy::upstream::Upstream as App;
-use authz_harness::envoy::{Envoy, TestEnv};
-use authz_harness::wasm::build::build_fault_module;
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
+use authz_envoy::client;
+use authz_envoy::upstream::Upstream as App;
+use authz_envoy::{Envoy, TestEnv};
+use authz_wasm_host::build::build_fault_module;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};

@@ -2,9 +2,11 @@
 //! listeners): a broken plugin configuration is refused with the module's own error message
 //! and the last good configuration keeps deciding; a later good configuration is accepted.
 
-use authz_harness::envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
-use authz_harness::envoy::upstream::Upstream as App;
-use authz_harness::envoy::{wasm_or_skip, Envoy, ListenerInfo, TestEnv};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
+use authz_envoy::upstream::Upstream as App;
+use authz_envoy::{wasm_or_skip, Envoy, ListenerInfo, TestEnv};
 use serde_json::{json, Value};
 use std::net::{IpAddr, TcpListener};
 use std::path::Path;

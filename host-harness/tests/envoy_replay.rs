@@ -4,10 +4,13 @@
 //! with the reason. (Cases the native engine itself fails are reported, not failed here: they
 //! belong to the engine and the fixtures.)
 
-use authz_harness::envoy::replay::EnvoyDecider;
-use authz_harness::envoy::{repo_root, wasm_or_skip, TestEnv};
-use authz_harness::fixture::{self, Fixture};
-use authz_harness::replay::{replay_fixture, Decider, Native};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_envoy::replay::EnvoyDecider;
+use authz_envoy::{wasm_or_skip, TestEnv};
+use authz_fixture::fixture::{self, Fixture};
+use authz_fixture::replay::{replay_fixture, Decider, Native};
+use authz_fixture::workspace::repo_root;
 
 #[test]
 fn envoy_replay_fixtures() {

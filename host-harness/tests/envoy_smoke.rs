@@ -3,12 +3,14 @@
 //! ztunnel network filter. Skips (with the reason printed) when envoy or the module is absent
 //! and `CI` is unset; fails under `CI`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 
-use authz_harness::envoy::bootstrap::{EnvoySpec, ForwardedFor, ListenerKind, Plugin, Upstream};
-use authz_harness::envoy::client::ConnError;
-use authz_harness::envoy::upstream::Upstream as App;
-use authz_harness::envoy::{wasm_or_skip, write_stand_in_module, TestEnv};
+use authz_envoy::bootstrap::{EnvoySpec, ForwardedFor, ListenerKind, Plugin, Upstream};
+use authz_envoy::client::ConnError;
+use authz_envoy::upstream::Upstream as App;
+use authz_envoy::{wasm_or_skip, write_stand_in_module, TestEnv};
 use serde_json::json;
 
 fn ip(s: &str) -> IpAddr {

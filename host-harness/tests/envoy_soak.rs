@@ -3,8 +3,10 @@
 //! No request may meet a gap or a decision no set in force gives, the refused set must never
 //! be in force, and the module's counters must account for every response.
 
-use authz_harness::envoy::{envoy_or_skip, wasm_or_skip};
-use authz_harness::soak::{run, Options};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_bench::soak::{run, Options};
+use authz_envoy::{envoy_or_skip, wasm_or_skip};
 use std::time::Duration;
 
 #[test]

@@ -5,12 +5,12 @@
 //! Skips (reason printed) only when `.venv-envoy` is absent and `CI` is unset; under `CI` a
 //! missing envoy or module fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
-use authz_harness::envoy::examples::localize;
-use authz_harness::envoy::{
-    envoy_or_skip, find_wasm, in_ci, validate, write_stand_in_module, TestEnv,
-};
+use authz_envoy::examples::localize;
+use authz_envoy::{envoy_or_skip, find_wasm, in_ci, validate, write_stand_in_module, TestEnv};
 
 /// The built module (required under CI), else a stand-in that accepts any configuration,
 /// which checks Envoy's side only.

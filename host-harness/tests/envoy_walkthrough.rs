@@ -11,7 +11,7 @@
 //!                               productpage app 127.0.10.11 (page, metrics)
 //! ```
 //!
-//! The waypoint is built as istiod builds it (see `authz_harness::envoy::chain`): callers reach
+//! The waypoint is built as istiod builds it (see `authz_envoy::chain`): callers reach
 //! it through a client Envoy tunnelling HTTP/2 `CONNECT` to the productpage VIP 10.96.0.10:9080
 //! with their own certificates (their source addresses in PROXY protocol headers), and the
 //! module runs in the internal listener, where the caller is the filter state
@@ -20,14 +20,17 @@
 //! The policies are the files under policies/bookinfo/. Each phase starts the Envoys afresh
 //! with that phase's policies (as `kubectl apply` would replace them).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 use std::path::Path;
 
-use authz_harness::envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream as UpstreamSpec};
-use authz_harness::envoy::chain::{Authz, Chain, TunnelSpec, Variant};
-use authz_harness::envoy::client::{self, ConnError, HttpRequest};
-use authz_harness::envoy::upstream::Upstream;
-use authz_harness::envoy::{repo_root, wasm_or_skip, Envoy, TestEnv};
+use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream as UpstreamSpec};
+use authz_envoy::chain::{Authz, Chain, TunnelSpec, Variant};
+use authz_envoy::client::{self, ConnError, HttpRequest};
+use authz_envoy::upstream::Upstream;
+use authz_envoy::{wasm_or_skip, Envoy, TestEnv};
+use authz_fixture::workspace::repo_root;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -172,7 +175,7 @@ impl Waypoint {
         who: &str,
         from: &str,
         method: &str,
-    ) -> Result<authz_harness::envoy::client::HttpResult, ConnError> {
+    ) -> Result<authz_envoy::client::HttpResult, ConnError> {
         let tunnel = self
             .chain
             .tunnel_named(who)
@@ -197,11 +200,11 @@ fn get(
     from: &str,
     port: u16,
     method: &str,
-) -> Result<authz_harness::envoy::client::HttpResult, ConnError> {
+) -> Result<authz_envoy::client::HttpResult, ConnError> {
     envoy.request_http(Some(who), ip(from), port, method, "/productpage", HOST, &[])
 }
 
-fn assert_page(r: &Result<authz_harness::envoy::client::HttpResult, ConnError>, what: &str) {
+fn assert_page(r: &Result<authz_envoy::client::HttpResult, ConnError>, what: &str) {
     match r {
         Ok(resp) => {
             assert_eq!(resp.status, 200, "{what}: {resp:?}");
@@ -211,7 +214,7 @@ fn assert_page(r: &Result<authz_harness::envoy::client::HttpResult, ConnError>, 
     }
 }
 
-fn assert_rbac_denied(r: &Result<authz_harness::envoy::client::HttpResult, ConnError>, what: &str) {
+fn assert_rbac_denied(r: &Result<authz_envoy::client::HttpResult, ConnError>, what: &str) {
     match r {
         Ok(resp) => {
             assert_eq!(resp.status, 403, "{what}: {resp:?}");
@@ -223,7 +226,7 @@ fn assert_rbac_denied(r: &Result<authz_harness::envoy::client::HttpResult, ConnE
 
 /// Refused at L4: the connection is closed and there is no HTTP response at all (curl's exit
 /// code 56 in the seed).
-fn assert_l4_refused(r: &Result<authz_harness::envoy::client::HttpResult, ConnError>, what: &str) {
+fn assert_l4_refused(r: &Result<authz_envoy::client::HttpResult, ConnError>, what: &str) {
     match r {
         Err(ConnError::Closed(_)) | Err(ConnError::Handshake(_)) => {}
         other => panic!("{what}: expected the connection to be closed, got {other:?}"),
@@ -246,12 +249,10 @@ fn envoy_walkthrough_seed_000_and_002() {
 /// image runs the same walkthrough in Envoy.
 #[test]
 fn envoy_walkthrough_with_the_module_pulled_from_a_registry() {
-    use authz_harness::oci::check::fetch;
-    use authz_harness::oci::layout::{write_release, ReleaseOptions};
-    use authz_harness::oci::registry::{
-        find_docker_registry, find_skopeo, push_layout, LocalRegistry,
-    };
-    use authz_harness::oci::time::Timestamp;
+    use authz_oci::check::fetch;
+    use authz_oci::layout::{write_release, ReleaseOptions};
+    use authz_oci::registry::{find_docker_registry, find_skopeo, push_layout, LocalRegistry};
+    use authz_oci::time::Timestamp;
 
     let test = "envoy_walkthrough_with_the_module_pulled_from_a_registry";
     let Some(env) = TestEnv::for_test(test) else {
@@ -262,7 +263,7 @@ fn envoy_walkthrough_with_the_module_pulled_from_a_registry() {
     };
     let (Some(registry_bin), Some(skopeo)) = (find_docker_registry(), find_skopeo()) else {
         assert!(
-            !authz_harness::envoy::in_ci(),
+            !authz_envoy::in_ci(),
             "{test}: CI is set but docker-registry or skopeo is missing (scripts/install-deps.sh)"
         );
         eprintln!("SKIPPED {test}: docker-registry or skopeo not installed");

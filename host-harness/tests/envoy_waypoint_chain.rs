@@ -1,7 +1,7 @@
 //! The module where Istio runs it: inside an ambient waypoint's HBONE chain (an outer listener
 //! terminating HTTP/2 `CONNECT` over mTLS, the caller carried as the filter state
 //! `io.istio.peer_principal`, an internal listener running the filters), driven by a second
-//! Envoy tunnelling as the client's ztunnel (see `authz_harness::envoy::chain`). Each policy is
+//! Envoy tunnelling as the client's ztunnel (see `authz_envoy::chain`). Each policy is
 //! enforced once by the module and once by Envoy's RBAC filter as istiod generates it for that
 //! place (`filter_state` matchers in the waypoint, istio/istio
 //! `pilot/pkg/security/authz/model/principal.go`; `authenticated` on a listener terminating
@@ -11,12 +11,14 @@
 //! principals, namespaces or service accounts then refuses everyone and every DENY on them
 //! lets everyone through. This test fails for such a module.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::SocketAddr;
 
-use authz_harness::envoy::bootstrap::Plugin;
-use authz_harness::envoy::chain::{Authz, Chain, Variant};
-use authz_harness::envoy::client::{http_request, HttpRequest, TlsClient};
-use authz_harness::envoy::{wasm_or_skip, TestEnv};
+use authz_envoy::bootstrap::Plugin;
+use authz_envoy::chain::{Authz, Chain, Variant};
+use authz_envoy::client::{http_request, HttpRequest, TlsClient};
+use authz_envoy::{wasm_or_skip, TestEnv};
 use serde_json::{json, Value};
 
 const CURL: &str = "cluster.local/ns/default/sa/curl";
@@ -326,8 +328,8 @@ fn x_forwarded_for_never_satisfies_ip_blocks() {
 /// filter in the internal listener reads the caller from the same filter state.
 #[test]
 fn the_network_filter_reads_the_caller_in_the_waypoint_tcp_chain() {
-    use authz_harness::envoy::client::tcp_probe;
-    use authz_harness::envoy::upstream::Upstream;
+    use authz_envoy::client::tcp_probe;
+    use authz_envoy::upstream::Upstream;
     let Some(env) = TestEnv::for_test("envoy_waypoint_chain_tcp") else {
         return;
     };

@@ -6,9 +6,11 @@
 //! After changing a policy, the renderer, or the pinned image: regenerate with
 //!   UPDATE_DEPLOY=1 cargo test -p authz-harness --test oci_deploy
 
-use authz_harness::fixture;
-use authz_harness::oci::{is_sha256_hex, render};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_fixture::fixture;
 use authz_plugin::engine::Engine;
+use authz_render::{self as render, is_sha256_hex};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

@@ -1,12 +1,14 @@
-//! The OCI image layout build.sh writes (host-harness/src/oci/layout.rs): its exact shape,
-//! its determinism, and the Istio / Envoy Gateway fetcher rules (src/oci/check.rs) on it and on
-//! the deliberately wrong variants (src/oci/variants.rs). No network.
+//! The OCI image layout build.sh writes (host-harness/oci/src/layout.rs): its exact shape,
+//! its determinism, and the Istio / Envoy Gateway fetcher rules (host-harness/oci/src/check.rs) on it and on
+//! the deliberately wrong variants (host-harness/oci/src/variants.rs). No network.
 
-use authz_harness::oci::check::{self, fetch, ImageSource, LayoutSource, Variant};
-use authz_harness::oci::layout::{self, ReleaseOptions};
-use authz_harness::oci::time::Timestamp;
-use authz_harness::oci::variants::{write_test_images, Expect, TestImage};
-use authz_harness::oci::{self, canonical_json, sha256_hex};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_oci::check::{self, fetch, ImageSource, LayoutSource, Variant};
+use authz_oci::layout::{self, ReleaseOptions};
+use authz_oci::time::Timestamp;
+use authz_oci::variants::{write_test_images, Expect, TestImage};
+use authz_oci::{canonical_json, sha256_hex};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -16,7 +18,7 @@ use std::sync::OnceLock;
 fn module() -> &'static [u8] {
     static M: OnceLock<Vec<u8>> = OnceLock::new();
     M.get_or_init(|| {
-        let p = oci::module::module_for_tests().expect("the module");
+        let p = authz_oci::module::module_for_tests().expect("the module");
         std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     })
 }
@@ -80,10 +82,10 @@ fn the_release_layout_has_the_shape_istio_and_envoy_gateway_pull() {
     assert_eq!(manifests.len(), 1, "one image manifest, not several");
     assert_eq!(
         manifests[0]["mediaType"],
-        oci::OCI_MANIFEST,
+        authz_oci::OCI_MANIFEST,
         "an image manifest, not an index"
     );
-    assert_eq!(manifests[0]["annotations"][oci::REF_NAME], "1.2.3");
+    assert_eq!(manifests[0]["annotations"][authz_oci::REF_NAME], "1.2.3");
     assert_eq!(manifests[0]["digest"], r.manifest_digest.as_str());
 
     // Exactly three blobs, each named by its own sha256.
@@ -104,11 +106,11 @@ fn the_release_layout_has_the_shape_istio_and_envoy_gateway_pull() {
     let m = json(&mbytes);
     assert_eq!(canonical_json(&m).as_bytes(), mbytes.as_slice());
     assert_eq!(m["schemaVersion"], 2);
-    assert_eq!(m["mediaType"], oci::OCI_MANIFEST);
-    assert_eq!(m["config"]["mediaType"], oci::OCI_CONFIG);
+    assert_eq!(m["mediaType"], authz_oci::OCI_MANIFEST);
+    assert_eq!(m["config"]["mediaType"], authz_oci::OCI_CONFIG);
     let layers = m["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1);
-    assert_eq!(layers[0]["mediaType"], oci::OCI_LAYER_TAR_GZIP);
+    assert_eq!(layers[0]["mediaType"], authz_oci::OCI_LAYER_TAR_GZIP);
     let a = &m["annotations"];
     assert_eq!(
         a["org.opencontainers.image.created"],
@@ -121,7 +123,7 @@ fn the_release_layout_has_the_shape_istio_and_envoy_gateway_pull() {
     assert_eq!(a["org.opencontainers.image.title"], "authz-plugin");
     assert_eq!(a["module.wasm.image/variant"], "compat");
     assert_eq!(
-        a[oci::MODULE_DIGEST_ANNOTATION],
+        a[authz_oci::MODULE_DIGEST_ANNOTATION],
         format!("sha256:{}", sha256_hex(wasm))
     );
 
@@ -254,8 +256,14 @@ fn the_oci_layout_command_checks_the_module_and_writes_what_write_release_writes
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let code = oci::cli(&args).unwrap();
-    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    let harness = |args: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_authz-harness"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let run = harness(&args);
+    assert!(run.status.success(), "{run:?}");
     let expected = tmp.path().join("expected");
     layout::write_release(module(), &expected, &opts()).unwrap();
     assert_eq!(tree(&out), tree(&expected));
@@ -271,14 +279,16 @@ fn the_oci_layout_command_checks_the_module_and_writes_what_write_release_writes
     let mut bad_args = args.clone();
     bad_args[2] = bad.to_str().unwrap().to_string();
     bad_args[4] = tmp.path().join("never").to_str().unwrap().to_string();
-    let err = oci::cli(&bad_args).unwrap_err();
-    assert!(format!("{err:#}").contains("proxy_abi_version"), "{err:#}");
+    let run = harness(&bad_args);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("proxy_abi_version"), "{err}");
     assert!(!tmp.path().join("never").exists());
 }
 
 #[test]
 fn the_module_loads_in_wasmtime_with_the_proxy_wasm_surface() {
-    let info = oci::module::inspect(module()).unwrap();
+    let info = authz_oci::module::inspect(module()).unwrap();
     assert!(
         info.abi
             .iter()

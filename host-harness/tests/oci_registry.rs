@@ -3,18 +3,20 @@
 //! `skopeo copy --preserve-digests`, pulled back by tag and by digest with skopeo (into fresh
 //! `oci:` layouts) and with our own HTTP client of the Distribution API; every blob and the
 //! module must come back byte-identical, the registry's digest must be the layout's, and the
-//! Istio / Envoy Gateway fetcher rules (src/oci/check.rs) must accept the release and reject
+//! Istio / Envoy Gateway fetcher rules (host-harness/oci/src/check.rs) must accept the release and reject
 //! the wrong shapes as served by the registry.
 //!
 //! Needs `docker-registry` and `skopeo` (scripts/install-deps.sh). Without them the tests print
 //! why and pass, unless CI is set, where that is a failure.
 
-use authz_harness::oci::check::{fetch, ImageSource, LayoutSource, Variant};
-use authz_harness::oci::layout::{self, ReleaseOptions};
-use authz_harness::oci::registry::{self, find_docker_registry, find_skopeo, LocalRegistry};
-use authz_harness::oci::time::Timestamp;
-use authz_harness::oci::variants::{write_test_images, Expect, TestImage};
-use authz_harness::oci::{self, sha256_hex};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_oci::check::{fetch, ImageSource, LayoutSource, Variant};
+use authz_oci::layout::{self, ReleaseOptions};
+use authz_oci::registry::{self, find_docker_registry, find_skopeo, LocalRegistry};
+use authz_oci::sha256_hex;
+use authz_oci::time::Timestamp;
+use authz_oci::variants::{write_test_images, Expect, TestImage};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -48,7 +50,7 @@ fn tools(test: &str) -> Option<(PathBuf, PathBuf)> {
 }
 
 fn module() -> Vec<u8> {
-    let p = oci::module::module_for_tests().expect("the module");
+    let p = authz_oci::module::module_for_tests().expect("the module");
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -122,7 +124,11 @@ fn the_release_round_trips_through_a_loopback_registry_with_its_digests() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    oci::cli(&args).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_authz-harness"))
+        .args(&args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "authz-harness {args:?}: {status}");
     let release = layout::write_release(&wasm, &tmp.path().join("expected"), &opts()).unwrap();
     let manifest_bytes =
         std::fs::read(layout_dir.join("blobs/sha256").join(release.manifest_hex())).unwrap();
@@ -154,7 +160,7 @@ fn the_release_round_trips_through_a_loopback_registry_with_its_digests() {
         served.bytes, manifest_bytes,
         "the registry serves our manifest bytes unchanged"
     );
-    assert_eq!(served.media_type.as_deref(), Some(oci::OCI_MANIFEST));
+    assert_eq!(served.media_type.as_deref(), Some(authz_oci::OCI_MANIFEST));
 
     // Pull back with skopeo, by tag and by digest, into fresh layouts.
     for (reference, name) in [
@@ -243,7 +249,7 @@ fn the_release_round_trips_through_a_loopback_registry_with_its_digests() {
         let mut d = LayoutSource::new(&dist).unwrap();
         let index = d.index().unwrap();
         let desc = &index["manifests"][0];
-        let tag = desc["annotations"][oci::REF_NAME]
+        let tag = desc["annotations"][authz_oci::REF_NAME]
             .as_str()
             .unwrap()
             .to_string();

@@ -8,8 +8,10 @@
 //! really differ) but borrows the first one's registry index and downloaded crates and builds
 //! offline: no network.
 
-use authz_harness::oci::layout::{self, ReleaseOptions};
-use authz_harness::oci::time::Timestamp;
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_oci::layout::{self, ReleaseOptions};
+use authz_oci::time::Timestamp;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -225,7 +227,7 @@ fn two_builds_in_different_folders_and_cargo_homes_give_the_same_module_and_imag
     );
     eprintln!(
         "module sha256:{}, image {}",
-        authz_harness::oci::sha256_hex(&opt_a),
+        authz_oci::sha256_hex(&opt_a),
         ra.manifest_digest
     );
 }

@@ -1,5 +1,7 @@
 //! The harness command line as docs/cli.md describes it, on the project's own fixtures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

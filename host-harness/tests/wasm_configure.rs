@@ -2,8 +2,10 @@
 //! module (canary first) with the policy and field in its log, a failed reconfiguration
 //! keeps the last good one in force, and load notes are logged once.
 
-use authz_harness::wasm::{shared_module, HostError, PluginInstance};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_plugin::engine::{Engine, ErrorKind, OwnedAttributes, Verdict};
+use authz_wasm_host::{shared_module, HostError, PluginInstance};
 use serde_json::{json, Value};
 
 const GATEWAY: &str = "spiffe://cluster.local/ns/default/sa/bookinfo-gateway-istio";

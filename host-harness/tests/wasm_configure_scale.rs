@@ -4,10 +4,12 @@
 //! costs a hundred times; linear with hashing and allocation about ten). What is too large
 //! is refused with an error that says so.
 
-use authz_harness::benchgen::shapes;
-use authz_harness::wasm::{module_for_tests, HostSettings, WasmModule};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_bench::shapes;
 use authz_plugin::engine::compile::MAX_INDEXED_RULES;
 use authz_plugin::engine::Engine;
+use authz_wasm_host::{module_for_tests, HostSettings, WasmModule};
 use serde_json::Value;
 
 fn module() -> WasmModule {

@@ -3,10 +3,12 @@
 //! addresses, repeated headers, the JWT payload in dynamic metadata, server-first protocols)
 //! and the module's counters and log lines.
 
-use authz_harness::wasm::{
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_plugin::engine::{Claim, Engine, OwnedAttributes, OwnedHttp, Traffic, Verdict};
+use authz_wasm_host::{
     shared_module, FirstData, HostError, PluginInstance, StreamOptions, WasmOutcome,
 };
-use authz_plugin::engine::{Claim, Engine, OwnedAttributes, OwnedHttp, Traffic, Verdict};
 use serde_json::{json, Value};
 
 fn policy(name: &str, namespace: &str, spec: Value) -> Value {
@@ -452,7 +454,7 @@ fn an_unreadable_jwt_payload_denies_when_a_rule_needs_it() {
     // The dynamic metadata holding the verified JWT payload cannot be decoded: treating the
     // request as carrying no token would let it past a DENY on its principal. The module
     // denies instead (fail closed), and says why.
-    use authz_harness::wasm::StreamOptions;
+    use authz_wasm_host::StreamOptions;
     let config = waypoint_config(vec![policy(
         "deny-mallory",
         "default",

@@ -5,8 +5,10 @@
 //! dry-run result), and a configuration the engine rejects must be rejected by
 //! `on_configure`, with the engine's message in the module's log.
 
-use authz_harness::wasm::{shared_module, HostError, WasmDryRun};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_plugin::engine::{Claim, Engine, OwnedAttributes, OwnedHttp, Traffic};
+use authz_wasm_host::{shared_module, HostError, WasmDryRun};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use serde_json::{json, Map, Value};

@@ -3,8 +3,10 @@
 //! not load. Small hand-written modules (WAT) play the misbehaving plugin; the real module
 //! is made to trap with a header map the SDK cannot parse.
 
-use authz_harness::wasm::{shared_module, HostError, HostSettings, StreamOptions, WasmModule};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_plugin::engine::{OwnedAttributes, OwnedHttp, Verdict};
+use authz_wasm_host::{shared_module, HostError, HostSettings, StreamOptions, WasmModule};
 
 /// A minimal proxy-wasm module: a bump allocator, the ABI marker, and the given callbacks.
 fn module(callbacks: &str) -> String {

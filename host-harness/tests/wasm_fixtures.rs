@@ -15,13 +15,13 @@
 //! an SNI only on the direct listener (the chain's inner connection has no TLS). Such cases
 //! are counted.
 
-use authz_harness::fixture::{collect, Case, Fixture};
-use authz_harness::replay::config_for_traffic;
-use authz_harness::wasm::codec::Topology;
-use authz_harness::wasm::{
-    shared_module, workspace_root, HostError, PluginInstance, StreamOptions, WasmOutcome,
-};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authz_fixture::fixture::{collect, Case, Fixture};
+use authz_fixture::replay::config_for_traffic;
 use authz_plugin::engine::{Engine, Mode, PluginConfig, Traffic};
+use authz_wasm_host::codec::Topology;
+use authz_wasm_host::{shared_module, HostError, PluginInstance, StreamOptions, WasmOutcome};
 use std::collections::HashMap;
 
 fn run(
@@ -128,7 +128,9 @@ fn check_in(
 #[test]
 fn every_fixture_through_the_module_agrees_with_the_engine() {
     let module = shared_module().unwrap_or_else(|e| panic!("{e}"));
-    let root = workspace_root().join("tests").join("fixtures");
+    let root = authz_fixture::workspace::repo_root()
+        .join("tests")
+        .join("fixtures");
     let files = collect(&[root]).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(!files.is_empty());
     let mut failures = Vec::new();

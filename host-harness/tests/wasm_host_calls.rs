@@ -1,11 +1,13 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 //! What a request costs the host: the module reads only what a candidate rule needs, each
 //! thing once. The seeds' waypoint policy (a principal and a method) reads the peer's identity
 //! and the method alone, never the whole header map; a rule on a header reads the map once.
 
 use std::collections::BTreeMap;
 
-use authz_harness::wasm::{shared_module, PluginInstance};
 use authz_plugin::engine::{OwnedAttributes, OwnedHttp, Verdict};
+use authz_wasm_host::{shared_module, PluginInstance};
 use serde_json::{json, Value};
 
 fn config(rule: Value) -> Value {

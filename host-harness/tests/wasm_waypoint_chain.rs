@@ -2,11 +2,13 @@
 //! host: Istio's waypoint chain (caller in the filter state `io.istio.peer_principal`, direct
 //! peer in `envoy.filters.listener.original_dst.remote_ip`) and a listener terminating the
 //! client's mTLS itself (caller in the peer certificate). Values as measured in Envoy 1.40
-//! (see `authz_harness::wasm::codec::Topology`).
+//! (see `authz_wasm_host::codec::Topology`).
 
-use authz_harness::wasm::codec::Topology;
-use authz_harness::wasm::{shared_module, PluginInstance, StreamOptions, WasmOutcome};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use authz_plugin::engine::{OwnedAttributes, OwnedHttp, Verdict};
+use authz_wasm_host::codec::Topology;
+use authz_wasm_host::{shared_module, PluginInstance, StreamOptions, WasmOutcome};
 use serde_json::{json, Value};
 
 const CURL: &str = "spiffe://cluster.local/ns/default/sa/curl";

@@ -17,8 +17,8 @@
     clippy::indexing_slicing
 )]
 
-use authz_harness::fixture::Fixture;
-use authz_harness::replay::{replay_fixture, Native};
+use authz_fixture::fixture::Fixture;
+use authz_fixture::replay::{replay_fixture, Native};
 use istio_authz::cluster::Cluster;
 use istio_authz::request::HttpRequest;
 use istio_authz::simulate;

@@ -47,11 +47,8 @@ pub enum Kind {
     EnvoyFilter,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Ztunnel,
-    Waypoint,
-}
+/// The enforcement point the manifest is for: the engine's own.
+pub use authz_plugin::engine::Mode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
@@ -105,114 +102,231 @@ fn ns_name(s: &str, flag: &str) -> Result<(String, String)> {
     }
 }
 
+/// The `render` flags, shared by `istio-authz render` and `authz-harness render`.
+/// A flag given twice takes the last value, as it always did.
+#[derive(clap::Args, Debug, Clone, Default)]
+#[command(args_override_self = true)]
+pub struct Flags {
+    /// The manifest: an Istio WasmPlugin, an Envoy Gateway EnvoyExtensionPolicy, or an Envoy
+    /// filter entry for a static configuration.
+    #[arg(long, value_name = "WasmPlugin|EnvoyExtensionPolicy|envoy-filter")]
+    pub kind: Option<String>,
+    /// The enforcement point: ztunnel (Layer 4, a network filter) or waypoint (Layer 7).
+    #[arg(long, value_name = "ztunnel|waypoint")]
+    pub mode: Option<String>,
+    /// A service the waypoint fronts, matched by NAME.NS.svc.cluster.local, its short forms
+    /// and the extra HOSTs; repeat for several.
+    #[arg(long = "service", value_name = "NS/NAME[:HOST,...]")]
+    pub services: Vec<String>,
+    /// The addresses of the --service before it (its ClusterIP or ServiceEntry addresses).
+    #[arg(long = "service-address", value_name = "ADDR[,ADDR]")]
+    pub service_addresses: Vec<String>,
+    /// The destination workload (ztunnel mode) and its pod labels; repeat for several.
+    #[arg(long = "workload", value_name = "NS/NAME[:label=value,...]")]
+    pub workloads: Vec<String>,
+    /// The waypoint (waypoint mode).
+    #[arg(long, value_name = "NS/NAME")]
+    pub waypoint: Option<String>,
+    /// The waypoint's GatewayClass.
+    #[arg(long, value_name = "NAME")]
+    pub gateway_class: Option<String>,
+    /// AuthorizationPolicy files; at least one.
+    #[arg(long = "policy-file", value_name = "FILE")]
+    pub policy_files: Vec<PathBuf>,
+    /// Where the module is pulled from [default: oci://ghcr.io/istio-authz-wasm/authz-plugin:VERSION]
+    #[arg(long, value_name = "oci://REF | https://URL")]
+    pub image: Option<String>,
+    /// The image manifest's digest for oci://, the module's for http(s):// (64 hex digits,
+    /// optionally sha256:-prefixed).
+    #[arg(long, value_name = "DIGEST")]
+    pub sha256: Option<String>,
+    /// The manifest's name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The manifest's namespace.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The kind of the targetRefs (Gateway, GatewayClass, Service, ...).
+    #[arg(long, value_name = "KIND")]
+    pub target_kind: Option<String>,
+    /// A targetRefs name; repeat for several.
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// http or network [default: http for waypoint, network for ztunnel]
+    #[arg(long, value_name = "http|network")]
+    pub filter: Option<String>,
+    /// The module's file for --kind envoy-filter [default: /etc/envoy/authz_plugin.wasm]
+    #[arg(long, value_name = "FILE")]
+    pub wasm_path: Option<String>,
+    /// The configuration's trustDomain.
+    #[arg(long, value_name = "TD")]
+    pub trust_domain: Option<String>,
+    /// The configuration's rootNamespace.
+    #[arg(long, value_name = "NS")]
+    pub root_namespace: Option<String>,
+    /// For each --service-address, the index of the --service it follows (None: it follows
+    /// none), read from where the flags stand on the command line.
+    #[arg(skip)]
+    pub service_address_owner: Vec<Option<usize>>,
+}
+
+/// The `render` flags with what clap cannot say in a derive: which --service each
+/// --service-address belongs to (the one before it).
+#[derive(Debug, Clone, Default)]
+pub struct RenderArgs(pub Flags);
+
+impl clap::Args for RenderArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Flags::augment_args(cmd)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Flags::augment_args_for_update(cmd)
+    }
+}
+
+impl clap::FromArgMatches for RenderArgs {
+    fn from_arg_matches(m: &clap::ArgMatches) -> std::result::Result<Self, clap::Error> {
+        let mut flags = Flags::from_arg_matches(m)?;
+        let services: Vec<usize> = m
+            .indices_of("services")
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        flags.service_address_owner = m
+            .indices_of("service_addresses")
+            .map(|at| {
+                at.map(|i| services.iter().rposition(|s| *s < i))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        Ok(RenderArgs(flags))
+    }
+    fn update_from_arg_matches(
+        &mut self,
+        m: &clap::ArgMatches,
+    ) -> std::result::Result<(), clap::Error> {
+        *self = RenderArgs::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
 impl Options {
+    /// Parses the `render` flags (`args`, without the command name).
     pub fn parse(args: &[String]) -> Result<Options> {
-        let mut kind = None;
-        let mut mode = None;
+        use clap::{Args as _, FromArgMatches as _};
+        let cmd = RenderArgs::augment_args(clap::Command::new("render").no_binary_name(true));
+        let m = cmd
+            .try_get_matches_from(args)
+            .map_err(|e| anyhow!("{}", e.render()))?;
+        let flags = RenderArgs::from_arg_matches(&m).map_err(|e| anyhow!("{}", e.render()))?;
+        Options::from_flags(&flags, args.to_vec())
+    }
+
+    /// The options the flags say; `args` are the flags as given, recorded in the output's
+    /// header.
+    pub fn from_flags(flags: &RenderArgs, args: Vec<String>) -> Result<Options> {
+        let f = &flags.0;
+        let kind = match f.kind.as_deref() {
+            None => None,
+            Some("WasmPlugin") => Some(Kind::WasmPlugin),
+            Some("EnvoyExtensionPolicy") => Some(Kind::EnvoyExtensionPolicy),
+            Some("envoy-filter") => Some(Kind::EnvoyFilter),
+            Some(other) => bail!(
+                "--kind takes WasmPlugin, EnvoyExtensionPolicy or envoy-filter, not {other:?}"
+            ),
+        };
+        let mode = match f.mode.as_deref() {
+            None => None,
+            Some(v) => Some(
+                Mode::parse(v)
+                    .ok_or_else(|| anyhow!("--mode takes ztunnel or waypoint, not {v:?}"))?,
+            ),
+        };
         let mut o = Options {
-            args: args.to_vec(),
+            args,
             kind: Kind::WasmPlugin,
             mode: Mode::Waypoint,
             services: Vec::new(),
             workloads: Vec::new(),
             waypoint: None,
-            gateway_class: None,
-            policy_files: Vec::new(),
-            image: None,
+            gateway_class: f.gateway_class.clone(),
+            policy_files: f.policy_files.clone(),
+            image: f.image.clone(),
             sha256: None,
-            name: None,
-            namespace: None,
-            target_kind: None,
-            targets: Vec::new(),
+            name: f.name.clone(),
+            namespace: f.namespace.clone(),
+            target_kind: f.target_kind.clone(),
+            targets: f.targets.clone(),
             filter: None,
-            wasm_path: "/etc/envoy/authz_plugin.wasm".into(),
-            trust_domain: None,
-            root_namespace: None,
+            wasm_path: f
+                .wasm_path
+                .clone()
+                .unwrap_or_else(|| "/etc/envoy/authz_plugin.wasm".into()),
+            trust_domain: f.trust_domain.clone(),
+            root_namespace: f.root_namespace.clone(),
         };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let mut value = |flag: &str| -> Result<String> {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| anyhow!("{flag} needs a value"))
+        for v in &f.services {
+            let (id, hosts) = match v.split_once(':') {
+                Some((id, h)) => (
+                    id,
+                    h.split(',')
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                None => (v.as_str(), Vec::new()),
             };
-            match arg.as_str() {
-                "--kind" => {
-                    kind = Some(match value("--kind")?.as_str() {
-                        "WasmPlugin" => Kind::WasmPlugin,
-                        "EnvoyExtensionPolicy" => Kind::EnvoyExtensionPolicy,
-                        "envoy-filter" => Kind::EnvoyFilter,
-                        other => bail!("--kind takes WasmPlugin, EnvoyExtensionPolicy or envoy-filter, not {other:?}"),
-                    })
-                }
-                "--mode" => {
-                    mode = Some(match value("--mode")?.as_str() {
-                        "ztunnel" => Mode::Ztunnel,
-                        "waypoint" => Mode::Waypoint,
-                        other => bail!("--mode takes ztunnel or waypoint, not {other:?}"),
-                    })
-                }
-                "--service" => {
-                    let v = value("--service")?;
-                    let (id, hosts) = match v.split_once(':') {
-                        Some((id, h)) => (id, h.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect()),
-                        None => (v.as_str(), Vec::new()),
-                    };
-                    let (namespace, name) = ns_name(id, "--service")?;
-                    o.services.push(Service { namespace, name, hosts, addresses: Vec::new() });
-                }
-                "--service-address" => {
-                    let v = value("--service-address")?;
-                    let Some(svc) = o.services.last_mut() else {
-                        bail!("--service-address {v} must follow the --service it belongs to");
-                    };
-                    for a in v.split(',').filter(|a| !a.is_empty()) {
-                        let ip = a.parse().map_err(|_| anyhow!("--service-address takes IP addresses (the service's ClusterIP or ServiceEntry addresses), not {a:?}"))?;
-                        svc.addresses.push(ip);
-                    }
-                }
-                "--workload" => {
-                    let v = value("--workload")?;
-                    let (id, labels) = match v.split_once(':') {
-                        Some((id, l)) => (id, Some(l)),
-                        None => (v.as_str(), None),
-                    };
-                    let (namespace, name) = ns_name(id, "--workload")?;
-                    let mut w = Workload { namespace, name, labels: Vec::new() };
-                    for pair in labels.unwrap_or("").split(',').filter(|p| !p.is_empty()) {
-                        let (k, v) = pair.split_once('=').ok_or_else(|| anyhow!("--workload labels are label=value, not {pair:?}"))?;
-                        w.labels.push((k.to_string(), v.to_string()));
-                    }
-                    o.workloads.push(w);
-                }
-                "--waypoint" => o.waypoint = Some(ns_name(&value("--waypoint")?, "--waypoint")?),
-                "--gateway-class" => o.gateway_class = Some(value("--gateway-class")?),
-                "--policy-file" => o.policy_files.push(PathBuf::from(value("--policy-file")?)),
-                "--image" => o.image = Some(value("--image")?),
-                "--sha256" => {
-                    let v = value("--sha256")?;
-                    let hex = v.strip_prefix("sha256:").unwrap_or(&v).to_string();
-                    if !is_sha256_hex(&hex) {
-                        bail!("--sha256 takes 64 lower-case hex digits (optionally sha256:-prefixed), not {v:?}");
-                    }
-                    o.sha256 = Some(hex);
-                }
-                "--name" => o.name = Some(value("--name")?),
-                "--namespace" => o.namespace = Some(value("--namespace")?),
-                "--target-kind" => o.target_kind = Some(value("--target-kind")?),
-                "--target" => o.targets.push(value("--target")?),
-                "--filter" => {
-                    let f = value("--filter")?;
-                    if f != "http" && f != "network" {
-                        bail!("--filter takes http or network, not {f:?}");
-                    }
-                    o.filter = Some(f);
-                }
-                "--wasm-path" => o.wasm_path = value("--wasm-path")?,
-                "--trust-domain" => o.trust_domain = Some(value("--trust-domain")?),
-                "--root-namespace" => o.root_namespace = Some(value("--root-namespace")?),
-                other => bail!("render: unknown argument {other:?} (see authz-harness help)"),
+            let (namespace, name) = ns_name(id, "--service")?;
+            o.services.push(Service {
+                namespace,
+                name,
+                hosts,
+                addresses: Vec::new(),
+            });
+        }
+        for (i, v) in f.service_addresses.iter().enumerate() {
+            let owner = f.service_address_owner.get(i).copied().flatten();
+            let Some(svc) = owner.and_then(|s| o.services.get_mut(s)) else {
+                bail!("--service-address {v} must follow the --service it belongs to");
+            };
+            for a in v.split(',').filter(|a| !a.is_empty()) {
+                let ip = a.parse().map_err(|_| anyhow!("--service-address takes IP addresses (the service's ClusterIP or ServiceEntry addresses), not {a:?}"))?;
+                svc.addresses.push(ip);
             }
+        }
+        for v in &f.workloads {
+            let (id, labels) = match v.split_once(':') {
+                Some((id, l)) => (id, Some(l)),
+                None => (v.as_str(), None),
+            };
+            let (namespace, name) = ns_name(id, "--workload")?;
+            let mut w = Workload {
+                namespace,
+                name,
+                labels: Vec::new(),
+            };
+            for pair in labels.unwrap_or("").split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--workload labels are label=value, not {pair:?}"))?;
+                w.labels.push((k.to_string(), v.to_string()));
+            }
+            o.workloads.push(w);
+        }
+        if let Some(w) = &f.waypoint {
+            o.waypoint = Some(ns_name(w, "--waypoint")?);
+        }
+        if let Some(v) = &f.sha256 {
+            let hex = v.strip_prefix("sha256:").unwrap_or(v).to_string();
+            if !is_sha256_hex(&hex) {
+                bail!("--sha256 takes 64 lower-case hex digits (optionally sha256:-prefixed), not {v:?}");
+            }
+            o.sha256 = Some(hex);
+        }
+        if let Some(fl) = &f.filter {
+            if fl != "http" && fl != "network" {
+                bail!("--filter takes http or network, not {fl:?}");
+            }
+            o.filter = Some(fl.clone());
         }
         o.kind = kind.ok_or_else(|| {
             anyhow!("render needs --kind WasmPlugin|EnvoyExtensionPolicy|envoy-filter")

@@ -20,6 +20,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// `ztunnel` or `waypoint`, as the configuration's `mode` says it.
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "ztunnel" => Some(Mode::Ztunnel),
+            "waypoint" => Some(Mode::Waypoint),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Ztunnel => "ztunnel",
@@ -146,15 +155,13 @@ impl PluginConfig {
             "",
         )?;
         let mode = match opt_str(map, "mode", "")? {
-            Some("ztunnel") => Mode::Ztunnel,
-            Some("waypoint") => Mode::Waypoint,
-            Some(other) => {
-                return Err(ConfigError::new(
+            Some(s) => Mode::parse(s).ok_or_else(|| {
+                ConfigError::new(
                     ErrorKind::InvalidValue,
                     "mode",
-                    format!("\"{other}\" is not ztunnel or waypoint"),
-                ))
-            }
+                    format!("\"{s}\" is not ztunnel or waypoint"),
+                )
+            })?,
             None => {
                 return Err(ConfigError::new(
                     ErrorKind::Missing,

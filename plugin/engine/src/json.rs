@@ -655,7 +655,17 @@ pub fn object<'a>(value: &'a Value, path: &str) -> Result<&'a Map> {
 /// Rejects keys outside `allowed`: a misspelt field would otherwise be silently ignored, and
 /// in an authorization policy an ignored field changes what is allowed.
 pub fn only_keys(map: &Map, allowed: &[&str], path: &str) -> Result<()> {
-    for key in map.keys() {
+    only_these_keys(map.keys(), allowed, path)
+}
+
+/// [`only_keys`] for the keys of any map (the fixture reader's serde_json objects), so that a
+/// fixture and a plugin configuration name a misspelt key alike.
+pub fn only_these_keys<'a>(
+    keys: impl IntoIterator<Item = &'a String>,
+    allowed: &[&str],
+    path: &str,
+) -> Result<()> {
+    for key in keys {
         if !allowed.contains(&key.as_str()) {
             return Err(ConfigError::new(
                 ErrorKind::UnknownField,

@@ -17,7 +17,7 @@ pub mod evaluate;
 mod field;
 mod hash;
 mod intern;
-mod json;
+pub mod json;
 pub mod matcher;
 pub mod policy;
 mod policy_stream;
