@@ -9,7 +9,6 @@ use super::hash::{FnvMap, FnvSet};
 use super::intern::{IdTable, Interner, KeyIndex, StrId, Strings};
 use super::matcher::{Cidr, Glob, PathTemplate, StrMatch};
 use super::policy::{Action, Attr, AuthorizationPolicy, Field, RefKind, Scope};
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 /// An enforcement point: what the proxy can see decides which attributes are evaluable.
@@ -890,6 +889,8 @@ impl Compiler {
             heads
                 .get(*i as usize)
                 .map(|p| envoy_policy_prefix(&p.namespace, &p.name))
+                // A `String` key, as the rules' sort below has: one sort instantiation for both.
+                .unwrap_or_default()
         });
         let sorted: Vec<&PolicyHead> = order
             .iter()
@@ -1277,7 +1278,7 @@ fn bind_workloads(config: &PluginConfig, sorted: &[&PolicyHead]) -> (Targets, Ve
         }
         // Policy order, each once (a workload's labels can name one selector twice
         // only if its labels repeat a key, but stay safe).
-        list.sort_unstable();
+        sort_ids(&mut list);
         list.dedup();
         lists.push(list);
         targets
@@ -1418,7 +1419,7 @@ fn bind_services(
     for (si, s) in config.services.iter().enumerate() {
         let mut list: Vec<u32> = to_services.get(si).cloned().unwrap_or_default();
         list.extend(to_waypoint.iter().copied());
-        list.sort_unstable();
+        sort_ids(&mut list);
         list.dedup();
         lists.push(list);
         targets
@@ -1453,7 +1454,8 @@ fn bind_services(
 struct IndexBuilder {
     by_principal: Vec<(StrId, u32)>,
     by_namespace: Vec<(StrId, u32)>,
-    by_port: Vec<(u16, u32)>,
+    /// Ports widened to `u32`: every pair list here sorts with one instantiation.
+    by_port: Vec<(u32, u32)>,
     by_method: Vec<(StrId, u32)>,
     scan: Vec<u32>,
     all: Vec<u32>,
@@ -1464,15 +1466,16 @@ impl IndexBuilder {
         // Pairs are distinct (a rule is filed once per key): sorting them whole keeps each
         // key's rules in order, without the buffer a stable sort takes.
         let keyed = |mut pairs: Vec<(StrId, u32)>| {
-            pairs.sort_unstable();
+            sort_pairs(&mut pairs);
             KeyIndex::from_sorted(strings, &pairs)
         };
         let mut ports = self.by_port;
-        ports.sort_unstable();
+        sort_pairs(&mut ports);
         let mut by_port: Vec<(u16, Box<[u32]>)> = Vec::new();
         for chunk in ports.chunk_by(|a, b| a.0 == b.0) {
             if let Some((port, _)) = chunk.first() {
-                by_port.push((*port, chunk.iter().map(|(_, r)| *r).collect()));
+                // Filed from a `u16` (see `insert_rule`), so the cast keeps it.
+                by_port.push((*port as u16, chunk.iter().map(|(_, r)| *r).collect()));
             }
         }
         RuleIndex {
@@ -1484,6 +1487,20 @@ impl IndexBuilder {
             all: self.all.into_boxed_slice(),
         }
     }
+}
+
+/// Sorts `(key, rule)` pairs. Every sort of plain ids goes through this one function: each
+/// element type given to the standard library's sort is another 3 to 4 kB of module.
+fn sort_pairs(pairs: &mut [(u32, u32)]) {
+    pairs.sort_unstable();
+}
+
+/// Sorts ids, through [`sort_pairs`] (see there).
+fn sort_ids(ids: &mut Vec<u32>) {
+    let mut pairs: Vec<(u32, u32)> = ids.iter().map(|&id| (id, 0)).collect();
+    sort_pairs(&mut pairs);
+    ids.clear();
+    ids.extend(pairs.iter().map(|&(id, _)| id));
 }
 
 /// Builds the rule indexes for one target's policy list.
@@ -1552,10 +1569,11 @@ fn insert_rule(
 ) {
     index.all.push(rid);
     if let Some(keys) = required_identity(compiled, prefix_namespaces, rule) {
-        for k in keys {
-            match k {
-                IdKey::Principal(p) => index.by_principal.push((p, rid)),
-                IdKey::Namespace(n) => index.by_namespace.push((n, rid)),
+        for (kind, key) in keys {
+            if kind == IdKey::PRINCIPAL {
+                index.by_principal.push((key, rid));
+            } else {
+                index.by_namespace.push((key, rid));
             }
         }
         return;
@@ -1571,7 +1589,7 @@ fn insert_rule(
     ) {
         for p in keys {
             if let Ok(p) = u16::try_from(p) {
-                index.by_port.push((p, rid));
+                index.by_port.push((u32::from(p), rid));
             }
         }
         return;
@@ -1594,12 +1612,24 @@ fn insert_rule(
 }
 
 /// What a rule requires of the peer identity, as index keys.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum IdKey {
     /// The exact principal, without `spiffe://`.
     Principal(StrId),
     /// A namespace: the principal contains the segment `/ns/<namespace>/`.
     Namespace(StrId),
+}
+
+impl IdKey {
+    const PRINCIPAL: u32 = 0;
+    const NAMESPACE: u32 = 1;
+
+    /// `(kind, string)`: sorts as the enum's variants, then its string.
+    fn pair(&self) -> (u32, u32) {
+        match self {
+            IdKey::Principal(p) => (IdKey::PRINCIPAL, *p),
+            IdKey::Namespace(n) => (IdKey::NAMESPACE, *n),
+        }
+    }
 }
 
 /// If every entry of some clause requires the peer identity to be an exact principal or to
@@ -1612,12 +1642,17 @@ fn required_identity(
     compiled: &Compiled,
     prefix_namespaces: &FnvMap<StrId, StrId>,
     rule: &CompiledRule,
-) -> Option<BTreeSet<IdKey>> {
+) -> Option<Vec<(u32, u32)>> {
     compiled.clauses(rule).iter().find_map(|clause| {
-        let mut keys = BTreeSet::new();
+        // A sorted Vec of `IdKey::pair`s rather than a BTreeSet: the tree's code was 8 kB
+        // of module.
+        let mut keys: Vec<(u32, u32)> = Vec::new();
         for entry in compiled.entries(*clause) {
-            keys.extend(entry_identity(compiled, prefix_namespaces, entry)?);
+            let found = entry_identity(compiled, prefix_namespaces, entry)?;
+            keys.extend(found.iter().map(IdKey::pair));
         }
+        sort_pairs(&mut keys);
+        keys.dedup();
         (!keys.is_empty()).then_some(keys)
     })
 }
@@ -1683,13 +1718,15 @@ fn required_exact(
     rule: &CompiledRule,
     which: impl Fn(&Attr) -> bool,
     key_of: impl Fn(&Matcher) -> Option<u32>,
-) -> Option<BTreeSet<u32>> {
+) -> Option<Vec<u32>> {
     'clauses: for clause in compiled.clauses(rule) {
         let entries = compiled.entries(*clause);
         if entries.is_empty() {
             continue;
         }
-        let mut keys = BTreeSet::new();
+        // Sorted and deduplicated at the end, as a BTreeSet would keep them (see
+        // `required_identity`).
+        let mut keys: Vec<u32> = Vec::new();
         for entry in entries {
             let Some(values) = compiled.tests(entry).iter().find_map(|t| {
                 let (values, _) = t.values_and_not(compiled);
@@ -1700,13 +1737,13 @@ fn required_exact(
             };
             for m in values {
                 match key_of(m) {
-                    Some(k) => {
-                        keys.insert(k);
-                    }
+                    Some(k) => keys.push(k),
                     None => continue 'clauses,
                 }
             }
         }
+        sort_ids(&mut keys);
+        keys.dedup();
         return Some(keys);
     }
     None
