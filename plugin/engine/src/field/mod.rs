@@ -2,11 +2,20 @@
 //! value is fetched from the connection or request, and how that value reads in an
 //! explanation. The matching of values is the compiled [`super::compile::Matcher`]'s.
 
+mod identity;
+mod jwt;
+mod network;
+mod request;
+
 use super::attributes::{Attributes, Claim, HeaderValues};
-use super::compile::Point;
+use super::compile::{Compiled, Matcher, Point};
 use super::matcher::url_path;
 use super::policy::Attr;
+use jwt::{claim_text, string_claim};
 use std::net::IpAddr;
+
+pub(crate) use identity::namespace_segments;
+pub(crate) use network::canonical;
 
 /// How a field was written: in a `source` or an `operation` (`principals`), or as a `when`
 /// condition, whose key names the attribute (`source.principal`).
@@ -38,7 +47,7 @@ impl Attr {
     }
 
     /// The value this attribute reads, fetched once per test.
-    pub(crate) fn value<'a>(&'a self, attrs: &'a dyn Attributes) -> Value<'a> {
+    fn value<'a>(&'a self, attrs: &'a dyn Attributes) -> Value<'a> {
         match self {
             Attr::Principal | Attr::Namespace | Attr::ServiceAccount | Attr::TrustDomain => {
                 Value::Principal(attrs.peer_principal())
@@ -55,6 +64,52 @@ impl Attr {
             Attr::RequestPrincipal => Value::Jwt(attrs.jwt()),
             Attr::Claim(path) => Value::Claim(attrs.jwt().and_then(|j| j.get(path))),
             Attr::Experimental(_) => Value::Missing,
+        }
+    }
+
+    /// Whether a test of this attribute holds: some value matches (or none is written) and
+    /// no notValue matches. The value is fetched once for the whole test.
+    pub(crate) fn holds(
+        &self,
+        values: &[Matcher],
+        not_values: &[Matcher],
+        attrs: &dyn Attributes,
+        compiled: &Compiled,
+    ) -> bool {
+        let value = self.value(attrs);
+        let hit = |m: &Matcher| self.hits(m, &value, compiled);
+        (values.is_empty() || values.iter().any(hit)) && !not_values.iter().any(hit)
+    }
+
+    /// Whether one compiled value of this attribute matches the fetched value.
+    fn hits(&self, m: &Matcher, value: &Value, compiled: &Compiled) -> bool {
+        let strings = &compiled.strings;
+        match (self, value) {
+            (Attr::Principal, Value::Principal(Some(p))) => identity::principal_hits(m, p, strings),
+            (Attr::Namespace, Value::Principal(Some(p))) => {
+                identity::namespace_hits(m, p, compiled)
+            }
+            (Attr::ServiceAccount, Value::Principal(Some(p))) => {
+                identity::service_account_hits(m, p, strings)
+            }
+            (Attr::TrustDomain, Value::Principal(Some(p))) => {
+                identity::trust_domain_hits(m, p, strings)
+            }
+            (Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp, Value::Ip(Some(ip))) => {
+                network::ip_hits(m, *ip, compiled)
+            }
+            (Attr::Port, Value::Port(Some(port))) => network::port_hits(m, *port),
+            (Attr::Sni, Value::Bytes(Some(sni))) => network::sni_hits(m, sni, strings),
+            (Attr::Host, Value::Bytes(Some(host))) => request::host_hits(m, host, strings),
+            (Attr::Method, Value::Bytes(Some(method))) => request::method_hits(m, method, strings),
+            (Attr::Path, Value::Bytes(Some(path))) => request::path_hits(m, path, compiled),
+            (Attr::Header(_), Value::Headers(h)) => request::header_hits(m, h, strings),
+            (Attr::RequestPrincipal, Value::Jwt(Some(jwt))) => {
+                jwt::request_principal_hits(m, jwt, compiled)
+            }
+            (Attr::Claim(_), Value::Claim(Some(c))) => jwt::claim_hits(m, c, strings),
+            // An absent attribute matches no value, so only notValues can hold.
+            _ => false,
         }
     }
 
@@ -88,7 +143,7 @@ impl Attr {
 }
 
 /// An attribute value fetched once per test.
-pub(crate) enum Value<'a> {
+enum Value<'a> {
     Bytes(Option<&'a [u8]>),
     /// Every occurrence of a request header; none when absent.
     Headers(HeaderValues<'a>),
@@ -98,47 +153,4 @@ pub(crate) enum Value<'a> {
     Claim(Option<&'a Claim>),
     Jwt(Option<&'a Claim>),
     Missing,
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, an IPv4 client on a dual-stack socket) is
-/// that IPv4 address, as ztunnel canonicalises every address before any policy (istio/ztunnel
-/// `src/socket.rs` `to_canonical`): an IPv4 `ipBlocks` DENY is not escaped by the mapped
-/// spelling, and the destination chooses the same workload or service.
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
-}
-
-pub(crate) fn string_claim<'a>(jwt: &'a Claim, name: &str) -> Option<&'a str> {
-    match jwt {
-        Claim::Object(fields) => {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| match v {
-                    Claim::String(s) => Some(s.as_str()),
-                    _ => None,
-                })
-        }
-        _ => None,
-    }
-}
-
-/// A claim as it is written in the token's JSON: `"admins"`, `["viewers","admins"]`.
-fn claim_text(claim: &Claim) -> String {
-    match claim {
-        Claim::String(s) => format!("{s:?}"),
-        Claim::List(items) => format!(
-            "[{}]",
-            items.iter().map(claim_text).collect::<Vec<_>>().join(",")
-        ),
-        Claim::Object(fields) => format!(
-            "{{{}}}",
-            fields
-                .iter()
-                .map(|(k, v)| format!("{k:?}:{}", claim_text(v)))
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        Claim::Other => "a number, boolean or null".into(),
-    }
 }
