@@ -3,9 +3,30 @@
 //! (`source.serviceAccount`) and `trustDomains` (`source.trustDomain`). All four are
 //! visible everywhere, except `source.serviceAccount` at ztunnel (see [`super::Attr::visible_at`]).
 
-use crate::compile::{Compiled, Matcher};
+use crate::compile::{Builder, Compiled, Matcher, Pattern};
+use crate::config::Mode;
 use crate::intern::Strings;
-use crate::matcher::Identity;
+use crate::matcher::{Glob, Identity};
+
+/// `principals` / `notPrincipals` / `source.principal`, each value expanded over the
+/// trust-domain aliases ([`expand_principal`]).
+pub(super) fn compile_principal(v: &str, mode: Mode, bundle: &[String], b: &mut Builder) {
+    for expanded in expand_principal(v, bundle) {
+        let m = if expanded == "*" && mode == Mode::Waypoint {
+            Matcher::AnyPrincipal
+        } else {
+            let p = b.pattern(&expanded, false);
+            if let Pattern::Prefix(id) = p {
+                let prefix = expanded.strip_suffix('*').unwrap_or(&expanded);
+                if let Some(ns) = namespace_of_prefix(prefix) {
+                    b.prefix_namespace(id, ns);
+                }
+            }
+            Matcher::Str(p)
+        };
+        b.push(m);
+    }
+}
 
 /// `principals` / `notPrincipals` / `source.principal`: grammar (a) on the principal without
 /// `spiffe://`; at a waypoint `*` is any principal (Envoy regex `.+`).
@@ -17,6 +38,21 @@ pub(super) fn principal_hits(m: &Matcher, principal: &str, strings: &Strings) ->
         Matcher::AnyPrincipal => !principal.is_empty(),
         _ => false,
     }
+}
+
+/// `namespaces` / `notNamespaces` / `source.namespace`.
+pub(super) fn compile_namespace(v: &str, mode: Mode, b: &mut Builder) {
+    let m = match mode {
+        Mode::Ztunnel => Matcher::Str(b.pattern(v, false)),
+        Mode::Waypoint => {
+            let glob = Glob::new(&format!("*/ns/{v}/*"));
+            match glob.literal_namespace() {
+                Some(ns) => Matcher::NamespaceSegment(b.intern(ns)),
+                None => Matcher::NamespaceGlob(b.glob(glob)),
+            }
+        }
+    };
+    b.push(m);
 }
 
 /// `namespaces` / `notNamespaces` / `source.namespace`: at ztunnel grammar (a) on the
@@ -45,6 +81,23 @@ pub(super) fn namespace_hits(m: &Matcher, principal: &str, compiled: &Compiled) 
     }
 }
 
+/// `serviceAccounts` / `notServiceAccounts` / `source.serviceAccount`, qualified `ns/sa`
+/// when parsed.
+pub(super) fn compile_service_account(v: &str, mode: Mode, b: &mut Builder) {
+    if let Some((ns, sa)) = v.split_once('/') {
+        let (ns, sa) = (b.intern(ns), b.intern(sa));
+        b.push(match mode {
+            // ztunnel compares the parsed identity's namespace and service
+            // account (istio/ztunnel `src/rbac.rs`).
+            Mode::Ztunnel => Matcher::ServiceAccount(ns, sa),
+            // A waypoint runs istiod's regex, which admits extra segments
+            // (istio/istio `pilot/pkg/security/authz/model/generator.go`
+            // `serviceAccountRegex`, `TestServiceAccount`).
+            Mode::Waypoint => Matcher::ServiceAccountRegex(ns, sa),
+        });
+    }
+}
+
 /// `serviceAccounts` / `notServiceAccounts` / `source.serviceAccount` (`ns/sa`): at ztunnel
 /// the parsed identity's namespace and service account; at a waypoint istiod's regex.
 pub(super) fn service_account_hits(m: &Matcher, principal: &str, strings: &Strings) -> bool {
@@ -56,6 +109,22 @@ pub(super) fn service_account_hits(m: &Matcher, principal: &str, strings: &Strin
             i.namespace == strings.get(*ns) && i.service_account == strings.get(*sa)
         }),
         _ => false,
+    }
+}
+
+/// `trustDomains` / `notTrustDomains` / `source.trustDomain`: `*`, a domain of the trust
+/// bundle (or `cluster.local`: every domain of the bundle), or a pattern.
+pub(super) fn compile_trust_domain(v: &str, bundle: &[String], b: &mut Builder) {
+    if v == "*" {
+        b.push(Matcher::TrustDomain(Pattern::NonEmpty));
+    } else if bundle.iter().any(|d| d == v) || v == "cluster.local" {
+        for d in bundle {
+            let d = b.intern(d);
+            b.push(Matcher::TrustDomain(Pattern::Exact(d)));
+        }
+    } else {
+        let p = b.pattern(v, false);
+        b.push(Matcher::TrustDomain(p));
     }
 }
 
@@ -126,6 +195,58 @@ fn trust_domain(principal: &str) -> Option<&str> {
     Some(td)
 }
 
+/// Trust-domain aliases, as istiod's `ReplaceTrustDomainAliases` rewrites `principals`
+/// (istio/istio `pilot/pkg/security/trustdomain/bundle.go`, `util.go`): a principal of five
+/// `/`-separated parts whose trust domain is not `*` and matches the bundle (exactly, or as a
+/// `*suffix` / `prefix*` pattern of a bundle domain) or is `cluster.local` becomes one
+/// principal per bundle domain: kept as written for a domain its `*suffix` pattern covers,
+/// else with the trust domain replaced by that domain (istiod's golden
+/// `simple-policy-principal-with-wildcard` turns `*bar/ns/foo/sa/x` with bundle
+/// `[td1, foobar]` into `td1/ns/foo/sa/x` and `*bar/ns/foo/sa/x`). Anything else is kept.
+pub(crate) fn expand_principal(value: &str, bundle: &[String]) -> Vec<String> {
+    let parts: Vec<&str> = value.split('/').collect();
+    let (Some(td), Some(rest)) = (parts.first(), parts.get(1..)) else {
+        return vec![value.to_string()];
+    };
+    // istiod `isTrustDomainBeingEnforced`: five parts and a trust domain other than `*`.
+    if parts.len() != 5 || *td == "*" {
+        return vec![value.to_string()];
+    }
+    let suffix_of = |domain: &str| td.strip_prefix('*').is_some_and(|s| domain.ends_with(s));
+    // istiod trustdomain `stringMatch` (the pattern may be on either side; bundle domains
+    // themselves carry no `*`).
+    let matches = |domain: &str| {
+        *td == domain
+            || suffix_of(domain)
+            || td.strip_suffix('*').is_some_and(|p| domain.starts_with(p))
+    };
+    if !(*td == "cluster.local" || bundle.iter().any(|d| matches(d))) {
+        return vec![value.to_string()];
+    }
+    let tail = rest.join("/");
+    let mut out: Vec<String> = Vec::with_capacity(bundle.len());
+    for domain in bundle {
+        // istiod `replaceTrustDomains`: as written where its `*suffix` covers the domain.
+        let principal = if suffix_of(domain) {
+            value.to_string()
+        } else {
+            format!("{domain}/{tail}")
+        };
+        if !out.contains(&principal) {
+            out.push(principal);
+        }
+    }
+    out
+}
+
+/// The namespace a principal prefix pins down: `td/ns/team/sa/batch-` → `team`.
+fn namespace_of_prefix(prefix: &str) -> Option<&str> {
+    let (_, rest) = prefix.split_once('/')?;
+    let rest = rest.strip_prefix("ns/")?;
+    let (ns, _) = rest.split_once('/')?;
+    (!ns.is_empty()).then_some(ns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +287,50 @@ mod tests {
                 "{principal}"
             );
         }
+    }
+
+    #[test]
+    fn alias_expansion() {
+        let bundle = vec!["new-td".to_string(), "old-td".to_string()];
+        assert_eq!(
+            expand_principal("cluster.local/ns/foo/sa/x", &bundle),
+            vec![
+                "new-td/ns/foo/sa/x".to_string(),
+                "old-td/ns/foo/sa/x".to_string()
+            ]
+        );
+        assert_eq!(expand_principal("old-td/ns/foo/sa/x", &bundle).len(), 2);
+        assert_eq!(
+            expand_principal("other/ns/foo/sa/x", &bundle),
+            vec!["other/ns/foo/sa/x".to_string()]
+        );
+        assert_eq!(expand_principal("*", &bundle), vec!["*".to_string()]);
+        // istio/istio pilot/pkg/security/authz/builder/testdata/http/
+        // simple-policy-principal-with-wildcard-{in,out}.yaml, bundle td1 + foobar.
+        let bundle = vec!["td1".to_string(), "foobar".to_string()];
+        assert_eq!(
+            expand_principal("*bar/ns/foo/sa/x", &bundle),
+            vec![
+                "td1/ns/foo/sa/x".to_string(),
+                "*bar/ns/foo/sa/x".to_string()
+            ]
+        );
+        assert_eq!(
+            expand_principal("*/ns/foo/sa/x", &bundle),
+            vec!["*/ns/foo/sa/x".to_string()]
+        );
+        // A `*suffix` covering no bundle domain is kept as written.
+        assert_eq!(
+            expand_principal("*baz/ns/foo/sa/x", &bundle),
+            vec!["*baz/ns/foo/sa/x".to_string()]
+        );
+        // A `prefix*` trust domain is replaced by every bundle domain.
+        assert_eq!(
+            expand_principal("td*/ns/foo/sa/x", &bundle),
+            vec![
+                "td1/ns/foo/sa/x".to_string(),
+                "foobar/ns/foo/sa/x".to_string()
+            ]
+        );
     }
 }

@@ -3,8 +3,18 @@
 //! `request.auth.presenter`, `request.auth.claims[...]`).
 
 use crate::attributes::Claim;
-use crate::compile::{Compiled, Matcher, Pattern};
+use crate::compile::{Builder, Compiled, Matcher, Pattern};
 use crate::intern::Strings;
+use crate::matcher::StrMatch;
+
+/// `requestPrincipals` / `notRequestPrincipals` / `request.auth.principal`: the issuer and
+/// subject patterns ([`split_request_principal`]).
+pub(super) fn compile_request_principal(v: &str, b: &mut Builder) {
+    let (iss, sub) = split_request_principal(v);
+    let pair = (b.pattern_of(&iss), b.pattern_of(&sub));
+    let id = b.request_principal(pair);
+    b.push(Matcher::RequestPrincipal(id));
+}
 
 /// `requestPrincipals` / `notRequestPrincipals` / `request.auth.principal`: `iss/sub`, the
 /// issuer and the subject each matched by its own pattern.
@@ -20,6 +30,12 @@ pub(super) fn request_principal_hits(m: &Matcher, jwt: &Claim, compiled: &Compil
         }
         _ => false,
     }
+}
+
+/// `request.auth.claims[...]` (and `audiences`, `presenter`).
+pub(super) fn compile_claim(v: &str, b: &mut Builder) {
+    let p = b.pattern(v, false);
+    b.push(Matcher::Str(p));
 }
 
 /// `request.auth.claims[...]` (and `audiences`, `presenter`): grammar (a) on a string claim,
@@ -73,5 +89,82 @@ pub(super) fn claim_text(claim: &Claim) -> String {
                 .join(",")
         ),
         Claim::Other => "a number, boolean or null".into(),
+    }
+}
+
+/// `requestPrincipals` values: `iss/sub` split at the last `/` (istiod
+/// `requestPrincipalGenerator`, docs/semantics.md#jwt).
+fn split_request_principal(value: &str) -> (StrMatch, StrMatch) {
+    let any = || StrMatch::NonEmpty;
+    if value == "*" {
+        return (any(), any());
+    }
+    match value.rsplit_once('/') {
+        None => {
+            if let Some(p) = value.strip_suffix('*') {
+                (StrMatch::Prefix(p.as_bytes().into()), any())
+            } else if let Some(s) = value.strip_prefix('*') {
+                (any(), StrMatch::Suffix(s.as_bytes().into()))
+            } else {
+                (
+                    StrMatch::Exact(value.as_bytes().into()),
+                    StrMatch::Exact(Box::default()),
+                )
+            }
+        }
+        Some((iss, sub)) => {
+            let iss_match = if iss == "*" {
+                any()
+            } else if let Some(s) = iss.strip_prefix('*') {
+                StrMatch::Suffix(s.as_bytes().into())
+            } else {
+                StrMatch::Exact(iss.as_bytes().into())
+            };
+            // With a suffix issuer the subject is exact, trailing `*` included (`*x/y*`).
+            let sub_match = if iss.starts_with('*') && iss != "*" {
+                StrMatch::Exact(sub.as_bytes().into())
+            } else if sub == "*" {
+                any()
+            } else if let Some(p) = sub.strip_suffix('*') {
+                StrMatch::Prefix(p.as_bytes().into())
+            } else {
+                StrMatch::Exact(sub.as_bytes().into())
+            };
+            (iss_match, sub_match)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_principal_table() {
+        // docs/semantics.md#jwt [ISTIO authz/model/generator_test.go TestRequestPrincipal]
+        let e = |s: &str| StrMatch::Exact(s.as_bytes().into());
+        let p = |s: &str| StrMatch::Prefix(s.as_bytes().into());
+        let s = |x: &str| StrMatch::Suffix(x.as_bytes().into());
+        let any = StrMatch::NonEmpty;
+        assert_eq!(split_request_principal("*"), (any.clone(), any.clone()));
+        assert_eq!(split_request_principal("iss/sub"), (e("iss"), e("sub")));
+        assert_eq!(split_request_principal("iss/*"), (e("iss"), any.clone()));
+        assert_eq!(split_request_principal("iss/sub*"), (e("iss"), p("sub")));
+        assert_eq!(split_request_principal("*/sub"), (any.clone(), e("sub")));
+        assert_eq!(split_request_principal("*iss/sub"), (s("iss"), e("sub")));
+        assert_eq!(split_request_principal("*x/y*"), (s("x"), e("y*")));
+        assert_eq!(
+            split_request_principal("prefix*"),
+            (p("prefix"), any.clone())
+        );
+        assert_eq!(
+            split_request_principal("*suffix"),
+            (any.clone(), s("suffix"))
+        );
+        assert_eq!(split_request_principal("foo"), (e("foo"), e("")));
+        assert_eq!(
+            split_request_principal("https://example.com/*"),
+            (e("https://example.com"), any)
+        );
     }
 }

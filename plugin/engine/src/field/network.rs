@@ -3,9 +3,20 @@
 //! source and destination addresses and the port; the forwarded client address and SNI
 //! only a waypoint sees (see [`super::Attr::visible_at`]).
 
-use crate::compile::{Compiled, Matcher};
+use crate::compile::{Builder, Compiled, Matcher};
 use crate::intern::Strings;
+use crate::matcher::Cidr;
+use crate::policy::check_port;
 use std::net::IpAddr;
+
+/// `ipBlocks`, `remoteIpBlocks` (and their `not` forms), `source.ip`, `remote.ip`,
+/// `destination.ip`: an address or a CIDR.
+pub(super) fn compile_ip(v: &str, b: &mut Builder) {
+    if let Some(cidr) = Cidr::parse(v) {
+        let id = b.cidr(cidr);
+        b.push(Matcher::Cidr(id));
+    }
+}
 
 /// `ipBlocks`, `remoteIpBlocks` (and their `not` forms), `source.ip`, `remote.ip`,
 /// `destination.ip`: the canonical address is in one of the CIDRs.
@@ -19,12 +30,25 @@ pub(super) fn ip_hits(m: &Matcher, ip: IpAddr, compiled: &Compiled) -> bool {
     }
 }
 
+/// `ports` / `notPorts` / `destination.port`.
+pub(super) fn compile_port(v: &str, b: &mut Builder) {
+    if let Ok(p) = check_port(v, "") {
+        b.push(Matcher::Port(p));
+    }
+}
+
 /// `ports` / `notPorts` / `destination.port`: the destination port, exactly.
 pub(super) fn port_hits(m: &Matcher, port: u16) -> bool {
     match m {
         Matcher::Port(p) => *p == port,
         _ => false,
     }
+}
+
+/// `connection.sni`.
+pub(super) fn compile_sni(v: &str, b: &mut Builder) {
+    let p = b.pattern(v, false);
+    b.push(Matcher::Str(p));
 }
 
 /// `connection.sni`: grammar (a) on the TLS server name.

@@ -2,8 +2,15 @@
 //! (`:authority`), `methods`, `paths` and `request.headers[<name>]`.
 
 use crate::attributes::HeaderValues;
-use crate::compile::{Compiled, Matcher};
+use crate::compile::{Builder, Compiled, Matcher};
 use crate::intern::Strings;
+use crate::matcher::{PathTemplate, StrMatch};
+
+/// `hosts` / `notHosts`: the pattern lower-cased, `*` presence.
+pub(super) fn compile_host(v: &str, b: &mut Builder) {
+    let p = b.pattern_of(&StrMatch::parse(v, true).to_lowercase());
+    b.push(Matcher::Host(p));
+}
 
 /// `hosts` / `notHosts`: case-insensitive grammar (a) on `:authority`.
 pub(super) fn host_hits(m: &Matcher, host: &[u8], strings: &Strings) -> bool {
@@ -13,11 +20,30 @@ pub(super) fn host_hits(m: &Matcher, host: &[u8], strings: &Strings) -> bool {
     }
 }
 
+/// `methods` / `notMethods` and `request.headers[<name>]`: `*` is presence.
+pub(super) fn compile_method_or_header(v: &str, b: &mut Builder) {
+    let p = b.pattern(v, true);
+    b.push(Matcher::Str(p));
+}
+
 /// `methods` / `notMethods`: grammar (a), `*` any method present.
 pub(super) fn method_hits(m: &Matcher, method: &[u8], strings: &Strings) -> bool {
     match m {
         Matcher::Str(s) => s.matches(strings, method),
         _ => false,
+    }
+}
+
+/// `paths` / `notPaths`: a path template when it has `{`, else grammar (a).
+pub(super) fn compile_path(v: &str, b: &mut Builder) {
+    if v.contains('{') {
+        if let Ok(t) = PathTemplate::parse(v) {
+            let id = b.template(t);
+            b.push(Matcher::PathTemplate(id));
+        }
+    } else {
+        let p = b.pattern(v, false);
+        b.push(Matcher::Path(p));
     }
 }
 
