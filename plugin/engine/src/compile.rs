@@ -1829,6 +1829,31 @@ fn compile_policy(
     if let Some(out) = b.compiled.rules.get_mut(first_rule..) {
         out.sort_by_cached_key(|r| r.index.to_string());
     }
+    conversion_notes(policy, point, &dropped, &stripped, &widened_to_all, notes);
+    if policy.action == Action::Custom {
+        let note = LoadNote {
+            policy: policy.key(),
+            kind: NoteKind::Info,
+            message: format!(
+                "CUSTOM provider {:?}: no external authorizer is configured, so traffic its rules match is denied",
+                policy.provider.as_deref().unwrap_or("")
+            ),
+        };
+        notes.push(PendingNote { note, once: true });
+    }
+}
+
+/// The notes telling what `point` could not see in `policy`'s rules and what became of
+/// those rules: `dropped` ALLOW rules, `stripped` other rules, of which `widened_to_all`
+/// now match everything.
+fn conversion_notes(
+    policy: &AuthorizationPolicy,
+    point: Point,
+    dropped: &[String],
+    stripped: &[String],
+    widened_to_all: &[String],
+    notes: &mut Vec<PendingNote>,
+) {
     let at = point.name();
     let remedy = match point {
         Point::Ztunnel => {
@@ -1871,17 +1896,6 @@ fn compile_policy(
             ),
         },
         });
-    }
-    if policy.action == Action::Custom {
-        let note = LoadNote {
-            policy: policy.key(),
-            kind: NoteKind::Info,
-            message: format!(
-                "CUSTOM provider {:?}: no external authorizer is configured, so traffic its rules match is denied",
-                policy.provider.as_deref().unwrap_or("")
-            ),
-        };
-        notes.push(PendingNote { note, once: true });
     }
 }
 
