@@ -116,7 +116,8 @@ impl Pattern {
 }
 
 /// How a compiled [`Test`] matches one value. Small and flat: what needs more room is in a
-/// table of [`Compiled`], once, and named by its index.
+/// table of [`Compiled`], once, and named by its index. Which attribute makes which matcher,
+/// and how each is matched, is in `field/` (its module docs say where).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Matcher {
     /// Grammar (a) on the attribute's bytes (principal without `spiffe://`, ztunnel
@@ -148,6 +149,10 @@ pub(crate) enum Matcher {
     /// `requestPrincipals`: issuer and subject matchers ([`Compiled::request_principals`]).
     RequestPrincipal(u32),
 }
+
+// Matchers are the bulk of a large configuration: what an attribute needs beyond 12 bytes
+// goes in a table of `Compiled`.
+const _: () = assert!(std::mem::size_of::<Matcher>() == 12);
 
 /// What a test reads and how it was written: shared by every test of the same field.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -345,7 +350,7 @@ impl Compiled {
 
 /// A [`Compiled`] under construction, with what is only needed while building.
 #[derive(Default)]
-struct Builder {
+pub(crate) struct Builder {
     compiled: Compiled,
     strings: Interner,
     field_ids: FnvMap<FieldName, u32>,
@@ -545,6 +550,55 @@ impl Builder {
         self.compiled.fields.push(name.clone());
         self.field_ids.insert(name, id);
         id
+    }
+
+    /// The grammar (a) pattern of a written value (`star_is_presence`: `*` is presence, as
+    /// for headers, methods and hosts).
+    pub(crate) fn pattern(&mut self, v: &str, star_is_presence: bool) -> Pattern {
+        Pattern::new(&StrMatch::parse(v, star_is_presence), &mut self.strings)
+    }
+
+    pub(crate) fn pattern_of(&mut self, m: &StrMatch) -> Pattern {
+        Pattern::new(m, &mut self.strings)
+    }
+
+    pub(crate) fn intern(&mut self, s: &str) -> StrId {
+        self.strings.intern(s)
+    }
+
+    /// Adds one matcher to the value list being built.
+    pub(crate) fn push(&mut self, m: Matcher) {
+        self.compiled.matchers.push(m);
+    }
+
+    pub(crate) fn cidr(&mut self, cidr: Cidr) -> u32 {
+        table_id(&mut self.compiled.cidrs, &mut self.cidr_ids, cidr)
+    }
+
+    pub(crate) fn glob(&mut self, glob: Glob) -> u32 {
+        table_id(&mut self.compiled.globs, &mut self.glob_ids, glob)
+    }
+
+    pub(crate) fn template(&mut self, template: PathTemplate) -> u32 {
+        table_id(
+            &mut self.compiled.templates,
+            &mut self.template_ids,
+            template,
+        )
+    }
+
+    pub(crate) fn request_principal(&mut self, pair: (Pattern, Pattern)) -> u32 {
+        table_id(
+            &mut self.compiled.request_principals,
+            &mut self.request_principal_ids,
+            pair,
+        )
+    }
+
+    /// Records the namespace a principal prefix spells out, for the indexes.
+    pub(crate) fn prefix_namespace(&mut self, prefix: StrId, namespace: &str) {
+        let ns = self.strings.intern(namespace);
+        self.prefix_namespaces.insert(prefix, ns);
     }
 
     /// Marks where the arrays end, to take back what a dropped clause added.
@@ -1092,11 +1146,7 @@ fn jwt_depth(policy: &AuthorizationPolicy) -> usize {
                 .flat_map(|e| e.fields.iter())
                 .chain(r.when.iter())
         })
-        .map(|f| match &f.attr {
-            Attr::RequestPrincipal => 1,
-            Attr::Claim(path) => path.len() + 1,
-            _ => 0,
-        })
+        .map(|f| f.attr.jwt_depth())
         .max()
         .unwrap_or(0)
 }
@@ -1702,14 +1752,6 @@ fn entry_identity(
     None
 }
 
-/// The namespace a principal prefix pins down: `td/ns/team/sa/batch-` → `team`.
-fn namespace_of_prefix(prefix: &str) -> Option<&str> {
-    let (_, rest) = prefix.split_once('/')?;
-    let rest = rest.strip_prefix("ns/")?;
-    let (ns, _) = rest.split_once('/')?;
-    (!ns.is_empty()).then_some(ns)
-}
-
 /// If some clause of `rule` requires, in every one of its entries, a test of an attribute
 /// `which` selects whose positive values are all exact keys, returns the union of those
 /// keys: the rule can only match a request whose attribute equals one of them.
@@ -1824,6 +1866,31 @@ fn compile_policy(
     if let Some(out) = b.compiled.rules.get_mut(first_rule..) {
         out.sort_by_cached_key(|r| r.index.to_string());
     }
+    conversion_notes(policy, point, &dropped, &stripped, &widened_to_all, notes);
+    if policy.action == Action::Custom {
+        let note = LoadNote {
+            policy: policy.key(),
+            kind: NoteKind::Info,
+            message: format!(
+                "CUSTOM provider {:?}: no external authorizer is configured, so traffic its rules match is denied",
+                policy.provider.as_deref().unwrap_or("")
+            ),
+        };
+        notes.push(PendingNote { note, once: true });
+    }
+}
+
+/// The notes telling what `point` could not see in `policy`'s rules and what became of
+/// those rules: `dropped` ALLOW rules, `stripped` other rules, of which `widened_to_all`
+/// now match everything.
+fn conversion_notes(
+    policy: &AuthorizationPolicy,
+    point: Point,
+    dropped: &[String],
+    stripped: &[String],
+    widened_to_all: &[String],
+    notes: &mut Vec<PendingNote>,
+) {
     let at = point.name();
     let remedy = match point {
         Point::Ztunnel => {
@@ -1866,17 +1933,6 @@ fn compile_policy(
             ),
         },
         });
-    }
-    if policy.action == Action::Custom {
-        let note = LoadNote {
-            policy: policy.key(),
-            kind: NoteKind::Info,
-            message: format!(
-                "CUSTOM provider {:?}: no external authorizer is configured, so traffic its rules match is denied",
-                policy.provider.as_deref().unwrap_or("")
-            ),
-        };
-        notes.push(PendingNote { note, once: true });
     }
 }
 
@@ -1923,108 +1979,8 @@ fn compile_entry(
 
 fn compile_field(b: &mut Builder, field: &Field, written: Written, mode: Mode, bundle: &[String]) {
     let compile = |b: &mut Builder, values: &[String]| {
-        let Builder {
-            compiled: c,
-            strings,
-            cidr_ids,
-            glob_ids,
-            template_ids,
-            request_principal_ids,
-            prefix_namespaces,
-            ..
-        } = b;
-        let out = &mut c.matchers;
-        let pattern = |strings: &mut Interner, v: &str, star_is_presence: bool| {
-            Pattern::new(&StrMatch::parse(v, star_is_presence), strings)
-        };
         for v in values {
-            match &field.attr {
-                Attr::Principal => {
-                    for expanded in expand_principal(v, bundle) {
-                        out.push(if expanded == "*" && mode == Mode::Waypoint {
-                            Matcher::AnyPrincipal
-                        } else {
-                            let p = pattern(strings, &expanded, false);
-                            if let Pattern::Prefix(id) = p {
-                                let prefix = expanded.strip_suffix('*').unwrap_or(&expanded);
-                                if let Some(ns) = namespace_of_prefix(prefix) {
-                                    let ns = strings.intern(ns);
-                                    prefix_namespaces.insert(id, ns);
-                                }
-                            }
-                            Matcher::Str(p)
-                        });
-                    }
-                }
-                Attr::Namespace => out.push(match mode {
-                    Mode::Ztunnel => Matcher::Str(pattern(strings, v, false)),
-                    Mode::Waypoint => {
-                        let glob = Glob::new(&format!("*/ns/{v}/*"));
-                        match glob.literal_namespace() {
-                            Some(ns) => Matcher::NamespaceSegment(strings.intern(ns)),
-                            None => Matcher::NamespaceGlob(table_id(&mut c.globs, glob_ids, glob)),
-                        }
-                    }
-                }),
-                Attr::ServiceAccount => {
-                    if let Some((ns, sa)) = v.split_once('/') {
-                        let (ns, sa) = (strings.intern(ns), strings.intern(sa));
-                        out.push(match mode {
-                            // ztunnel compares the parsed identity's namespace and service
-                            // account (istio/ztunnel `src/rbac.rs`).
-                            Mode::Ztunnel => Matcher::ServiceAccount(ns, sa),
-                            // A waypoint runs istiod's regex, which admits extra segments
-                            // (istio/istio `pilot/pkg/security/authz/model/generator.go`
-                            // `serviceAccountRegex`, `TestServiceAccount`).
-                            Mode::Waypoint => Matcher::ServiceAccountRegex(ns, sa),
-                        });
-                    }
-                }
-                Attr::TrustDomain => {
-                    if v == "*" {
-                        out.push(Matcher::TrustDomain(Pattern::NonEmpty));
-                    } else if bundle.iter().any(|d| d == v) || v == "cluster.local" {
-                        for d in bundle {
-                            out.push(Matcher::TrustDomain(Pattern::Exact(strings.intern(d))));
-                        }
-                    } else {
-                        out.push(Matcher::TrustDomain(pattern(strings, v, false)));
-                    }
-                }
-                Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => {
-                    if let Some(cidr) = Cidr::parse(v) {
-                        out.push(Matcher::Cidr(table_id(&mut c.cidrs, cidr_ids, cidr)));
-                    }
-                }
-                Attr::Port => {
-                    if let Ok(p) = super::policy::check_port(v, "") {
-                        out.push(Matcher::Port(p));
-                    }
-                }
-                Attr::Host => out.push(Matcher::Host(Pattern::new(
-                    &StrMatch::parse(v, true).to_lowercase(),
-                    strings,
-                ))),
-                Attr::Method | Attr::Header(_) => out.push(Matcher::Str(pattern(strings, v, true))),
-                Attr::Sni | Attr::Claim(_) => out.push(Matcher::Str(pattern(strings, v, false))),
-                Attr::Path => {
-                    if v.contains('{') {
-                        if let Ok(t) = PathTemplate::parse(v) {
-                            let id = table_id(&mut c.templates, template_ids, t);
-                            out.push(Matcher::PathTemplate(id));
-                        }
-                    } else {
-                        out.push(Matcher::Path(pattern(strings, v, false)));
-                    }
-                }
-                Attr::RequestPrincipal => {
-                    let (iss, sub) = split_request_principal(v);
-                    let pair = (Pattern::new(&iss, strings), Pattern::new(&sub, strings));
-                    let id = table_id(&mut c.request_principals, request_principal_ids, pair);
-                    out.push(Matcher::RequestPrincipal(id));
-                }
-                Attr::Experimental(_) => {}
-            }
+            field.attr.compile(v, mode, bundle, b);
         }
     };
     let field_id = b.field_id(field, written);
@@ -2049,125 +2005,9 @@ fn compile_field(b: &mut Builder, field: &Field, written: Written, mode: Mode, b
     });
 }
 
-/// Trust-domain aliases, as istiod's `ReplaceTrustDomainAliases` rewrites `principals`
-/// (istio/istio `pilot/pkg/security/trustdomain/bundle.go`, `util.go`): a principal of five
-/// `/`-separated parts whose trust domain is not `*` and matches the bundle (exactly, or as a
-/// `*suffix` / `prefix*` pattern of a bundle domain) or is `cluster.local` becomes one
-/// principal per bundle domain: kept as written for a domain its `*suffix` pattern covers,
-/// else with the trust domain replaced by that domain (istiod's golden
-/// `simple-policy-principal-with-wildcard` turns `*bar/ns/foo/sa/x` with bundle
-/// `[td1, foobar]` into `td1/ns/foo/sa/x` and `*bar/ns/foo/sa/x`). Anything else is kept.
-fn expand_principal(value: &str, bundle: &[String]) -> Vec<String> {
-    let parts: Vec<&str> = value.split('/').collect();
-    let (Some(td), Some(rest)) = (parts.first(), parts.get(1..)) else {
-        return vec![value.to_string()];
-    };
-    // istiod `isTrustDomainBeingEnforced`: five parts and a trust domain other than `*`.
-    if parts.len() != 5 || *td == "*" {
-        return vec![value.to_string()];
-    }
-    let suffix_of = |domain: &str| td.strip_prefix('*').is_some_and(|s| domain.ends_with(s));
-    // istiod trustdomain `stringMatch` (the pattern may be on either side; bundle domains
-    // themselves carry no `*`).
-    let matches = |domain: &str| {
-        *td == domain
-            || suffix_of(domain)
-            || td.strip_suffix('*').is_some_and(|p| domain.starts_with(p))
-    };
-    if !(*td == "cluster.local" || bundle.iter().any(|d| matches(d))) {
-        return vec![value.to_string()];
-    }
-    let tail = rest.join("/");
-    let mut out: Vec<String> = Vec::with_capacity(bundle.len());
-    for domain in bundle {
-        // istiod `replaceTrustDomains`: as written where its `*suffix` covers the domain.
-        let principal = if suffix_of(domain) {
-            value.to_string()
-        } else {
-            format!("{domain}/{tail}")
-        };
-        if !out.contains(&principal) {
-            out.push(principal);
-        }
-    }
-    out
-}
-
-/// `requestPrincipals` values: `iss/sub` split at the last `/` (istiod
-/// `requestPrincipalGenerator`, docs/semantics.md#jwt).
-fn split_request_principal(value: &str) -> (StrMatch, StrMatch) {
-    let any = || StrMatch::NonEmpty;
-    if value == "*" {
-        return (any(), any());
-    }
-    match value.rsplit_once('/') {
-        None => {
-            if let Some(p) = value.strip_suffix('*') {
-                (StrMatch::Prefix(p.as_bytes().into()), any())
-            } else if let Some(s) = value.strip_prefix('*') {
-                (any(), StrMatch::Suffix(s.as_bytes().into()))
-            } else {
-                (
-                    StrMatch::Exact(value.as_bytes().into()),
-                    StrMatch::Exact(Box::default()),
-                )
-            }
-        }
-        Some((iss, sub)) => {
-            let iss_match = if iss == "*" {
-                any()
-            } else if let Some(s) = iss.strip_prefix('*') {
-                StrMatch::Suffix(s.as_bytes().into())
-            } else {
-                StrMatch::Exact(iss.as_bytes().into())
-            };
-            // With a suffix issuer the subject is exact, trailing `*` included (`*x/y*`).
-            let sub_match = if iss.starts_with('*') && iss != "*" {
-                StrMatch::Exact(sub.as_bytes().into())
-            } else if sub == "*" {
-                any()
-            } else if let Some(p) = sub.strip_suffix('*') {
-                StrMatch::Prefix(p.as_bytes().into())
-            } else {
-                StrMatch::Exact(sub.as_bytes().into())
-            };
-            (iss_match, sub_match)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_principal_table() {
-        // docs/semantics.md#jwt [ISTIO authz/model/generator_test.go TestRequestPrincipal]
-        let e = |s: &str| StrMatch::Exact(s.as_bytes().into());
-        let p = |s: &str| StrMatch::Prefix(s.as_bytes().into());
-        let s = |x: &str| StrMatch::Suffix(x.as_bytes().into());
-        let any = StrMatch::NonEmpty;
-        assert_eq!(split_request_principal("*"), (any.clone(), any.clone()));
-        assert_eq!(split_request_principal("iss/sub"), (e("iss"), e("sub")));
-        assert_eq!(split_request_principal("iss/*"), (e("iss"), any.clone()));
-        assert_eq!(split_request_principal("iss/sub*"), (e("iss"), p("sub")));
-        assert_eq!(split_request_principal("*/sub"), (any.clone(), e("sub")));
-        assert_eq!(split_request_principal("*iss/sub"), (s("iss"), e("sub")));
-        assert_eq!(split_request_principal("*x/y*"), (s("x"), e("y*")));
-        assert_eq!(
-            split_request_principal("prefix*"),
-            (p("prefix"), any.clone())
-        );
-        assert_eq!(
-            split_request_principal("*suffix"),
-            (any.clone(), s("suffix"))
-        );
-        assert_eq!(split_request_principal("foo"), (e("foo"), e("")));
-        assert_eq!(
-            split_request_principal("https://example.com/*"),
-            (e("https://example.com"), any)
-        );
-    }
 
     #[test]
     fn rules_are_reported_in_envoys_name_order() {
@@ -2198,50 +2038,5 @@ mod tests {
         };
         let decision = engine.decide(crate::Traffic::Request, &attrs);
         assert_eq!(decision.reason.rule().map(|r| r.rule), Some(10));
-    }
-
-    #[test]
-    fn alias_expansion() {
-        let bundle = vec!["new-td".to_string(), "old-td".to_string()];
-        assert_eq!(
-            expand_principal("cluster.local/ns/foo/sa/x", &bundle),
-            vec![
-                "new-td/ns/foo/sa/x".to_string(),
-                "old-td/ns/foo/sa/x".to_string()
-            ]
-        );
-        assert_eq!(expand_principal("old-td/ns/foo/sa/x", &bundle).len(), 2);
-        assert_eq!(
-            expand_principal("other/ns/foo/sa/x", &bundle),
-            vec!["other/ns/foo/sa/x".to_string()]
-        );
-        assert_eq!(expand_principal("*", &bundle), vec!["*".to_string()]);
-        // istio/istio pilot/pkg/security/authz/builder/testdata/http/
-        // simple-policy-principal-with-wildcard-{in,out}.yaml, bundle td1 + foobar.
-        let bundle = vec!["td1".to_string(), "foobar".to_string()];
-        assert_eq!(
-            expand_principal("*bar/ns/foo/sa/x", &bundle),
-            vec![
-                "td1/ns/foo/sa/x".to_string(),
-                "*bar/ns/foo/sa/x".to_string()
-            ]
-        );
-        assert_eq!(
-            expand_principal("*/ns/foo/sa/x", &bundle),
-            vec!["*/ns/foo/sa/x".to_string()]
-        );
-        // A `*suffix` covering no bundle domain is kept as written.
-        assert_eq!(
-            expand_principal("*baz/ns/foo/sa/x", &bundle),
-            vec!["*baz/ns/foo/sa/x".to_string()]
-        );
-        // A `prefix*` trust domain is replaced by every bundle domain.
-        assert_eq!(
-            expand_principal("td*/ns/foo/sa/x", &bundle),
-            vec![
-                "td1/ns/foo/sa/x".to_string(),
-                "foobar/ns/foo/sa/x".to_string()
-            ]
-        );
     }
 }

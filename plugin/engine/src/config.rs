@@ -154,164 +154,14 @@ impl PluginConfig {
             ],
             "",
         )?;
-        let mode = match opt_str(map, "mode", "")? {
-            Some(s) => Mode::parse(s).ok_or_else(|| {
-                ConfigError::new(
-                    ErrorKind::InvalidValue,
-                    "mode",
-                    format!("\"{s}\" is not ztunnel or waypoint"),
-                )
-            })?,
-            None => {
-                return Err(ConfigError::new(
-                    ErrorKind::Missing,
-                    "mode",
-                    "is required (ztunnel or waypoint)",
-                ))
-            }
-        };
-        let filter = match opt_str(map, "filter", "")? {
-            Some("http") => Filter::Http,
-            Some("network") => Filter::Network,
-            None => match mode {
-                Mode::Ztunnel => Filter::Network,
-                Mode::Waypoint => Filter::Http,
-            },
-            Some(other) => {
-                return Err(ConfigError::new(
-                    ErrorKind::InvalidValue,
-                    "filter",
-                    format!("\"{other}\" is not http or network"),
-                ))
-            }
-        };
-        if mode == Mode::Ztunnel && filter == Filter::Http {
-            return Err(ConfigError::new(
-                ErrorKind::Conflict,
-                "filter",
-                "mode ztunnel enforces Layer 4 only; load it as a network filter",
-            ));
-        }
-        let root_namespace = opt_str(map, "rootNamespace", "")?
-            .unwrap_or("istio-system")
-            .to_string();
-        // An empty root namespace names no namespace: mesh-wide policies would silently
-        // apply nowhere. Leave the key out for Istio's default, istio-system.
-        if root_namespace.is_empty() {
-            return Err(ConfigError::new(
-                ErrorKind::Empty,
-                "rootNamespace",
-                "\"\" is not a namespace; leave rootNamespace out for istio-system",
-            ));
-        }
-        let trust_domain = opt_str(map, "trustDomain", "")?
-            .unwrap_or("cluster.local")
-            .to_string();
-        // An empty trust domain would turn `cluster.local/ns/...` principals into `/ns/...`,
-        // which no peer certificate carries, so every DENY on a principal would be skipped.
-        // A SPIFFE trust domain is never empty and has no `/`.
-        if trust_domain.is_empty() || trust_domain.contains('/') {
-            return Err(ConfigError::new(
-                ErrorKind::InvalidValue,
-                "trustDomain",
-                format!(
-                    "\"{trust_domain}\" is not a SPIFFE trust domain; leave trustDomain out for cluster.local"
-                ),
-            ));
-        }
-        let trust_domain_aliases = opt_str_list(map, "trustDomainAliases", "")?.unwrap_or_default();
-        if let Some((i, bad)) = trust_domain_aliases
-            .iter()
-            .enumerate()
-            .find(|(_, a)| a.contains('/'))
-        {
-            return Err(ConfigError::new(
-                ErrorKind::InvalidValue,
-                index("trustDomainAliases", i),
-                format!("\"{bad}\" is not a SPIFFE trust domain"),
-            ));
-        }
+        let (mode, filter) = parse_mode_and_filter(map)?;
+        let (root_namespace, trust_domain, trust_domain_aliases) = parse_namespace_and_trust(map)?;
 
-        let waypoint = match opt_object(map, "waypoint", "")? {
-            None => None,
-            Some(w) => {
-                only_keys(w, &["name", "namespace", "gatewayClass"], "waypoint")?;
-                Some(WaypointIdentity {
-                    name: opt_str(w, "name", "waypoint")?
-                        .unwrap_or("waypoint")
-                        .to_string(),
-                    namespace: opt_str(w, "namespace", "waypoint")?
-                        .unwrap_or("default")
-                        .to_string(),
-                    gateway_class: opt_str(w, "gatewayClass", "waypoint")?
-                        .unwrap_or("istio-waypoint")
-                        .to_string(),
-                })
-            }
-        };
+        let waypoint = parse_waypoint(map)?;
 
-        let mut services = Vec::new();
-        for (i, item) in opt_list(map, "services", "")?
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            services.push(parse_service(item, &index("services", i))?);
-        }
-        let mut workloads = Vec::new();
-        for (i, item) in opt_list(map, "workloads", "")?
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            workloads.push(parse_workload(item, &index("workloads", i))?);
-        }
-        // The service is chosen by the destination address alone: in Istio the waypoint has
-        // one filter chain per service, matched on the address the client dialled (istio/istio
-        // pilot/pkg/networking/core/listener_waypoint.go, the `main_internal` filter chain
-        // match on the destination IP). `:authority` is written by
-        // the client and never chooses. A lone service without addresses is a plugin attached
-        // to that one service's chain; with several, one without addresses can never be chosen
-        // and its policies would silently not apply.
-        if mode == Mode::Waypoint && services.len() > 1 {
-            if let Some((i, s)) = services
-                .iter()
-                .enumerate()
-                .find(|(_, s)| s.addresses.is_empty())
-            {
-                return Err(ConfigError::new(
-                    ErrorKind::Missing,
-                    join(&index("services", i), "addresses"),
-                    format!(
-                        "service {}/{} has no addresses; with several services each needs the addresses clients dial (the service is chosen by destination address, never by :authority)",
-                        s.namespace, s.name
-                    ),
-                ));
-            }
-        }
-        if mode == Mode::Ztunnel && workloads.is_empty() {
-            return Err(ConfigError::new(
-                ErrorKind::Missing,
-                "workloads",
-                "mode ztunnel needs at least one workload (which destinations this proxy enforces for)",
-            ));
-        }
+        let (services, workloads) = parse_services_and_workloads(map, mode)?;
 
-        let jwt = match opt_object(map, "jwt", "")? {
-            None => JwtSource::default(),
-            Some(j) => {
-                only_keys(j, &["metadataNamespace", "payloadKey"], "jwt")?;
-                let d = JwtSource::default();
-                JwtSource {
-                    metadata_namespace: opt_str(j, "metadataNamespace", "jwt")?
-                        .map(str::to_string)
-                        .unwrap_or(d.metadata_namespace),
-                    payload_key: opt_str(j, "payloadKey", "jwt")?
-                        .map(str::to_string)
-                        .unwrap_or(d.payload_key),
-                }
-            }
-        };
+        let jwt = parse_jwt(map)?;
 
         let policies = parsed_policies
             .into_iter()
@@ -330,6 +180,184 @@ impl PluginConfig {
             policies,
         })
     }
+}
+
+/// `mode` and `filter`, which must agree.
+fn parse_mode_and_filter(map: &Map) -> Result<(Mode, Filter)> {
+    let mode = match opt_str(map, "mode", "")? {
+        Some(s) => Mode::parse(s).ok_or_else(|| {
+            ConfigError::new(
+                ErrorKind::InvalidValue,
+                "mode",
+                format!("\"{s}\" is not ztunnel or waypoint"),
+            )
+        })?,
+        None => {
+            return Err(ConfigError::new(
+                ErrorKind::Missing,
+                "mode",
+                "is required (ztunnel or waypoint)",
+            ))
+        }
+    };
+    let filter = match opt_str(map, "filter", "")? {
+        Some("http") => Filter::Http,
+        Some("network") => Filter::Network,
+        None => match mode {
+            Mode::Ztunnel => Filter::Network,
+            Mode::Waypoint => Filter::Http,
+        },
+        Some(other) => {
+            return Err(ConfigError::new(
+                ErrorKind::InvalidValue,
+                "filter",
+                format!("\"{other}\" is not http or network"),
+            ))
+        }
+    };
+    if mode == Mode::Ztunnel && filter == Filter::Http {
+        return Err(ConfigError::new(
+            ErrorKind::Conflict,
+            "filter",
+            "mode ztunnel enforces Layer 4 only; load it as a network filter",
+        ));
+    }
+    Ok((mode, filter))
+}
+
+/// `rootNamespace`, `trustDomain` and `trustDomainAliases`, with Istio's defaults.
+fn parse_namespace_and_trust(map: &Map) -> Result<(String, String, Vec<String>)> {
+    let root_namespace = opt_str(map, "rootNamespace", "")?
+        .unwrap_or("istio-system")
+        .to_string();
+    // An empty root namespace names no namespace: mesh-wide policies would silently
+    // apply nowhere. Leave the key out for Istio's default, istio-system.
+    if root_namespace.is_empty() {
+        return Err(ConfigError::new(
+            ErrorKind::Empty,
+            "rootNamespace",
+            "\"\" is not a namespace; leave rootNamespace out for istio-system",
+        ));
+    }
+    let trust_domain = opt_str(map, "trustDomain", "")?
+        .unwrap_or("cluster.local")
+        .to_string();
+    // An empty trust domain would turn `cluster.local/ns/...` principals into `/ns/...`,
+    // which no peer certificate carries, so every DENY on a principal would be skipped.
+    // A SPIFFE trust domain is never empty and has no `/`.
+    if trust_domain.is_empty() || trust_domain.contains('/') {
+        return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
+            "trustDomain",
+            format!(
+                "\"{trust_domain}\" is not a SPIFFE trust domain; leave trustDomain out for cluster.local"
+            ),
+        ));
+    }
+    let trust_domain_aliases = opt_str_list(map, "trustDomainAliases", "")?.unwrap_or_default();
+    if let Some((i, bad)) = trust_domain_aliases
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.contains('/'))
+    {
+        return Err(ConfigError::new(
+            ErrorKind::InvalidValue,
+            index("trustDomainAliases", i),
+            format!("\"{bad}\" is not a SPIFFE trust domain"),
+        ));
+    }
+    Ok((root_namespace, trust_domain, trust_domain_aliases))
+}
+
+fn parse_waypoint(map: &Map) -> Result<Option<WaypointIdentity>> {
+    let waypoint = match opt_object(map, "waypoint", "")? {
+        None => None,
+        Some(w) => {
+            only_keys(w, &["name", "namespace", "gatewayClass"], "waypoint")?;
+            Some(WaypointIdentity {
+                name: opt_str(w, "name", "waypoint")?
+                    .unwrap_or("waypoint")
+                    .to_string(),
+                namespace: opt_str(w, "namespace", "waypoint")?
+                    .unwrap_or("default")
+                    .to_string(),
+                gateway_class: opt_str(w, "gatewayClass", "waypoint")?
+                    .unwrap_or("istio-waypoint")
+                    .to_string(),
+            })
+        }
+    };
+    Ok(waypoint)
+}
+
+/// `services` and `workloads`: which destinations this proxy enforces for.
+fn parse_services_and_workloads(map: &Map, mode: Mode) -> Result<(Vec<Service>, Vec<Workload>)> {
+    let mut services = Vec::new();
+    for (i, item) in opt_list(map, "services", "")?
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        services.push(parse_service(item, &index("services", i))?);
+    }
+    let mut workloads = Vec::new();
+    for (i, item) in opt_list(map, "workloads", "")?
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        workloads.push(parse_workload(item, &index("workloads", i))?);
+    }
+    // The service is chosen by the destination address alone: in Istio the waypoint has
+    // one filter chain per service, matched on the address the client dialled (istio/istio
+    // pilot/pkg/networking/core/listener_waypoint.go, the `main_internal` filter chain
+    // match on the destination IP). `:authority` is written by
+    // the client and never chooses. A lone service without addresses is a plugin attached
+    // to that one service's chain; with several, one without addresses can never be chosen
+    // and its policies would silently not apply.
+    if mode == Mode::Waypoint && services.len() > 1 {
+        if let Some((i, s)) = services
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.addresses.is_empty())
+        {
+            return Err(ConfigError::new(
+                ErrorKind::Missing,
+                join(&index("services", i), "addresses"),
+                format!(
+                    "service {}/{} has no addresses; with several services each needs the addresses clients dial (the service is chosen by destination address, never by :authority)",
+                    s.namespace, s.name
+                ),
+            ));
+        }
+    }
+    if mode == Mode::Ztunnel && workloads.is_empty() {
+        return Err(ConfigError::new(
+            ErrorKind::Missing,
+            "workloads",
+            "mode ztunnel needs at least one workload (which destinations this proxy enforces for)",
+        ));
+    }
+    Ok((services, workloads))
+}
+
+fn parse_jwt(map: &Map) -> Result<JwtSource> {
+    let jwt = match opt_object(map, "jwt", "")? {
+        None => JwtSource::default(),
+        Some(j) => {
+            only_keys(j, &["metadataNamespace", "payloadKey"], "jwt")?;
+            let d = JwtSource::default();
+            JwtSource {
+                metadata_namespace: opt_str(j, "metadataNamespace", "jwt")?
+                    .map(str::to_string)
+                    .unwrap_or(d.metadata_namespace),
+                payload_key: opt_str(j, "payloadKey", "jwt")?
+                    .map(str::to_string)
+                    .unwrap_or(d.payload_key),
+            }
+        }
+    };
+    Ok(jwt)
 }
 
 fn parse_addresses(map: &Map, path: &str) -> Result<Vec<IpAddr>> {

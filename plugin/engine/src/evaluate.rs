@@ -1,14 +1,11 @@
 //! Evaluate: attributes → decision, following Istio's procedure step by step, and the
 //! explanation of a decision for people.
 
-use super::attributes::{Attributes, Claim};
-use super::compile::{
-    CEntry, Compiled, CompiledRule, Engine, Matcher, Pattern, PolicySet, RuleIndex, Span, Test,
-};
+use super::attributes::Attributes;
+use super::compile::{CEntry, Compiled, CompiledRule, Engine, PolicySet, RuleIndex, Span, Test};
 use super::config::Mode;
 use super::decision::{Decision, DryRun, PolicyId, Reason, RuleRef, Verdict};
-use super::field::{canonical, string_claim, Value, Written};
-use super::intern::Strings;
+use super::field::{canonical, namespace_segments, Written};
 use super::matcher::Identity;
 use super::policy::Attr;
 use std::fmt;
@@ -20,154 +17,14 @@ pub enum Traffic {
     Request,
 }
 
-fn claim_matches(m: Pattern, strings: &Strings, claim: &Claim) -> bool {
-    match claim {
-        Claim::String(s) => m.matches(strings, s.as_bytes()),
-        Claim::List(items) => items
-            .iter()
-            .any(|i| matches!(i, Claim::String(s) if m.matches(strings, s.as_bytes()))),
-        _ => false,
-    }
-}
-
-/// The `<x>` of every `/ns/<x>/` in a principal, without allocating. Occurrences may
-/// overlap: in `spiffe://ns/ns/bad/sa/x` the namespace `bad` follows the `/ns/` that begins
-/// with the trust domain's closing `/`, so every `/` is tried as the start of one (a
-/// non-overlapping search would find only `ns` and never consult the rules for `bad`).
-fn namespace_segments(principal: &str) -> impl Iterator<Item = &str> {
-    principal.match_indices('/').filter_map(move |(i, _)| {
-        let rest = principal.get(i..)?.strip_prefix("/ns/")?;
-        let (segment, _) = rest.split_once('/')?;
-        (!segment.is_empty()).then_some(segment)
-    })
-}
-
-/// istiod's waypoint service-account matcher, the RE2 full match of
-/// `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` with `<ns>` and `<sa>` literal (istio/istio
-/// `pilot/pkg/security/authz/model/generator.go` `serviceAccountRegex`; literal as since the
-/// fix that quotes them): extra segments may come before `/ns/`, between the namespace and
-/// `sa/`, and after the service account, but the namespace and the service account must be
-/// whole segments. RE2's `.` does not match a newline.
-fn service_account_regex_matches(principal: &str, ns: &str, sa: &str) -> bool {
-    let Some(rest) = principal.strip_prefix("spiffe://") else {
-        return false;
-    };
-    let dot_plus = |s: &str| !s.is_empty() && !s.contains('\n');
-    // Every `/ns/<ns>/` with something before it.
-    rest.match_indices('/').any(|(i, _)| {
-        let (before, from) = rest.split_at(i);
-        let Some(after) = from
-            .strip_prefix("/ns/")
-            .and_then(|r| r.strip_prefix(ns))
-            .and_then(|r| r.strip_prefix('/'))
-        else {
-            return false;
-        };
-        if !dot_plus(before) {
-            return false;
-        }
-        // `(.+/|)sa/<sa>(/.+)?` on what follows: `sa/` at the start or after a `/` that
-        // ends a non-empty middle.
-        after.match_indices("sa/").any(|(j, _)| {
-            let (middle, from_sa) = after.split_at(j);
-            let middle_ok = middle.is_empty()
-                || (middle.ends_with('/') && middle.len() >= 2 && !middle.contains('\n'));
-            let tail = from_sa.strip_prefix("sa/").and_then(|r| r.strip_prefix(sa));
-            middle_ok
-                && tail.is_some_and(|t| t.is_empty() || t.strip_prefix('/').is_some_and(dot_plus))
-        })
-    })
-}
-
-/// The trust domain of a SPIFFE principal (`spiffe://<td>/...`).
-fn trust_domain(principal: &str) -> Option<&str> {
-    let rest = principal.strip_prefix("spiffe://")?;
-    let (td, _) = rest.split_once('/')?;
-    Some(td)
-}
-
-fn hits(m: &Matcher, compiled: &Compiled, attr: &Attr, value: &Value) -> bool {
-    let strings = &compiled.strings;
-    match (m, value) {
-        (Matcher::Str(s), Value::Principal(Some(p))) => match attr {
-            Attr::Namespace => s.matches(
-                strings,
-                Identity::parse(p)
-                    .map(|i| i.namespace)
-                    .unwrap_or("")
-                    .as_bytes(),
-            ),
-            _ => p
-                .strip_prefix("spiffe://")
-                .is_some_and(|id| s.matches(strings, id.as_bytes())),
-        },
-        (Matcher::Str(s), Value::Bytes(Some(b))) => s.matches(strings, b),
-        // Envoy 1.40 RBAC `HeaderMatcher` with `rbac_match_headers_individually` (on by
-        // default): the matcher holds when any one occurrence matches (envoyproxy/envoy
-        // `source/extensions/filters/common/rbac/matchers.cc`). istiod wraps `notValues` in a
-        // `not_id` around the same matcher (istio/istio `pilot/pkg/security/authz/model/model.go`),
-        // so a `notValues` entry holds only when no occurrence matches it: an ALLOW with
-        // `notValues: [admin]` does not hold for `x: user` + `x: admin`.
-        (Matcher::Str(s), Value::Headers(h)) => h.iter().any(|v| s.matches(strings, v)),
-        (Matcher::Str(s), Value::Claim(Some(c))) => claim_matches(*s, strings, c),
-        (Matcher::Host(s), Value::Bytes(Some(b))) => s.matches_ignore_case(strings, b),
-        (Matcher::AnyPrincipal, Value::Principal(Some(p))) => !p.is_empty(),
-        // The waypoint's `.*/ns/<ns>/.*`: some `/ns/<ns>/` segment.
-        (Matcher::NamespaceSegment(ns), Value::Principal(Some(p))) => {
-            let ns = strings.get(*ns);
-            namespace_segments(p).any(|s| s == ns)
-        }
-        (Matcher::NamespaceGlob(g), Value::Principal(Some(p))) => compiled
-            .globs
-            .get(*g as usize)
-            .is_some_and(|g| g.matches(p.as_bytes())),
-        (Matcher::ServiceAccountRegex(ns, sa), Value::Principal(Some(p))) => {
-            service_account_regex_matches(p, strings.get(*ns), strings.get(*sa))
-        }
-        (Matcher::ServiceAccount(ns, sa), Value::Principal(Some(p))) => Identity::parse(p)
-            .is_some_and(|i| {
-                i.namespace == strings.get(*ns) && i.service_account == strings.get(*sa)
-            }),
-        (Matcher::TrustDomain(s), Value::Principal(Some(p))) => {
-            trust_domain(p).is_some_and(|td| s.matches(strings, td.as_bytes()))
-        }
-        (Matcher::Cidr(c), Value::Ip(Some(ip))) => compiled
-            .cidrs
-            .get(*c as usize)
-            .is_some_and(|c| c.contains(*ip)),
-        (Matcher::Port(p), Value::Port(Some(port))) => p == port,
-        (Matcher::Path(s), Value::Bytes(Some(b))) => s.matches(strings, b),
-        (Matcher::PathTemplate(t), Value::Bytes(Some(b))) => compiled
-            .templates
-            .get(*t as usize)
-            .is_some_and(|t| t.matches(b)),
-        (Matcher::RequestPrincipal(pair), Value::Jwt(Some(jwt))) => {
-            let Some((iss, sub)) = compiled.request_principals.get(*pair as usize) else {
-                return false;
-            };
-            string_claim(jwt, "iss").is_some_and(|v| iss.matches(strings, v.as_bytes()))
-                && string_claim(jwt, "sub").is_some_and(|v| sub.matches(strings, v.as_bytes()))
-        }
-        // An absent attribute matches no value, so only notValues can hold.
-        _ => false,
-    }
-}
-
 /// Some value matches (or there are none) and no notValue matches.
 fn test_matches(compiled: &Compiled, test: &Test, attrs: &dyn Attributes) -> bool {
     let Some(field) = compiled.field(test) else {
         // Never built so; a test that cannot be read does not hold.
         return false;
     };
-    let value = field.attr.value(attrs);
     let (values, not_values) = test.values_and_not(compiled);
-    (values.is_empty()
-        || values
-            .iter()
-            .any(|m| hits(m, compiled, &field.attr, &value)))
-        && !not_values
-            .iter()
-            .any(|m| hits(m, compiled, &field.attr, &value))
+    field.attr.holds(values, not_values, attrs, compiled)
 }
 
 fn entry_matches(compiled: &Compiled, entry: &CEntry, attrs: &dyn Attributes) -> bool {
@@ -713,48 +570,5 @@ impl fmt::Display for Explanation {
             )?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn service_account_regex_as_istiod() {
-        // istio/istio pilot/pkg/security/authz/model/generator_test.go TestServiceAccount,
-        // for `my-ns/my-sa`.
-        let cases = [
-            ("spiffe://cluster.local/ns/my-ns/sa/my-sa", true),
-            ("spiffe://cluster.local/ns/my-ns/sa/my-sa/k/v", true),
-            ("spiffe://cluster.local/k/v/ns/my-ns/sa/my-sa", true),
-            ("spiffe://cluster.local/ns/my-ns/k/v/sa/my-sa", true),
-            (
-                "spiffe://cluster.local/k1/v1/ns/my-ns/k2/v2/sa/my-sa/k3/v3",
-                true,
-            ),
-            ("spiffe://cluster.local/ns/my-ns/sa/my-sa-suffix", false),
-            ("spiffe://cluster.local/ns/my-ns-suffix/sa/my-sa", false),
-            ("cluster.local/ns/my-ns/sa/my-sa", false),
-            ("spiffe://ns/my-ns/sa/my-sa", false),
-            ("spiffe://cluster.local/ns/my-ns", false),
-            ("spiffe://cluster.local/sa/my-sa", false),
-            (
-                "spiffe://cluster.local/k/ns/my-ns/something/bar/sa/my-sa/baz",
-                true,
-            ),
-            // Overlapping `/ns/` (a trust domain `ns`), and the edges of `(/.+)?`.
-            ("spiffe://ns/ns/my-ns/sa/my-sa", true),
-            ("spiffe://cluster.local/ns/my-ns/sa/my-sa/", false),
-            ("spiffe://cluster.local/ns/my-ns//sa/my-sa", false),
-            ("spiffe://cluster.local/ns/my-ns/x//sa/my-sa", true),
-        ];
-        for (principal, want) in cases {
-            assert_eq!(
-                service_account_regex_matches(principal, "my-ns", "my-sa"),
-                want,
-                "{principal}"
-            );
-        }
     }
 }

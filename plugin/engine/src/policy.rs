@@ -3,11 +3,14 @@
 //! `pkg/config/security/security.go`), so that what we accept is what a cluster accepts.
 
 use super::error::{ConfigError, ErrorKind};
+use super::field::{OPERATION_FIELDS, OPERATION_KEYS, SOURCE_FIELDS, SOURCE_KEYS};
 use super::json::{
     self, index, join, object, only_keys, opt_list, opt_object, opt_str, opt_str_list, Map, Result,
     Value,
 };
 use super::matcher::{Cidr, PathTemplate};
+
+pub use super::field::{Attr, MAX_CLAIM_PATH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
@@ -75,60 +78,6 @@ pub enum RefKind {
     ServiceEntry,
     Gateway,
     GatewayClass,
-}
-
-/// The attribute a field or `when` key reads.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Attr {
-    /// Peer identity (`principals`, `source.principal`).
-    Principal,
-    /// Namespace of the peer identity (`namespaces`, `source.namespace`).
-    Namespace,
-    /// `serviceAccounts`, `source.serviceAccount`.
-    ServiceAccount,
-    /// `trustDomains`, `source.trustDomain`.
-    TrustDomain,
-    /// `ipBlocks`, `source.ip`.
-    SourceIp,
-    /// `remoteIpBlocks`, `remote.ip`.
-    RemoteIp,
-    /// `requestPrincipals`, `request.auth.principal`.
-    RequestPrincipal,
-    /// `request.auth.audiences`, `request.auth.presenter`, `request.auth.claims[...]`: the
-    /// claim path (`aud`, `azp`, or the bracketed path).
-    Claim(Vec<Box<str>>),
-    /// `hosts` (`:authority`).
-    Host,
-    /// `ports`, `destination.port`.
-    Port,
-    /// `methods`.
-    Method,
-    /// `paths`.
-    Path,
-    /// `request.headers[<name>]`, lower-cased.
-    Header(Box<str>),
-    /// `destination.ip`.
-    DestinationIp,
-    /// `connection.sni`.
-    Sni,
-    /// `experimental.envoy.filters.*`: accepted by Istio, not evaluable here; converted in
-    /// the fail-safe direction like Layer 7 content at ztunnel.
-    Experimental(Box<str>),
-}
-
-impl Attr {
-    /// Attributes only an HTTP request carries (istiod's "is HTTP only" for TCP chains).
-    pub fn http_only(&self) -> bool {
-        matches!(
-            self,
-            Attr::RequestPrincipal
-                | Attr::Claim(_)
-                | Attr::Host
-                | Attr::Method
-                | Attr::Path
-                | Attr::Header(_)
-        )
-    }
 }
 
 /// One field of a `source` or `operation`, or one `when` condition: values OR-ed, notValues
@@ -551,58 +500,6 @@ fn parse_target_ref(map: &Map, path: &str) -> Result<TargetRef> {
     })
 }
 
-/// Source fields: (positive name, negative name, attribute).
-const SOURCE_FIELDS: &[(&str, &str, Attr)] = &[
-    ("principals", "notPrincipals", Attr::Principal),
-    (
-        "requestPrincipals",
-        "notRequestPrincipals",
-        Attr::RequestPrincipal,
-    ),
-    ("namespaces", "notNamespaces", Attr::Namespace),
-    (
-        "serviceAccounts",
-        "notServiceAccounts",
-        Attr::ServiceAccount,
-    ),
-    ("ipBlocks", "notIpBlocks", Attr::SourceIp),
-    ("remoteIpBlocks", "notRemoteIpBlocks", Attr::RemoteIp),
-    ("trustDomains", "notTrustDomains", Attr::TrustDomain),
-];
-
-/// Every key of a `source`, in `SOURCE_FIELDS`' order (what an unknown key's error lists).
-const SOURCE_KEYS: [&str; 14] = field_keys(SOURCE_FIELDS);
-const _: () = assert!(SOURCE_KEYS.len() == 2 * SOURCE_FIELDS.len());
-
-/// Operation fields: (positive name, negative name, attribute).
-const OPERATION_FIELDS: &[(&str, &str, Attr)] = &[
-    ("hosts", "notHosts", Attr::Host),
-    ("ports", "notPorts", Attr::Port),
-    ("methods", "notMethods", Attr::Method),
-    ("paths", "notPaths", Attr::Path),
-];
-
-/// Every key of an `operation`, in `OPERATION_FIELDS`' order.
-const OPERATION_KEYS: [&str; 8] = field_keys(OPERATION_FIELDS);
-const _: () = assert!(OPERATION_KEYS.len() == 2 * OPERATION_FIELDS.len());
-
-/// Both names of each field, positive then negative: the keys a `source` or `operation`
-/// may have. Computed at compile time: built at run time it cost the module code. (Indexing
-/// here runs in the compiler only, where an out-of-bounds index is a build error.)
-#[allow(clippy::indexing_slicing)]
-const fn field_keys<T, const N: usize>(
-    fields: &[(&'static str, &'static str, T)],
-) -> [&'static str; N] {
-    let mut keys = [""; N];
-    let mut i = 0;
-    while i < fields.len() && 2 * i + 1 < N {
-        keys[2 * i] = fields[i].0;
-        keys[2 * i + 1] = fields[i].1;
-        i += 1;
-    }
-    keys
-}
-
 fn parse_rule(value: &Value, path: &str, namespace: &str, action: Action) -> Result<Rule> {
     if value.is_null() {
         return Err(ConfigError::new(
@@ -699,16 +596,7 @@ fn parse_fields(
             let Some(list) = list else { continue };
             let field_path = join(path, name);
             // A source's identity and JWT fields (its IP blocks are allowed).
-            if action == Action::Custom
-                && matches!(
-                    attr,
-                    Attr::Principal
-                        | Attr::RequestPrincipal
-                        | Attr::Namespace
-                        | Attr::ServiceAccount
-                        | Attr::TrustDomain
-                )
-            {
+            if action == Action::Custom && attr.refused_in_custom() {
                 return Err(ConfigError::new(
                     ErrorKind::Unsupported,
                     &field_path,
@@ -723,7 +611,7 @@ fn parse_fields(
                 ));
             }
             for (i, v) in list.iter().enumerate() {
-                check_value(attr, v, &index(&field_path, i))?;
+                attr.check_value(v, &index(&field_path, i))?;
             }
         }
         if values.is_none() && not_values.is_none() {
@@ -744,19 +632,6 @@ fn parse_fields(
         });
     }
     Ok(fields)
-}
-
-/// The check every value of `attr` must pass, wherever it is written (a source, an
-/// operation, a condition).
-fn check_value(attr: &Attr, v: &str, path: &str) -> Result<()> {
-    match attr {
-        Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => check_ip(v, path),
-        Attr::Port => check_port(v, path).map(|_| ()),
-        Attr::ServiceAccount => check_service_account(v, path),
-        Attr::TrustDomain => check_trust_domain(v, path),
-        Attr::Path => check_path(v, path),
-        _ => Ok(()),
-    }
 }
 
 fn parse_source(map: &Map, path: &str, namespace: &str, action: Action) -> Result<Entry> {
@@ -842,18 +717,8 @@ fn parse_condition(value: &Value, path: &str, namespace: &str, action: Action) -
         ));
     }
     let key_path = join(path, "key");
-    let attr = parse_when_key(key, &key_path)?;
-    if action == Action::Custom
-        && matches!(
-            attr,
-            Attr::Namespace
-                | Attr::ServiceAccount
-                | Attr::TrustDomain
-                | Attr::Principal
-                | Attr::RequestPrincipal
-                | Attr::Claim(_)
-        )
-    {
+    let attr = Attr::from_when_key(key, &key_path)?;
+    if action == Action::Custom && attr.refused_in_custom() {
         return Err(ConfigError::new(
             ErrorKind::Unsupported,
             &key_path,
@@ -864,7 +729,7 @@ fn parse_condition(value: &Value, path: &str, namespace: &str, action: Action) -
     let not_values = not_values.unwrap_or_default();
     for (name, list) in [("values", &values), ("notValues", &not_values)] {
         for (i, v) in list.iter().enumerate() {
-            check_value(&attr, v, &index(&join(path, name), i))?;
+            attr.check_value(v, &index(&join(path, name), i))?;
         }
     }
     let (values, not_values) = if attr == Attr::ServiceAccount {
@@ -882,118 +747,6 @@ fn parse_condition(value: &Value, path: &str, namespace: &str, action: Action) -
         values,
         not_values,
     })
-}
-
-/// `when` keys (istiod `ValidateAttribute`, docs/semantics.md#when-conditions).
-fn parse_when_key(key: &str, path: &str) -> Result<Attr> {
-    let attr = match key {
-        "source.ip" => Attr::SourceIp,
-        "remote.ip" => Attr::RemoteIp,
-        "source.namespace" => Attr::Namespace,
-        "source.principal" => Attr::Principal,
-        "source.serviceAccount" => Attr::ServiceAccount,
-        "source.trustDomain" => Attr::TrustDomain,
-        "request.auth.principal" => Attr::RequestPrincipal,
-        "request.auth.audiences" => Attr::Claim(vec!["aud".into()]),
-        "request.auth.presenter" => Attr::Claim(vec!["azp".into()]),
-        "destination.ip" => Attr::DestinationIp,
-        "destination.port" => Attr::Port,
-        "connection.sni" => Attr::Sni,
-        "destination.namespace" => {
-            return Err(ConfigError::new(
-                ErrorKind::Unsupported,
-                path,
-                "\"destination.namespace\" is not supported, replaced by metadata.namespace",
-            ))
-        }
-        "destination.name" | "destination.user" => {
-            return Err(ConfigError::new(
-                ErrorKind::Unsupported,
-                path,
-                format!("\"{key}\" is only supported in v1alpha1"),
-            ))
-        }
-        _ => {
-            if let Some(rest) = key.strip_prefix("request.headers") {
-                let name = bracket_key(rest, key, path)?;
-                Attr::Header(name.to_ascii_lowercase().into())
-            } else if let Some(rest) = key.strip_prefix("request.auth.claims") {
-                let inner = bracket_key(rest, key, path)?;
-                let claim_path = claim_path(inner).ok_or_else(|| {
-                    ConfigError::new(
-                        ErrorKind::InvalidValue,
-                        path,
-                        format!("\"{key}\": malformed claim path"),
-                    )
-                })?;
-                // The module reads the JWT payload as deep as the longest claim path (see
-                // `Engine::jwt_depth`); a bound keeps that read's recursion small. Refused
-                // rather than evaluated on a truncated payload.
-                if claim_path.len() > MAX_CLAIM_PATH {
-                    return Err(ConfigError::new(
-                        ErrorKind::TooMany,
-                        path,
-                        format!(
-                            "\"{key}\": a claim path of {} keys; at most {MAX_CLAIM_PATH}",
-                            claim_path.len()
-                        ),
-                    ));
-                }
-                Attr::Claim(claim_path)
-            } else if key.starts_with("destination.labels") {
-                return Err(ConfigError::new(
-                    ErrorKind::Unsupported,
-                    path,
-                    "\"destination.labels\" is not supported, replaced by the workload selector",
-                ));
-            } else if let Some(rest) = key.strip_prefix("experimental.envoy.filters.") {
-                if !rest.contains('[') || !key.ends_with(']') {
-                    return Err(ConfigError::new(
-                        ErrorKind::InvalidValue,
-                        path,
-                        format!("\"{key}\": expected experimental.envoy.filters.<filter>[<key>]"),
-                    ));
-                }
-                Attr::Experimental(key.into())
-            } else {
-                return Err(ConfigError::new(
-                    ErrorKind::InvalidValue,
-                    path,
-                    format!("unknown attribute \"{key}\""),
-                ));
-            }
-        }
-    };
-    Ok(attr)
-}
-
-/// The longest `request.auth.claims[a][b]...` path accepted, in keys.
-pub const MAX_CLAIM_PATH: usize = 64;
-
-/// The inside of `[...]`: must start with `[`, end with `]`, and hold at least one character.
-fn bracket_key<'a>(rest: &'a str, key: &str, path: &str) -> Result<&'a str> {
-    match rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-        Some(inner) if !inner.is_empty() => Ok(inner),
-        _ => Err(ConfigError::new(
-            ErrorKind::InvalidValue,
-            path,
-            format!("\"{key}\": expected a non-empty [name] after the attribute"),
-        )),
-    }
-}
-
-/// `a][b][c` (the inside of `[a][b][c]`) → `a`, `b`, `c`; a sequence that is not well-formed
-/// is one name (istiod `extractNameInNestedBrackets`: `[[good]` → `[good`).
-fn claim_path(inner: &str) -> Option<Vec<Box<str>>> {
-    let parts: Vec<&str> = inner.split("][").collect();
-    if parts.len() > 1
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && !p.contains('[') && !p.contains(']'))
-    {
-        return Some(parts.into_iter().map(Box::from).collect());
-    }
-    Some(vec![inner.into()])
 }
 
 pub(crate) fn check_ip(v: &str, path: &str) -> Result<()> {
@@ -1044,7 +797,7 @@ pub(crate) fn check_port(v: &str, path: &str) -> Result<u16> {
     })
 }
 
-fn check_path(v: &str, path: &str) -> Result<()> {
+pub(crate) fn check_path(v: &str, path: &str) -> Result<()> {
     if v.contains('{') || v.contains('}') {
         PathTemplate::parse(v).map_err(|e| {
             ConfigError::new(
@@ -1058,7 +811,7 @@ fn check_path(v: &str, path: &str) -> Result<()> {
 }
 
 /// istiod `CheckServiceAccount`: no `*`, at most one `/`, at most 320 characters.
-fn check_service_account(v: &str, path: &str) -> Result<()> {
+pub(crate) fn check_service_account(v: &str, path: &str) -> Result<()> {
     if v.contains('*') {
         return Err(ConfigError::new(
             ErrorKind::InvalidValue,
@@ -1091,7 +844,7 @@ fn check_service_account(v: &str, path: &str) -> Result<()> {
 }
 
 /// istiod `CheckTrustDomainValues`: no `/`, at most one `*`, only at the start or end.
-fn check_trust_domain(v: &str, path: &str) -> Result<()> {
+pub(crate) fn check_trust_domain(v: &str, path: &str) -> Result<()> {
     if v.contains('/') {
         return Err(ConfigError::new(
             ErrorKind::InvalidValue,
@@ -1294,17 +1047,6 @@ mod tests {
             from[0].fields[0].values,
             vec!["ns/curl".to_string(), "other/sa".to_string()]
         );
-    }
-
-    #[test]
-    fn claim_paths() {
-        assert_eq!(
-            claim_path("a][b][c"),
-            Some(vec!["a".into(), "b".into(), "c".into()])
-        );
-        assert_eq!(claim_path("a.b"), Some(vec!["a.b".into()]));
-        assert_eq!(claim_path("[good"), Some(vec!["[good".into()]));
-        assert_eq!(claim_path("good]"), Some(vec!["good]".into()]));
     }
 
     #[test]
