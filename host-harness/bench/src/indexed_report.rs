@@ -40,7 +40,7 @@ pub fn table(r: &Results) -> String {
     }
     let _ = writeln!(
         md,
-        "\n#### Against the hand-indexed native configuration (`native-indexed`)\n\nThe same policies as one unified matcher in Envoy's RBAC filter (exact principals in a hash map on the URI SAN, principal prefixes and namespaces in prefix maps, the rest in a list; see `host-harness/src/benchgen/indexed.rs`): the best native configuration anyone could write, not what istiod generates.\n"
+        "\n#### Against the hand-indexed native configuration (`native-indexed`)\n\nThe same policies as one unified matcher in Envoy's RBAC filter (exact principals in a hash map on the URI SAN, principal prefixes and namespaces in prefix maps, the rest in a list; see `host-harness/bench/src/indexed.rs`): the best native configuration anyone could write, not what istiod generates.\n"
     );
     let _ = writeln!(
         md,
