@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::model::{
-    Action, Binding, Cidr, Condition, Operation, Policy, PolicySet, Rule, Source, StrMatch, Traffic,
+    Action, Binding, CidrBlock, Condition, Operation, Policy, PolicySet, Rule, Source, Traffic,
+    ValuePattern,
 };
 
 /// SplitMix64: small, seedable, and the same on every platform.
@@ -54,10 +55,10 @@ pub struct Net {
     /// The port every Layer 4 listener (native and module) listens on.
     pub l4_port: u16,
     /// Covers every server listener (the `destination.ip` conditions).
-    pub server_cidr: Cidr,
+    pub server_cidr: CidrBlock,
     /// The source address the load generator binds (matched by `ipBlocks`).
     pub client_ip: Ipv4Addr,
-    pub client_cidr: Cidr,
+    pub client_cidr: CidrBlock,
     /// A loopback source address outside `client_cidr`.
     pub outside_ip: Ipv4Addr,
     /// The service's host name (`:authority`).
@@ -71,16 +72,16 @@ impl Default for Net {
             l7_port: 19080,
             l4_addr: Ipv4Addr::new(127, 0, 0, 26),
             l4_port: 19081,
-            server_cidr: Cidr::new(Ipv4Addr::new(127, 0, 0, 16), 28),
+            server_cidr: CidrBlock::new(Ipv4Addr::new(127, 0, 0, 16), 28),
             client_ip: Ipv4Addr::new(127, 0, 0, 66),
-            client_cidr: Cidr::new(Ipv4Addr::new(127, 0, 0, 64), 26),
+            client_cidr: CidrBlock::new(Ipv4Addr::new(127, 0, 0, 64), 26),
             outside_ip: Ipv4Addr::new(127, 0, 0, 130),
             host: "productpage.default.svc.cluster.local".into(),
         }
     }
 }
 
-impl Serialize for Cidr {
+impl Serialize for CidrBlock {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(&self.istio())
     }
@@ -191,7 +192,9 @@ pub fn seeds_waypoint_policy() -> Policy {
         action: Action::Allow,
         rules: vec![Rule {
             from: vec![Source {
-                principals: vec![StrMatch::Exact("cluster.local/ns/default/sa/curl".into())],
+                principals: vec![ValuePattern::Exact(
+                    "cluster.local/ns/default/sa/curl".into(),
+                )],
                 ..Default::default()
             }],
             to: vec![Operation {
@@ -205,12 +208,13 @@ pub fn seeds_waypoint_policy() -> Policy {
 
 fn team_source(rng: &mut Rng, i: usize, r: usize) -> Source {
     let team = format!("team-{i}");
-    let principal = |k: usize| StrMatch::Exact(format!("cluster.local/ns/{team}/sa/svc-{r}-{k}"));
+    let principal =
+        |k: usize| ValuePattern::Exact(format!("cluster.local/ns/{team}/sa/svc-{r}-{k}"));
     match rng.below(10) {
         0..=5 => {
-            let mut principals: Vec<StrMatch> = (0..1 + rng.below(3)).map(principal).collect();
+            let mut principals: Vec<ValuePattern> = (0..1 + rng.below(3)).map(principal).collect();
             if rng.chance(25) {
-                principals.push(StrMatch::Prefix(format!(
+                principals.push(ValuePattern::Prefix(format!(
                     "cluster.local/ns/{team}/sa/batch-{r}-"
                 )));
             }
@@ -250,7 +254,7 @@ fn pick_methods(rng: &mut Rng) -> Vec<String> {
 fn exact_source(rng: &mut Rng, i: usize, r: usize) -> Source {
     Source {
         principals: (0..1 + rng.below(3))
-            .map(|k| StrMatch::Exact(format!("cluster.local/ns/team-{i}/sa/svc-{r}-{k}")))
+            .map(|k| ValuePattern::Exact(format!("cluster.local/ns/team-{i}/sa/svc-{r}-{k}")))
             .collect(),
         ..Default::default()
     }
@@ -270,9 +274,9 @@ fn l7_policy(rng: &mut Rng, i: usize, exact: bool) -> Policy {
             let paths = kinds[..1 + rng.below(2)]
                 .iter()
                 .map(|k| match k {
-                    0 => StrMatch::Exact(format!("/api/{i}/r{r}/items")),
-                    1 => StrMatch::Prefix(format!("/api/{i}/r{r}/")),
-                    _ => StrMatch::Suffix(format!("/{i}-r{r}.json")),
+                    0 => ValuePattern::Exact(format!("/api/{i}/r{r}/items")),
+                    1 => ValuePattern::Prefix(format!("/api/{i}/r{r}/")),
+                    _ => ValuePattern::Suffix(format!("/{i}-r{r}.json")),
                 })
                 .collect();
             let to = vec![Operation {
@@ -283,9 +287,9 @@ fn l7_policy(rng: &mut Rng, i: usize, exact: bool) -> Policy {
             let mut when = Vec::new();
             if rng.chance(30) {
                 let v = if rng.chance(50) {
-                    StrMatch::Exact(format!("tenant-{i}"))
+                    ValuePattern::Exact(format!("tenant-{i}"))
                 } else {
-                    StrMatch::Prefix(format!("tenant-{i}-"))
+                    ValuePattern::Prefix(format!("tenant-{i}-"))
                 };
                 when.push(Condition::Header {
                     name: "x-tenant".into(),
@@ -313,7 +317,7 @@ fn l4_policy(rng: &mut Rng, i: usize, net: &Net) -> Policy {
                 if rng.chance(50) {
                     source
                         .ip_blocks
-                        .push(Cidr::new(Ipv4Addr::new(10, (i % 250) as u8, 0, 0), 16));
+                        .push(CidrBlock::new(Ipv4Addr::new(10, (i % 250) as u8, 0, 0), 16));
                 }
             }
             let mut to = Vec::new();
@@ -360,7 +364,7 @@ fn worst_policy(i: usize, net: &Net) -> Policy {
                     namespaces: ["a", "b", "c"].iter().map(|x| ns(x)).collect(),
                     principals: ["a", "b", "c"]
                         .iter()
-                        .map(|x| StrMatch::Exact(format!("cluster.local/ns/{}/sa/p", ns(x))))
+                        .map(|x| ValuePattern::Exact(format!("cluster.local/ns/{}/sa/p", ns(x))))
                         .collect(),
                     ip_blocks: vec![net.client_cidr],
                 }],
@@ -385,10 +389,10 @@ fn worst_policy(i: usize, net: &Net) -> Policy {
 fn witness_principal(s: &Source) -> Option<String> {
     if let Some(p) = s.principals.first() {
         return Some(match p {
-            StrMatch::Exact(v) => v.clone(),
-            StrMatch::Prefix(v) => format!("{v}7"),
-            StrMatch::Suffix(v) => format!("cluster.local/ns/x/sa/x{v}"),
-            StrMatch::Presence => OUTSIDER.into(),
+            ValuePattern::Exact(v) => v.clone(),
+            ValuePattern::Prefix(v) => format!("{v}7"),
+            ValuePattern::Suffix(v) => format!("cluster.local/ns/x/sa/x{v}"),
+            ValuePattern::Presence => OUTSIDER.into(),
         });
     }
     s.namespaces
@@ -396,12 +400,12 @@ fn witness_principal(s: &Source) -> Option<String> {
         .map(|ns| format!("cluster.local/ns/{ns}/sa/client"))
 }
 
-fn witness_value(m: &StrMatch, filler: &str) -> String {
+fn witness_value(m: &ValuePattern, filler: &str) -> String {
     match m {
-        StrMatch::Exact(v) => v.clone(),
-        StrMatch::Prefix(v) => format!("{v}{filler}"),
-        StrMatch::Suffix(v) => format!("/files{v}"),
-        StrMatch::Presence => filler.into(),
+        ValuePattern::Exact(v) => v.clone(),
+        ValuePattern::Prefix(v) => format!("{v}{filler}"),
+        ValuePattern::Suffix(v) => format!("/files{v}"),
+        ValuePattern::Presence => filler.into(),
     }
 }
 

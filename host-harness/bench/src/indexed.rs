@@ -44,7 +44,8 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::{json, Value};
 
 use super::model::{
-    Action, Cidr, Condition, Operation, PolicySet, Rule, Source, StrMatch, Traffic, SPIFFE_PREFIX,
+    Action, CidrBlock, Condition, Operation, PolicySet, Rule, Source, Traffic, ValuePattern,
+    SPIFFE_PREFIX,
 };
 
 /// The trust domain the namespace keys are written for (the benchmark's certificates').
@@ -69,12 +70,12 @@ pub enum Test {
     Exact(String),
     Prefix(String),
     /// The path without its query string (RBAC's `url_path`), tested on `:path`.
-    UrlPath(StrMatch),
+    UrlPath(ValuePattern),
     /// Istio's namespace of a principal: `.*/ns/NS/.*` on the URI SAN.
     Namespace(String),
     /// A header value as Istio matches it.
-    Value(StrMatch),
-    Cidrs(Vec<Cidr>),
+    Value(ValuePattern),
+    Cidrs(Vec<CidrBlock>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -140,7 +141,7 @@ impl Test {
             Test::Value(m) => m.matches(v),
             Test::Cidrs(c) => v
                 .parse()
-                .is_ok_and(|ip| c.iter().any(|c: &Cidr| c.contains(ip))),
+                .is_ok_and(|ip| c.iter().any(|c: &CidrBlock| c.contains(ip))),
         }
     }
 }
@@ -300,16 +301,16 @@ fn string_json(t: &Test) -> Value {
         Test::Prefix(v) => json!({ "prefix": v }),
         // The query string follows the path: a prefix of the path is a prefix of `:path`
         // (paths here contain no `?`); exact and suffix must allow for a query.
-        Test::UrlPath(StrMatch::Exact(v)) => regex(format!("{}(\\?.*)?", regex_quote(v))),
-        Test::UrlPath(StrMatch::Prefix(v)) if !v.contains('?') => json!({ "prefix": v }),
-        Test::UrlPath(StrMatch::Prefix(v)) => regex(format!("{}[^?]*(\\?.*)?", regex_quote(v))),
-        Test::UrlPath(StrMatch::Suffix(v)) => regex(format!("[^?]*{}(\\?.*)?", regex_quote(v))),
-        Test::UrlPath(StrMatch::Presence) => regex("[^?]+(\\?.*)?".into()),
+        Test::UrlPath(ValuePattern::Exact(v)) => regex(format!("{}(\\?.*)?", regex_quote(v))),
+        Test::UrlPath(ValuePattern::Prefix(v)) if !v.contains('?') => json!({ "prefix": v }),
+        Test::UrlPath(ValuePattern::Prefix(v)) => regex(format!("{}[^?]*(\\?.*)?", regex_quote(v))),
+        Test::UrlPath(ValuePattern::Suffix(v)) => regex(format!("[^?]*{}(\\?.*)?", regex_quote(v))),
+        Test::UrlPath(ValuePattern::Presence) => regex("[^?]+(\\?.*)?".into()),
         Test::Namespace(ns) => regex(format!(".*/ns/{}/.*", regex_quote(ns))),
-        Test::Value(StrMatch::Exact(v)) => json!({ "exact": v }),
-        Test::Value(StrMatch::Prefix(v)) => json!({ "prefix": v }),
-        Test::Value(StrMatch::Suffix(v)) => json!({ "suffix": v }),
-        Test::Value(StrMatch::Presence) => regex(".+".into()),
+        Test::Value(ValuePattern::Exact(v)) => json!({ "exact": v }),
+        Test::Value(ValuePattern::Prefix(v)) => json!({ "prefix": v }),
+        Test::Value(ValuePattern::Suffix(v)) => json!({ "suffix": v }),
+        Test::Value(ValuePattern::Presence) => regex(".+".into()),
         Test::Cidrs(_) => json!({}),
     }
 }
@@ -557,7 +558,7 @@ pub fn index(set: &PolicySet, trust_domain: &str) -> Matcher {
             }
             for m in &s.principals {
                 match m {
-                    StrMatch::Exact(p) => {
+                    ValuePattern::Exact(p) => {
                         // The key is the whole principal: its namespace is known now.
                         if s.namespaces.is_empty() || in_namespaces(p, &s.namespaces) {
                             exact
@@ -566,16 +567,16 @@ pub fn index(set: &PolicySet, trust_domain: &str) -> Matcher {
                                 .push((with(vec![ip_blocks(s)]), name.clone()));
                         }
                     }
-                    StrMatch::Prefix(p) => prefix
+                    ValuePattern::Prefix(p) => prefix
                         .entry(format!("{SPIFFE_PREFIX}{p}"))
                         .or_default()
                         .push((with(vec![namespaces_pred(s), ip_blocks(s)]), name.clone())),
-                    StrMatch::Suffix(_) | StrMatch::Presence => {
+                    ValuePattern::Suffix(_) | ValuePattern::Presence => {
                         let principal = Pred::Single(
                             Input::UriSan,
                             Test::Value(match m {
-                                StrMatch::Suffix(v) => StrMatch::Suffix(v.clone()),
-                                _ => StrMatch::Presence,
+                                ValuePattern::Suffix(v) => ValuePattern::Suffix(v.clone()),
+                                _ => ValuePattern::Presence,
                             }),
                         );
                         add_linear(

@@ -20,23 +20,25 @@ use serde_json::{json, Value};
 /// The SPIFFE URI prefix istiod puts in front of principals.
 pub const SPIFFE_PREFIX: &str = "spiffe://";
 
-/// An Istio string value: `v`, `v*`, `*v` or `*`.
+/// An Istio string value as the generator describes it: `v`, `v*`, `*v` or `*`. The generator
+/// writes it in three forms (plugin configuration, istiod's RBAC, the indexed matcher); whether
+/// a value matches is the engine's [`matcher::StrMatch`], not a second implementation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StrMatch {
+pub enum ValuePattern {
     Exact(String),
     Prefix(String),
     Suffix(String),
     Presence,
 }
 
-impl StrMatch {
+impl ValuePattern {
     /// The value as written in an AuthorizationPolicy.
     pub fn istio(&self) -> String {
         match self {
-            StrMatch::Exact(v) => v.clone(),
-            StrMatch::Prefix(v) => format!("{v}*"),
-            StrMatch::Suffix(v) => format!("*{v}"),
-            StrMatch::Presence => "*".into(),
+            ValuePattern::Exact(v) => v.clone(),
+            ValuePattern::Prefix(v) => format!("{v}*"),
+            ValuePattern::Suffix(v) => format!("*{v}"),
+            ValuePattern::Presence => "*".into(),
         }
     }
 
@@ -46,10 +48,10 @@ impl StrMatch {
     pub fn matches(&self, value: &str) -> bool {
         let bytes = |v: &str| -> Box<[u8]> { v.as_bytes().into() };
         let m = match self {
-            StrMatch::Exact(v) => matcher::StrMatch::Exact(bytes(v)),
-            StrMatch::Prefix(v) => matcher::StrMatch::Prefix(bytes(v)),
-            StrMatch::Suffix(v) => matcher::StrMatch::Suffix(bytes(v)),
-            StrMatch::Presence => matcher::StrMatch::NonEmpty,
+            ValuePattern::Exact(v) => matcher::StrMatch::Exact(bytes(v)),
+            ValuePattern::Prefix(v) => matcher::StrMatch::Prefix(bytes(v)),
+            ValuePattern::Suffix(v) => matcher::StrMatch::Suffix(bytes(v)),
+            ValuePattern::Presence => matcher::StrMatch::NonEmpty,
         };
         m.matches(value.as_bytes())
     }
@@ -57,13 +59,13 @@ impl StrMatch {
     /// Envoy's `StringMatcher` as istiod builds it (`StringMatcherWithPrefix`).
     fn envoy(&self, prefix: &str) -> Value {
         match self {
-            StrMatch::Exact(v) => json!({ "exact": format!("{prefix}{v}") }),
-            StrMatch::Prefix(v) => json!({ "prefix": format!("{prefix}{v}") }),
-            StrMatch::Suffix(v) if prefix.is_empty() => json!({ "suffix": v }),
-            StrMatch::Suffix(v) => {
+            ValuePattern::Exact(v) => json!({ "exact": format!("{prefix}{v}") }),
+            ValuePattern::Prefix(v) => json!({ "prefix": format!("{prefix}{v}") }),
+            ValuePattern::Suffix(v) if prefix.is_empty() => json!({ "suffix": v }),
+            ValuePattern::Suffix(v) => {
                 json!({ "safe_regex": { "regex": format!("{}.*{}", regex_quote(prefix), regex_quote(v)) } })
             }
-            StrMatch::Presence => json!({ "safe_regex": { "regex": ".+" } }),
+            ValuePattern::Presence => json!({ "safe_regex": { "regex": ".+" } }),
         }
     }
 }
@@ -79,19 +81,19 @@ fn regex_quote(s: &str) -> String {
     out
 }
 
-/// An IPv4 CIDR block.
+/// An IPv4 CIDR block as the generator describes it; matched by the engine's [`matcher::Cidr`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
+pub struct CidrBlock {
     pub addr: Ipv4Addr,
     pub len: u8,
 }
 
-impl Cidr {
-    pub fn new(addr: Ipv4Addr, len: u8) -> Cidr {
-        Cidr { addr, len }
+impl CidrBlock {
+    pub fn new(addr: Ipv4Addr, len: u8) -> CidrBlock {
+        CidrBlock { addr, len }
     }
 
-    /// By the engine's matcher, as [`StrMatch::matches`].
+    /// By the engine's matcher, as [`ValuePattern::matches`].
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         matcher::Cidr {
             addr: IpAddr::V4(self.addr),
@@ -113,17 +115,17 @@ impl Cidr {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Source {
     /// Principals as Istio writes them (`cluster.local/ns/N/sa/S`, possibly with `*`).
-    pub principals: Vec<StrMatch>,
+    pub principals: Vec<ValuePattern>,
     /// Namespaces (exact).
     pub namespaces: Vec<String>,
-    pub ip_blocks: Vec<Cidr>,
+    pub ip_blocks: Vec<CidrBlock>,
 }
 
 /// `to[].operation`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Operation {
     pub methods: Vec<String>,
-    pub paths: Vec<StrMatch>,
+    pub paths: Vec<ValuePattern>,
     pub ports: Vec<u16>,
 }
 
@@ -131,9 +133,12 @@ pub struct Operation {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Condition {
     /// `request.headers[NAME]` (name lower-case).
-    Header { name: String, values: Vec<StrMatch> },
+    Header {
+        name: String,
+        values: Vec<ValuePattern>,
+    },
     /// `destination.ip`.
-    DestinationIp(Vec<Cidr>),
+    DestinationIp(Vec<CidrBlock>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -335,7 +340,7 @@ impl Policy {
     }
 }
 
-fn strs(values: &[StrMatch]) -> Value {
+fn strs(values: &[ValuePattern]) -> Value {
     Value::Array(values.iter().map(|v| json!(v.istio())).collect())
 }
 
@@ -354,7 +359,7 @@ fn rule_resource(r: &Rule) -> Value {
                     src.insert("namespaces".into(), json!(s.namespaces));
                 }
                 if !s.ip_blocks.is_empty() {
-                    let blocks: Vec<String> = s.ip_blocks.iter().map(Cidr::istio).collect();
+                    let blocks: Vec<String> = s.ip_blocks.iter().map(CidrBlock::istio).collect();
                     src.insert("ipBlocks".into(), json!(blocks));
                 }
                 json!({ "source": src })
@@ -391,7 +396,7 @@ fn rule_resource(r: &Rule) -> Value {
                     json!({ "key": format!("request.headers[{name}]"), "values": strs(values) })
                 }
                 Condition::DestinationIp(cidrs) => {
-                    let v: Vec<String> = cidrs.iter().map(Cidr::istio).collect();
+                    let v: Vec<String> = cidrs.iter().map(CidrBlock::istio).collect();
                     json!({ "key": "destination.ip", "values": v })
                 }
             })
@@ -413,9 +418,9 @@ fn authenticated(m: Value) -> Value {
     json!({ "authenticated": { "principal_name": m } })
 }
 
-fn header_matcher(name: &str, v: &StrMatch) -> Value {
+fn header_matcher(name: &str, v: &ValuePattern) -> Value {
     match v {
-        StrMatch::Presence => json!({ "name": name, "present_match": true }),
+        ValuePattern::Presence => json!({ "name": name, "present_match": true }),
         other => json!({ "name": name, "string_match": other.envoy("") }),
     }
 }
@@ -509,7 +514,7 @@ fn envoy_rule(r: &Rule) -> Value {
                         o.methods
                             .iter()
                             .map(|m| {
-                                json!({ "header": header_matcher(":method", &StrMatch::Exact(m.clone())) })
+                                json!({ "header": header_matcher(":method", &ValuePattern::Exact(m.clone())) })
                             })
                             .collect(),
                     ));
@@ -611,13 +616,13 @@ mod tests {
 
     #[test]
     fn cidr_and_strings() {
-        let c = Cidr::new(Ipv4Addr::new(127, 0, 0, 64), 26);
+        let c = CidrBlock::new(Ipv4Addr::new(127, 0, 0, 64), 26);
         assert!(c.contains(Ipv4Addr::new(127, 0, 0, 66)));
         assert!(!c.contains(Ipv4Addr::new(127, 0, 0, 130)));
-        assert!(Cidr::new(Ipv4Addr::UNSPECIFIED, 0).contains(Ipv4Addr::new(1, 2, 3, 4)));
-        assert!(StrMatch::Prefix("/a/".into()).matches("/a/b"));
-        assert!(!StrMatch::Suffix("/1.json".into()).matches("/x/11.json"));
-        assert_eq!(StrMatch::Prefix("/a/".into()).istio(), "/a/*");
+        assert!(CidrBlock::new(Ipv4Addr::UNSPECIFIED, 0).contains(Ipv4Addr::new(1, 2, 3, 4)));
+        assert!(ValuePattern::Prefix("/a/".into()).matches("/a/b"));
+        assert!(!ValuePattern::Suffix("/1.json".into()).matches("/x/11.json"));
+        assert_eq!(ValuePattern::Prefix("/a/".into()).istio(), "/a/*");
         assert_eq!(regex_quote("a.b"), "a\\.b");
     }
 
@@ -630,12 +635,12 @@ mod tests {
             action: Action::Allow,
             rules: vec![Rule {
                 from: vec![Source {
-                    principals: vec![StrMatch::Exact("cluster.local/ns/foo/sa/bar".into())],
+                    principals: vec![ValuePattern::Exact("cluster.local/ns/foo/sa/bar".into())],
                     ..Default::default()
                 }],
                 to: vec![Operation {
                     methods: vec!["GET".into()],
-                    paths: vec![StrMatch::Prefix("/api/".into())],
+                    paths: vec![ValuePattern::Prefix("/api/".into())],
                     ..Default::default()
                 }],
                 when: vec![],
