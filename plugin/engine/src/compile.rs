@@ -649,6 +649,20 @@ pub(crate) struct Targets {
     pub names: Vec<String>,
 }
 
+impl Targets {
+    /// Adds target `index`: its display name, and the destination addresses (with the ports a
+    /// service listens on; none for a workload) that select it.
+    fn push(&mut self, index: usize, name: String, addresses: &[IpAddr], ports: &[u16]) {
+        self.names.push(name);
+        for a in addresses {
+            self.by_address
+                .entry(*a)
+                .or_default()
+                .push((index as u32, ports.to_vec()));
+        }
+    }
+}
+
 /// The compiled configuration: what decides.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -1331,16 +1345,12 @@ fn bind_workloads(config: &PluginConfig, sorted: &[&PolicyHead]) -> (Targets, Ve
         sort_ids(&mut list);
         list.dedup();
         lists.push(list);
-        targets
-            .names
-            .push(format!("workload {}/{}", w.namespace, w.name));
-        for a in &w.addresses {
-            targets
-                .by_address
-                .entry(*a)
-                .or_default()
-                .push((wi as u32, Vec::new()));
-        }
+        targets.push(
+            wi,
+            format!("workload {}/{}", w.namespace, w.name),
+            &w.addresses,
+            &[],
+        );
     }
     let addressless: Vec<usize> = config
         .workloads
@@ -1472,16 +1482,12 @@ fn bind_services(
         sort_ids(&mut list);
         list.dedup();
         lists.push(list);
-        targets
-            .names
-            .push(format!("service {}/{}", s.namespace, s.name));
-        for a in &s.addresses {
-            targets
-                .by_address
-                .entry(*a)
-                .or_default()
-                .push((si as u32, s.ports.clone()));
-        }
+        targets.push(
+            si,
+            format!("service {}/{}", s.namespace, s.name),
+            &s.addresses,
+            &s.ports,
+        );
     }
     let own = lists.len() as u32;
     lists.push(to_waypoint);
