@@ -391,9 +391,9 @@ struct ChainPlan {
     jwt: bool,
 }
 
-/// An address of 192.0.2.0/24 (TEST-NET-1) that no address field of `config` covers, for
-/// an absent source or destination address.
-fn unnamed_test_net(config: &Value) -> Option<Ipv4Addr> {
+/// The CIDR blocks written in any address field of `config` (zero-length blocks left out:
+/// they cover every address and name none in particular).
+fn config_networks(config: &Value) -> Vec<(Ipv4Addr, u8)> {
     let mut nets = Vec::new();
     let mut probe = config.clone();
     let _ = map_config_addresses(&mut probe, &mut |s| {
@@ -402,9 +402,27 @@ fn unnamed_test_net(config: &Value) -> Option<Ipv4Addr> {
         }
         Ok(s.to_string())
     });
+    nets.retain(|n| n.1 > 0);
+    nets
+}
+
+/// The first of `a.b.c.1` … `a.b.c.250` that no address field of `config` covers and that
+/// `usable` accepts.
+fn address_outside(
+    config: &Value,
+    [a, b, c]: [u8; 3],
+    usable: impl Fn(Ipv4Addr) -> bool,
+) -> Option<Ipv4Addr> {
+    let nets = config_networks(config);
     (1..=250u8)
-        .map(|d| Ipv4Addr::new(192, 0, 2, d))
-        .find(|ip| !nets.iter().any(|n| n.1 > 0 && contains(*n, *ip)))
+        .map(|d| Ipv4Addr::new(a, b, c, d))
+        .find(|ip| !nets.iter().any(|n| contains(*n, *ip)) && usable(*ip))
+}
+
+/// An address of 192.0.2.0/24 (TEST-NET-1) that no address field of `config` covers, for
+/// an absent source or destination address.
+fn unnamed_test_net(config: &Value) -> Option<Ipv4Addr> {
+    address_outside(config, [192, 0, 2], |_| true)
 }
 
 /// One verdict from the two topologies: both must agree; a case one of them cannot run is
@@ -854,22 +872,12 @@ impl EnvoyDecider {
         Ok(out)
     }
 
-    /// An address of 127.254.0.0/16 that no address field of `config` covers.
+    /// An address of 127.254.0.0/16 that no address field of `config` covers and that can
+    /// be bound here.
     fn unnamed_address(config: &Value) -> Option<Ipv4Addr> {
-        let mut nets = Vec::new();
-        let mut probe = config.clone();
-        let _ = map_config_addresses(&mut probe, &mut |s| {
-            if let Some(net) = parse_cidr(s) {
-                nets.push(net);
-            }
-            Ok(s.to_string())
-        });
-        (1..=250u8)
-            .map(|d| Ipv4Addr::new(127, 254, 254, d))
-            .find(|ip| {
-                !nets.iter().any(|n| n.1 > 0 && contains(*n, *ip))
-                    && TcpListener::bind((*ip, 0)).is_ok()
-            })
+        address_outside(config, [127, 254, 254], |ip| {
+            TcpListener::bind((ip, 0)).is_ok()
+        })
     }
 
     /// Runs one group of plans (all requests, or all connections) through one Envoy.
