@@ -157,16 +157,18 @@ fn a_closed_stdout_ends_the_harness_quietly() {
         &["replay", "--native-only", "--format", "json", "tests/"][..],
         &["replay", "--native-only", "tests/fixtures/seeds/"][..],
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_authz-harness"))
+        // The reading end is closed before the harness starts, so its very first write
+        // fails. (Closing it after spawning races the harness: a short replay can fit its
+        // whole output into the pipe's buffer first and end with status 0.)
+        let (reader, writer) = std::io::pipe().expect("create a pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_authz-harness"))
             .args(args)
             .current_dir(root())
-            .stdout(std::process::Stdio::piped())
+            .stdout(writer)
             .stderr(std::process::Stdio::piped())
-            .spawn()
+            .output()
             .expect("run authz-harness");
-        // Close the reading end before the harness writes anything.
-        drop(child.stdout.take());
-        let out = child.wait_with_output().expect("wait for authz-harness");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
