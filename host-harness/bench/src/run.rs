@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use super::memory::{self, Footprint};
 use authz_envoy::bootstrap::Plugin;
 use authz_envoy::certs::TestPki;
 use authz_envoy::client::{self, ConnError, HttpRequest, TlsClient};
+use authz_envoy::ports::free_port;
 
 /// A path as results files record it: relative to the repository when inside it, `~/…` when
 /// under the home directory, so that no machine's layout is written into a results file.
@@ -340,21 +341,6 @@ fn machine(o: &Options) -> Machine {
         loadavg_start: read("/proc/loadavg").trim().to_string(),
         loadavg_end: String::new(),
     }
-}
-
-/// A port free on every address.
-fn free_port(addrs: &[IpAddr]) -> Result<u16> {
-    for _ in 0..50 {
-        let first = TcpListener::bind((addrs[0], 0))?;
-        let port = first.local_addr()?.port();
-        if addrs[1..]
-            .iter()
-            .all(|a| TcpListener::bind((*a, port)).is_ok())
-        {
-            return Ok(port);
-        }
-    }
-    bail!("no port free on all of {addrs:?}")
 }
 
 fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {

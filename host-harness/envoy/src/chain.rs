@@ -24,14 +24,15 @@
 //! The upstream behind both topologies is a `direct_response` 200: the filters run before the
 //! router answers, so a 403 can only come from the authorization filter.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 
 use super::bootstrap::{jwt_authn_filter, JwtAuthn, Plugin, UpstreamTls};
 use super::certs::{Identity, TestPki};
+use super::ports::free_loopback;
 use super::{Envoy, ListenerInfo};
 
 /// The authorization filter in a chain.
@@ -113,24 +114,6 @@ impl Variant {
 pub struct VariantPorts {
     pub hbone: SocketAddr,
     pub direct: SocketAddr,
-}
-
-/// A free port on 127.0.0.1, held by the returned listener until the caller drops it, and
-/// never one already handed out for this chain: the kernel has been seen to hand the same
-/// port to two of a chain's fifty-odd listeners, which Envoy then refuses as duplicates.
-fn free_port(holders: &mut Vec<TcpListener>) -> Result<SocketAddr> {
-    for _ in 0..64 {
-        let l = TcpListener::bind(("127.0.0.1", 0)).context("no free port on 127.0.0.1")?;
-        let addr = l.local_addr()?;
-        let taken = holders
-            .iter()
-            .any(|h| h.local_addr().is_ok_and(|a| a.port() == addr.port()));
-        holders.push(l);
-        if !taken {
-            return Ok(addr);
-        }
-    }
-    anyhow::bail!("no distinct free port on 127.0.0.1")
 }
 
 /// A start that failed because a port chosen for a listener was taken in between: worth
@@ -549,13 +532,12 @@ impl Chain {
             &["127.0.0.1".parse()?],
             Some("cluster.local/ns/default/sa/waypoint"),
         )?;
-        let mut holders = Vec::new();
         let mut with_ports = Vec::new();
         let mut infos = Vec::new();
         for v in variants {
             let ports = VariantPorts {
-                hbone: free_port(&mut holders)?,
-                direct: free_port(&mut holders)?,
+                hbone: free_loopback()?,
+                direct: free_loopback()?,
             };
             infos.push(ListenerInfo {
                 name: format!("hbone-{}", v.name),
@@ -583,7 +565,7 @@ impl Chain {
                 anyhow::bail!("tunnel {}: no variant {}", w.name, w.variant);
             };
             let t = Tunnel {
-                listen: free_port(&mut holders)?,
+                listen: free_loopback()?,
                 hbone: ports.hbone,
                 identity: w.identity,
                 destination: w.destination,
@@ -596,7 +578,6 @@ impl Chain {
             });
             tunnels.push(t);
         }
-        drop(holders);
         let waypoint = Envoy::start_config(bin, &wconf, infos, &wdir, pki.clone())?;
 
         let cdir = dir.join("client");

@@ -24,11 +24,12 @@ pub mod chain;
 pub mod client;
 pub mod examples;
 pub mod jwt;
+pub mod ports;
 pub mod replay;
 pub mod upstream;
 
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -461,15 +462,9 @@ impl Envoy {
         let mut last_err = anyhow!("not started");
         for attempt in 0..3 {
             let mut resolved = spec.clone();
-            // Hold the chosen ports until envoy is about to start.
-            let mut holders = Vec::new();
             for l in resolved.listeners.iter_mut().filter(|l| l.port == 0) {
-                let h = TcpListener::bind((l.address, 0))
-                    .with_context(|| format!("no free port on {}", l.address))?;
-                l.port = h.local_addr()?.port();
-                holders.push(h);
+                l.port = ports::free_port(&[l.address])?;
             }
-            drop(holders);
             let bootstrap = dir.join("bootstrap.json");
             std::fs::write(
                 &bootstrap,

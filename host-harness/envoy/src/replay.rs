@@ -50,6 +50,7 @@ use super::bootstrap::{EnvoySpec, ListenerKind, ListenerSpec, Plugin, Upstream a
 use super::chain::{Authz, Chain, TunnelSpec, Variant};
 use super::client::{self, ConnError, HttpRequest, TlsClient};
 use super::jwt::JwtSigner;
+use super::ports::{free_loopback, free_port};
 use super::upstream::Upstream;
 use super::{validate, Envoy, TestEnv};
 use authz_fixture::fixture::{Case, Fixture};
@@ -451,14 +452,6 @@ fn combine(direct: Option<Outcome>, chain: Option<Outcome>) -> Outcome {
 
 // ---- running ------------------------------------------------------------------------------
 
-/// A free port on `ip`.
-fn free_port(ip: Ipv4Addr) -> Option<u16> {
-    TcpListener::bind((ip, 0))
-        .ok()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.port())
-}
-
 /// Extracts the module's rejection message from an Envoy log.
 fn rejection(log: &str) -> String {
     if let Some(line) = log.lines().find(|l| l.contains("configuration rejected")) {
@@ -552,11 +545,11 @@ impl EnvoyDecider {
                     None if port_sensitive => {
                         return Err("no destination port, and the policies constrain ports".into())
                     }
-                    None => free_port(match dest_ip {
-                        IpAddr::V4(v4) if !far => v4,
-                        _ => Ipv4Addr::LOCALHOST,
-                    })
-                    .ok_or("no free port for the absent destination port")?,
+                    None => free_port(&[match dest_ip {
+                        IpAddr::V4(v4) if !far => IpAddr::V4(v4),
+                        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    }])
+                    .map_err(|e| format!("no free port for the absent destination port: {e:#}"))?,
                 };
                 let http = waypoint && a.http.is_some();
                 let mut request = if http { request_of(case)? } else { None };
@@ -971,7 +964,7 @@ impl EnvoyDecider {
         }
         // One listener reading PROXY protocol headers for the cases loopback cannot place.
         let proxied_at = if plans.iter().any(|p| p.proxied.is_some()) {
-            free_port(Ipv4Addr::LOCALHOST).map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            free_loopback().ok()
         } else {
             None
         };
