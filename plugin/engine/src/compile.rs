@@ -8,7 +8,7 @@ use super::field::Written;
 use super::hash::{FnvMap, FnvSet};
 use super::intern::{IdTable, Interner, KeyIndex, StrId, Strings};
 use super::matcher::{Cidr, Glob, PathTemplate, StrMatch};
-use super::policy::{Action, Attr, AuthorizationPolicy, Field, RefKind, Scope};
+use super::policy::{Action, Attr, AuthorizationPolicy, Field, RefKind, Scope, TargetRef};
 use std::net::IpAddr;
 
 /// An enforcement point: what the proxy can see decides which attributes are evaluable.
@@ -944,105 +944,28 @@ impl Compiler {
             jwt_depth,
             ..
         } = self;
-        // Reporting order is Envoy's: istiod names each RBAC policy
-        // `ns[<namespace>]-policy[<name>]-rule[<index>]` (istio/istio
-        // `pilot/pkg/security/authz/builder/builder.go`) and Envoy keeps them in a `std::map`,
-        // reporting the first match in that string order (envoyproxy/envoy
-        // `source/extensions/filters/common/rbac/engine_impl.h`). PolicyIds are assigned in the
-        // order of that name's policy part, and rules within a policy in the order of their
-        // index's decimal string (see `compile_policy`), so the lowest matching rule id is the
-        // one Envoy reports: `deny-x` before `deny`, namespace `a-b` before `a`.
-        let mut order: Vec<u32> = (0..heads.len() as u32).collect();
-        order.sort_by_cached_key(|i| {
-            heads
-                .get(*i as usize)
-                .map(|p| envoy_policy_prefix(&p.namespace, &p.name))
-                // A `String` key, as the rules' sort below has: one sort instantiation for both.
-                .unwrap_or_default()
-        });
+        let order = report_order(&heads);
         let sorted: Vec<&PolicyHead> = order
             .iter()
             .filter_map(|i| heads.get(*i as usize))
             .collect();
-        // Sorted, a namespace/name given twice sits side by side.
-        if let Some(dup) = sorted
-            .windows(2)
-            .find(|w| matches!(w, [a, b] if a.namespace == b.namespace && a.name == b.name))
-            .and_then(|w| w.first())
-        {
-            return Err(ConfigError::new(
-                ErrorKind::Duplicate,
-                "policies",
-                format!(
-                    "duplicate policy {}: a namespace/name may appear once",
-                    dup.key()
-                ),
-            )
-            .in_policy(&dup.key()));
-        }
+        refuse_duplicate_names(&sorted)?;
 
         let mut notes = Notes::default();
-
         // Which policies each target gets.
-        let (targets, target_policies) = bind_targets(&config, &sorted, &mut notes);
-
-        let (mut http, mut tcp) = (None, None);
-        let mut set_of = Vec::new();
-        for (n, p) in points.into_iter().enumerate() {
-            let point = p.point;
-            let (compiled, ids) = if n == 0 {
-                finish_point(&config, &sorted, &order, &target_policies, p, &mut notes)?
-            } else {
-                // A second compilation reports its own conversions; keep only the new ones.
-                let mut own = Notes::default();
-                let done = finish_point(&config, &sorted, &order, &target_policies, p, &mut own)?;
-                for note in own.list {
-                    notes.push_once(note);
-                }
-                done
-            };
-            // The set ids per target are the same in every point (same policy lists, same
-            // dedupe order), so they are kept once.
-            if set_of.is_empty() {
-                set_of = ids;
-            }
-            match point {
-                Point::WaypointTcp => tcp = Some(compiled),
-                Point::Ztunnel | Point::WaypointHttp => http = Some(compiled),
-            }
-        }
-
-        let mut targets = targets;
+        let (mut targets, target_policies) = bind_targets(&config, &sorted, &mut notes);
+        let (http, tcp, set_of) = finish_points(
+            &config,
+            &sorted,
+            &order,
+            &target_policies,
+            points,
+            &mut notes,
+        )?;
         targets.set_of = set_of;
-
-        // Load-time notes that concern the policy as a whole.
-        for p in &sorted {
-            if let Some(msg) = &p.dry_run_annotation_error {
-                notes.push(LoadNote {
-                    policy: p.key(),
-                    kind: NoteKind::Info,
-                    message: msg.clone(),
-                });
-            }
-        }
-
+        push_dry_run_annotation_notes(&sorted, &mut notes);
         drop(sorted);
-        // The names move from the heads, which are not needed any more.
-        let mut heads = heads;
-        let mut policies: Vec<PolicyInfo> = Vec::with_capacity(order.len());
-        for i in &order {
-            if let Some(p) = heads.get_mut(*i as usize) {
-                policies.push(PolicyInfo {
-                    key: p.key(),
-                    namespace: std::mem::take(&mut p.namespace),
-                    name: std::mem::take(&mut p.name),
-                    action: p.action,
-                    dry_run: p.dry_run,
-                    rules: p.rules,
-                });
-            }
-        }
-        drop(heads);
+        let policies = policy_infos(heads, &order);
 
         Ok(Engine {
             jwt_depth,
@@ -1055,6 +978,120 @@ impl Compiler {
             tcp,
         })
     }
+}
+
+/// The policies' ids in Envoy's reporting order.
+///
+/// istiod names each RBAC policy `ns[<namespace>]-policy[<name>]-rule[<index>]` (istio/istio
+/// `pilot/pkg/security/authz/builder/builder.go`) and Envoy keeps them in a `std::map`,
+/// reporting the first match in that string order (envoyproxy/envoy
+/// `source/extensions/filters/common/rbac/engine_impl.h`). PolicyIds are assigned in the
+/// order of that name's policy part, and rules within a policy in the order of their index's
+/// decimal string (see `compile_policy`), so the lowest matching rule id is the one Envoy
+/// reports: `deny-x` before `deny`, namespace `a-b` before `a`.
+fn report_order(heads: &[PolicyHead]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..heads.len() as u32).collect();
+    order.sort_by_cached_key(|i| {
+        heads
+            .get(*i as usize)
+            .map(|p| envoy_policy_prefix(&p.namespace, &p.name))
+            // A `String` key, as the rules' sort has: one sort instantiation for both.
+            .unwrap_or_default()
+    });
+    order
+}
+
+/// Refuses a namespace/name given twice (sorted, the two sit side by side).
+fn refuse_duplicate_names(sorted: &[&PolicyHead]) -> Result<(), ConfigError> {
+    let Some(dup) = sorted
+        .windows(2)
+        .find(|w| matches!(w, [a, b] if a.namespace == b.namespace && a.name == b.name))
+        .and_then(|w| w.first())
+    else {
+        return Ok(());
+    };
+    Err(ConfigError::new(
+        ErrorKind::Duplicate,
+        "policies",
+        format!(
+            "duplicate policy {}: a namespace/name may appear once",
+            dup.key()
+        ),
+    )
+    .in_policy(&dup.key()))
+}
+
+/// The compiled form of each point (HTTP or ztunnel, and the waypoint's TCP one), and the
+/// set id of each target.
+type FinishedPoints = (Option<Compiled>, Option<Compiled>, Vec<u32>);
+
+/// Finishes every point; notes are the first point's plus what later ones add.
+fn finish_points(
+    config: &PluginConfig,
+    sorted: &[&PolicyHead],
+    order: &[u32],
+    target_policies: &[Vec<u32>],
+    points: Vec<PointBuild>,
+    notes: &mut Notes,
+) -> Result<FinishedPoints, ConfigError> {
+    let (mut http, mut tcp) = (None, None);
+    let mut set_of = Vec::new();
+    for (n, p) in points.into_iter().enumerate() {
+        let point = p.point;
+        let (compiled, ids) = if n == 0 {
+            finish_point(config, sorted, order, target_policies, p, notes)?
+        } else {
+            // A second compilation reports its own conversions; keep only the new ones.
+            let mut own = Notes::default();
+            let done = finish_point(config, sorted, order, target_policies, p, &mut own)?;
+            for note in own.list {
+                notes.push_once(note);
+            }
+            done
+        };
+        // The set ids per target are the same in every point (same policy lists, same
+        // dedupe order), so they are kept once.
+        if set_of.is_empty() {
+            set_of = ids;
+        }
+        match point {
+            Point::WaypointTcp => tcp = Some(compiled),
+            Point::Ztunnel | Point::WaypointHttp => http = Some(compiled),
+        }
+    }
+    Ok((http, tcp, set_of))
+}
+
+/// Load-time notes that concern a policy as a whole.
+fn push_dry_run_annotation_notes(sorted: &[&PolicyHead], notes: &mut Notes) {
+    for p in sorted {
+        if let Some(msg) = &p.dry_run_annotation_error {
+            notes.push(LoadNote {
+                policy: p.key(),
+                kind: NoteKind::Info,
+                message: msg.clone(),
+            });
+        }
+    }
+}
+
+/// What the engine keeps of each policy, in reporting order; the names move from the heads,
+/// which are not needed any more.
+fn policy_infos(mut heads: Vec<PolicyHead>, order: &[u32]) -> Vec<PolicyInfo> {
+    let mut policies = Vec::with_capacity(order.len());
+    for i in order {
+        if let Some(p) = heads.get_mut(*i as usize) {
+            policies.push(PolicyInfo {
+                key: p.key(),
+                namespace: std::mem::take(&mut p.namespace),
+                name: std::mem::take(&mut p.name),
+                action: p.action,
+                dry_run: p.dry_run,
+                rules: p.rules,
+            });
+        }
+    }
+    policies
 }
 
 /// Puts one point's rules in reporting order, gives its notes in that order, and builds a
@@ -1372,11 +1409,6 @@ fn attach_by_target_refs(
     sorted: &[&PolicyHead],
     notes: &mut Notes,
 ) -> (Vec<Vec<u32>>, Vec<u32>) {
-    let wp = config.waypoint.as_ref();
-    let root = config.root_namespace.as_str();
-    let class = wp
-        .map(|w| w.gateway_class.as_str())
-        .unwrap_or("istio-waypoint");
     // For every policy: which services it attaches to, and whether it binds to the
     // waypoint itself (then it applies to all traffic through it).
     let mut to_services: Vec<Vec<u32>> = vec![Vec::new(); config.services.len()];
@@ -1401,63 +1433,21 @@ fn attach_by_target_refs(
         };
         let mut whole = false;
         for r in refs {
-            match r.supported_kind() {
-                None => note(
+            match ref_target(config, p, r) {
+                RefTarget::Services(services) => {
+                    for si in services {
+                        if let Some(list) = to_services.get_mut(si) {
+                            list.push(pid as u32);
+                        }
+                    }
+                }
+                RefTarget::Waypoint => whole = true,
+                RefTarget::Nowhere(why) => note(
                     notes,
                     p,
                     NoteKind::NotAttached,
-                    format!(
-                        "targetRef {}: Istio does not attach AuthorizationPolicy to this kind",
-                        r.describe()
-                    ),
+                    format!("targetRef {}: {why}", r.describe()),
                 ),
-                Some(kind @ (RefKind::Service | RefKind::ServiceEntry)) => {
-                    let kind = if kind == RefKind::Service {
-                        ServiceKind::Service
-                    } else {
-                        ServiceKind::ServiceEntry
-                    };
-                    let mut found = false;
-                    for (si, s) in config.services.iter().enumerate() {
-                        if s.kind == kind && s.name == r.name && s.namespace == p.namespace {
-                            if let Some(list) = to_services.get_mut(si) {
-                                list.push(pid as u32);
-                            }
-                            found = true;
-                        }
-                    }
-                    if !found {
-                        note(notes, p, NoteKind::NotAttached, format!("targetRef {}: not a service this waypoint serves (services in {} only)", r.describe(), p.namespace));
-                    }
-                }
-                Some(RefKind::Gateway) => match wp {
-                    Some(w) if w.name == r.name && w.namespace == p.namespace => {
-                        whole = true;
-                    }
-                    _ => note(
-                        notes,
-                        p,
-                        NoteKind::NotAttached,
-                        format!("targetRef {}: not this waypoint", r.describe()),
-                    ),
-                },
-                Some(RefKind::GatewayClass) => {
-                    if p.namespace != root {
-                        note(notes, p, NoteKind::NotAttached, format!("targetRef {}: a GatewayClass policy must be in the root namespace {root}", r.describe()));
-                    } else if r.name != class {
-                        note(
-                            notes,
-                            p,
-                            NoteKind::NotAttached,
-                            format!(
-                                "targetRef {}: this waypoint's class is {class}",
-                                r.describe()
-                            ),
-                        );
-                    } else {
-                        whole = true;
-                    }
-                }
             }
         }
         if whole {
@@ -1465,6 +1455,67 @@ fn attach_by_target_refs(
         }
     }
     (to_services, to_waypoint)
+}
+
+/// Where one targetRef of a policy attaches it in this waypoint.
+enum RefTarget {
+    /// These services (indexes into the configuration's services).
+    Services(Vec<usize>),
+    /// The waypoint itself: all traffic through it.
+    Waypoint,
+    /// Nowhere, and why.
+    Nowhere(String),
+}
+
+/// Istio's attachment rules for one targetRef: a Service or ServiceEntry in the policy's
+/// namespace, this waypoint's Gateway in its namespace, or this waypoint's GatewayClass from
+/// the root namespace.
+fn ref_target(config: &PluginConfig, p: &PolicyHead, r: &TargetRef) -> RefTarget {
+    let wp = config.waypoint.as_ref();
+    match r.supported_kind() {
+        None => RefTarget::Nowhere("Istio does not attach AuthorizationPolicy to this kind".into()),
+        Some(kind @ (RefKind::Service | RefKind::ServiceEntry)) => {
+            let kind = if kind == RefKind::Service {
+                ServiceKind::Service
+            } else {
+                ServiceKind::ServiceEntry
+            };
+            let services: Vec<usize> = config
+                .services
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.kind == kind && s.name == r.name && s.namespace == p.namespace)
+                .map(|(si, _)| si)
+                .collect();
+            if services.is_empty() {
+                RefTarget::Nowhere(format!(
+                    "not a service this waypoint serves (services in {} only)",
+                    p.namespace
+                ))
+            } else {
+                RefTarget::Services(services)
+            }
+        }
+        Some(RefKind::Gateway) => match wp {
+            Some(w) if w.name == r.name && w.namespace == p.namespace => RefTarget::Waypoint,
+            _ => RefTarget::Nowhere("not this waypoint".into()),
+        },
+        Some(RefKind::GatewayClass) => {
+            let root = config.root_namespace.as_str();
+            let class = wp
+                .map(|w| w.gateway_class.as_str())
+                .unwrap_or("istio-waypoint");
+            if p.namespace != root {
+                RefTarget::Nowhere(format!(
+                    "a GatewayClass policy must be in the root namespace {root}"
+                ))
+            } else if r.name != class {
+                RefTarget::Nowhere(format!("this waypoint's class is {class}"))
+            } else {
+                RefTarget::Waypoint
+            }
+        }
+    }
 }
 
 /// waypoint: each service's policies (its own and the waypoint's), the waypoint's own as
