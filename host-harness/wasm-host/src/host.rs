@@ -247,13 +247,22 @@ fn fd_level(index: usize) -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------
-// Guest memory.
+// One call of a host function.
 
-fn memory(caller: &Caller<'_, HostState>) -> HostResult<Memory> {
-    caller
-        .data()
-        .memory
-        .ok_or_else(|| format_err!("the module exports no memory"))
+/// The module's call of host function `name`: the VM's state and the guest memory, with
+/// every trap naming the function.
+struct HostCall<'a> {
+    caller: Caller<'a, HostState>,
+    name: &'static str,
+}
+
+/// Runs the body of host function `name` for one call by the module.
+fn run<'a>(
+    caller: Caller<'a, HostState>,
+    name: &'static str,
+    body: impl FnOnce(&mut HostCall<'a>) -> HostResult<i32>,
+) -> HostResult<i32> {
+    body(&mut HostCall { caller, name })
 }
 
 fn range(func: &str, ptr: i32, len: usize, size: usize) -> HostResult<std::ops::Range<usize>> {
@@ -266,66 +275,90 @@ fn range(func: &str, ptr: i32, len: usize, size: usize) -> HostResult<std::ops::
     }
 }
 
-fn read(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, len: i32) -> HostResult<Vec<u8>> {
-    let mem = memory(caller)?;
-    let data = mem.data(&*caller);
-    let r = range(func, ptr, len as u32 as usize, data.len())?;
-    Ok(data.get(r).map(<[u8]>::to_vec).unwrap_or_default())
-}
-
-fn write(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, bytes: &[u8]) -> HostResult<()> {
-    let mem = memory(caller)?;
-    let data = mem.data_mut(&mut *caller);
-    let r = range(func, ptr, bytes.len(), data.len())?;
-    if let Some(slot) = data.get_mut(r) {
-        slot.copy_from_slice(bytes);
+impl HostCall<'_> {
+    fn state(&self) -> &HostState {
+        self.caller.data()
     }
-    Ok(())
-}
 
-fn check(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, len: usize) -> HostResult<()> {
-    let mem = memory(caller)?;
-    let size = mem.data_size(&*caller);
-    range(func, ptr, len, size).map(|_| ())
-}
-
-fn write_u32(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, v: u32) -> HostResult<()> {
-    write(caller, func, ptr, &v.to_le_bytes())
-}
-
-fn write_u64(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, v: u64) -> HostResult<()> {
-    write(caller, func, ptr, &v.to_le_bytes())
-}
-
-/// Copies `bytes` into guest memory allocated by the guest's own allocator and writes the
-/// address and length to the out-pointers; `(0, 0)` for nothing.
-fn return_bytes(
-    caller: &mut Caller<'_, HostState>,
-    func: &str,
-    bytes: &[u8],
-    ptr_out: i32,
-    len_out: i32,
-) -> HostResult<i32> {
-    check(caller, func, ptr_out, 4)?;
-    check(caller, func, len_out, 4)?;
-    if bytes.is_empty() {
-        write_u32(caller, func, ptr_out, 0)?;
-        write_u32(caller, func, len_out, 0)?;
-        return Ok(status::OK);
+    fn state_mut(&mut self) -> &mut HostState {
+        self.caller.data_mut()
     }
-    let alloc = caller.data().allocator.clone().ok_or_else(|| {
-        format_err!("{func}: the module exports no proxy_on_memory_allocate or malloc")
-    })?;
-    let len = i32::try_from(bytes.len())
-        .map_err(|_| format_err!("{func}: result of {} bytes too large", bytes.len()))?;
-    let ptr = alloc.call(&mut *caller, len)?;
-    if ptr == 0 {
-        bail!("{func}: the module's allocator returned 0 for {len} bytes");
+
+    /// Counts the call in `host_calls`, and refuses it while `_initialize` runs: cpp-host
+    /// restricts the module to logging, time and WASI before any root context exists.
+    fn check_init(&self) -> HostResult<()> {
+        let func = self.name;
+        if let Ok(mut calls) = self.state().host_calls.lock() {
+            *calls.entry(func.to_string()).or_default() += 1;
+        }
+        if self.state().callback == Callback::Initialize {
+            bail!("{func} called during _initialize: Envoy allows only logging, time and WASI before the root context exists");
+        }
+        Ok(())
     }
-    write(caller, func, ptr, bytes)?;
-    write_u32(caller, func, ptr_out, ptr as u32)?;
-    write_u32(caller, func, len_out, len as u32)?;
-    Ok(status::OK)
+
+    fn memory(&self) -> HostResult<Memory> {
+        self.state()
+            .memory
+            .ok_or_else(|| format_err!("the module exports no memory"))
+    }
+
+    fn read(&mut self, ptr: i32, len: i32) -> HostResult<Vec<u8>> {
+        let mem = self.memory()?;
+        let data = mem.data(&self.caller);
+        let r = range(self.name, ptr, len as u32 as usize, data.len())?;
+        Ok(data.get(r).map(<[u8]>::to_vec).unwrap_or_default())
+    }
+
+    fn write(&mut self, ptr: i32, bytes: &[u8]) -> HostResult<()> {
+        let mem = self.memory()?;
+        let data = mem.data_mut(&mut self.caller);
+        let r = range(self.name, ptr, bytes.len(), data.len())?;
+        if let Some(slot) = data.get_mut(r) {
+            slot.copy_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn check(&mut self, ptr: i32, len: usize) -> HostResult<()> {
+        let mem = self.memory()?;
+        let size = mem.data_size(&self.caller);
+        range(self.name, ptr, len, size).map(|_| ())
+    }
+
+    fn write_u32(&mut self, ptr: i32, v: u32) -> HostResult<()> {
+        self.write(ptr, &v.to_le_bytes())
+    }
+
+    fn write_u64(&mut self, ptr: i32, v: u64) -> HostResult<()> {
+        self.write(ptr, &v.to_le_bytes())
+    }
+
+    /// Copies `bytes` into guest memory allocated by the guest's own allocator and writes the
+    /// address and length to the out-pointers; `(0, 0)` for nothing.
+    fn return_bytes(&mut self, bytes: &[u8], ptr_out: i32, len_out: i32) -> HostResult<i32> {
+        let func = self.name;
+        self.check(ptr_out, 4)?;
+        self.check(len_out, 4)?;
+        if bytes.is_empty() {
+            self.write_u32(ptr_out, 0)?;
+            self.write_u32(len_out, 0)?;
+            return Ok(status::OK);
+        }
+        let alloc = self.state().allocator.clone().ok_or_else(|| {
+            format_err!("{func}: the module exports no proxy_on_memory_allocate or malloc")
+        })?;
+        let len = i32::try_from(bytes.len())
+            .map_err(|_| format_err!("{func}: result of {} bytes too large", bytes.len()))?;
+        let ptr = alloc.call(&mut self.caller, len)?;
+        if ptr == 0 {
+            bail!("{func}: the module's allocator returned 0 for {len} bytes");
+        }
+        self.write(ptr, bytes)?;
+        self.write_u32(ptr_out, ptr as u32)?;
+        self.write_u32(len_out, len as u32)?;
+        Ok(status::OK)
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -387,16 +420,29 @@ fn lower(bytes: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------
 // The linker.
 
-/// Host calls Envoy allows while `_initialize` runs (cpp-host restricts to logging, time and
-/// WASI before any root context exists).
-fn check_init(caller: &Caller<'_, HostState>, func: &str) -> HostResult<()> {
-    if let Ok(mut calls) = caller.data().host_calls.lock() {
-        *calls.entry(func.to_string()).or_default() += 1;
-    }
-    if caller.data().callback == Callback::Initialize {
-        bail!("{func} called during _initialize: Envoy allows only logging, time and WASI before the root context exists");
-    }
-    Ok(())
+/// Defines host function `$name` of import module `$module` on `$linker`, taking the
+/// parameters listed after `$call`, the [`HostCall`] its body works through.
+macro_rules! host_fn {
+    ($linker:ident, $module:expr, $name:expr, |$call:ident $(, $arg:ident: $ty:ty)*| $body:expr) => {
+        $linker.func_wrap(
+            $module,
+            $name,
+            move |caller: Caller<'_, HostState>, $($arg: $ty),*| -> HostResult<i32> {
+                run(caller, $name, |$call| $body)
+            },
+        )?
+    };
+}
+
+/// Defines `env` function `$name` as [`host_fn`] does, for the functions cpp-host refuses
+/// during `_initialize`: each call is counted and checked first ([`HostCall::check_init`]).
+macro_rules! restricted_env_fn {
+    ($linker:ident, $name:expr, |$call:ident $(, $arg:ident: $ty:ty)*| $body:expr) => {
+        host_fn!($linker, "env", $name, |$call $(, $arg: $ty)*| {
+            $call.check_init()?;
+            $body
+        })
+    };
 }
 
 /// Defines every host function on `linker`.
@@ -411,88 +457,65 @@ pub fn define(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
 #[allow(clippy::too_many_lines)]
 fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
     // ---- logging, time, lifecycle ----
-    l.func_wrap(
+    // Logging and time: allowed during `_initialize`, so neither refused nor counted.
+    host_fn!(
+        l,
         "env",
         "proxy_log",
-        |mut c: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> HostResult<i32> {
-            let msg = read(&mut c, "proxy_log", ptr, len)?;
+        |c, level: i32, ptr: i32, len: i32| {
+            let msg = c.read(ptr, len)?;
             if !(0..=5).contains(&level) {
                 return Ok(status::BAD_ARGUMENT);
             }
             let level = level as u32;
-            if level >= c.data().log_level {
-                c.data_mut().logs.push((level, text(&msg)));
+            if level >= c.state().log_level {
+                c.state_mut().logs.push((level, text(&msg)));
             }
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_log_level",
-        |mut c: Caller<'_, HostState>, out: i32| -> HostResult<i32> {
-            let level = c.data().log_level;
-            write_u32(&mut c, "proxy_get_log_level", out, level)?;
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
+        }
+    );
+    host_fn!(l, "env", "proxy_get_log_level", |c, out: i32| {
+        let level = c.state().log_level;
+        c.write_u32(out, level)?;
+        Ok(status::OK)
+    });
+    host_fn!(
+        l,
         "env",
         "proxy_get_current_time_nanoseconds",
-        |mut c: Caller<'_, HostState>, out: i32| -> HostResult<i32> {
+        |c, out: i32| {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
-            write_u64(&mut c, "proxy_get_current_time_nanoseconds", out, now)?;
+            c.write_u64(out, now)?;
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_tick_period_milliseconds",
-        |mut c: Caller<'_, HostState>, period: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_set_tick_period_milliseconds")?;
-            c.data_mut().tick_period_ms = period as u32;
+        }
+    );
+    restricted_env_fn!(l, "proxy_set_tick_period_milliseconds", |c, period: i32| {
+        c.state_mut().tick_period_ms = period as u32;
+        Ok(status::OK)
+    });
+    restricted_env_fn!(l, "proxy_done", |c| {
+        // No context is ever left pending finalization (the harness refuses on_done = false).
+        Ok(status::NOT_FOUND)
+    });
+    restricted_env_fn!(l, "proxy_set_effective_context", |c, id: i32| {
+        let id = id as u32;
+        if c.state().contexts.contains_key(&id) {
+            c.state_mut().effective = id;
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_done",
-        |c: Caller<'_, HostState>| -> HostResult<i32> {
-            check_init(&c, "proxy_done")?;
-            // No context is ever left pending finalization (the harness refuses on_done = false).
-            Ok(status::NOT_FOUND)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_effective_context",
-        |mut c: Caller<'_, HostState>, id: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_set_effective_context")?;
-            let id = id as u32;
-            if c.data().contexts.contains_key(&id) {
-                c.data_mut().effective = id;
-                Ok(status::OK)
-            } else {
-                Ok(status::BAD_ARGUMENT)
-            }
-        },
-    )?;
+        } else {
+            Ok(status::BAD_ARGUMENT)
+        }
+    });
 
     // ---- buffers ----
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(
+        l,
         "proxy_get_buffer_bytes",
-        |mut c: Caller<'_, HostState>,
-         ty: i32,
-         start: i32,
-         max: i32,
-         ptr_out: i32,
-         len_out: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_get_buffer_bytes")?;
-            let Ok(buf) = buffer(c.data_mut(), ty) else {
+        |c, ty: i32, start: i32, max: i32, ptr_out: i32, len_out: i32| {
+            let Ok(buf) = buffer(c.state_mut(), ty) else {
                 return Ok(status::BAD_ARGUMENT);
             };
             let Some(buf) = buf else {
@@ -502,41 +525,33 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             let start = (start as u32 as usize).min(buf.len());
             let end = start.saturating_add(max as u32 as usize).min(buf.len());
             let slice = buf.get(start..end).unwrap_or_default().to_vec();
-            return_bytes(&mut c, "proxy_get_buffer_bytes", &slice, ptr_out, len_out)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+            c.return_bytes(&slice, ptr_out, len_out)
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_get_buffer_status",
-        |mut c: Caller<'_, HostState>, ty: i32, len_out: i32, flags_out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_get_buffer_status")?;
-            let Ok(buf) = buffer(c.data_mut(), ty) else {
+        |c, ty: i32, len_out: i32, flags_out: i32| {
+            let Ok(buf) = buffer(c.state_mut(), ty) else {
                 return Ok(status::BAD_ARGUMENT);
             };
             let Some(buf) = buf else {
                 return Ok(status::NOT_FOUND);
             };
-            write_u32(&mut c, "proxy_get_buffer_status", len_out, buf.len() as u32)?;
-            write_u32(&mut c, "proxy_get_buffer_status", flags_out, 0)?;
+            c.write_u32(len_out, buf.len() as u32)?;
+            c.write_u32(flags_out, 0)?;
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_set_buffer_bytes",
-        |mut c: Caller<'_, HostState>,
-         ty: i32,
-         start: i32,
-         size: i32,
-         ptr: i32,
-         len: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_set_buffer_bytes")?;
-            let data = read(&mut c, "proxy_set_buffer_bytes", ptr, len)?;
+        |c, ty: i32, start: i32, size: i32, ptr: i32, len: i32| {
+            let data = c.read(ptr, len)?;
             if !(0..=8).contains(&ty) {
                 return Ok(status::BAD_ARGUMENT);
             }
-            let Some(buf) = buffer_mut(c.data_mut(), ty) else {
+            let Some(buf) = buffer_mut(c.state_mut(), ty) else {
                 return Ok(status::NOT_FOUND);
             };
             let (start, size) = (start as u32 as usize, size as u32 as usize);
@@ -553,31 +568,24 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                 return Ok(status::BAD_ARGUMENT);
             }
             Ok(status::OK)
-        },
-    )?;
+        }
+    );
 
     // ---- header maps ----
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(
+        l,
         "proxy_get_header_map_pairs",
-        |mut c: Caller<'_, HostState>, ty: i32, ptr_out: i32, len_out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_get_header_map_pairs")?;
+        |c, ty: i32, ptr_out: i32, len_out: i32| {
             if ty == 0 {
                 if let Some(raw) = c
-                    .data_mut()
+                    .state_mut()
                     .context()
                     .and_then(|ctx| ctx.raw_request_headers.clone())
                 {
-                    return return_bytes(
-                        &mut c,
-                        "proxy_get_header_map_pairs",
-                        &raw,
-                        ptr_out,
-                        len_out,
-                    );
+                    return c.return_bytes(&raw, ptr_out, len_out);
                 }
             }
-            let Ok(map) = header_map(c.data_mut(), ty) else {
+            let Ok(map) = header_map(c.state_mut(), ty) else {
                 return Ok(status::BAD_ARGUMENT);
             };
             // Empty map: (0, 0), as cpp-host does (the SDK panics on the 1-byte form).
@@ -586,106 +594,67 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             } else {
                 serialize_pairs(map)
             };
-            return_bytes(
-                &mut c,
-                "proxy_get_header_map_pairs",
-                &bytes,
-                ptr_out,
-                len_out,
-            )
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_header_map_size",
-        |mut c: Caller<'_, HostState>, ty: i32, out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_get_header_map_size")?;
-            let Ok(map) = header_map(c.data_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let size = serialize_pairs(map).len() as u32;
-            write_u32(&mut c, "proxy_get_header_map_size", out, size)?;
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+            c.return_bytes(&bytes, ptr_out, len_out)
+        }
+    );
+    restricted_env_fn!(l, "proxy_get_header_map_size", |c, ty: i32, out: i32| {
+        let Ok(map) = header_map(c.state_mut(), ty) else {
+            return Ok(status::BAD_ARGUMENT);
+        };
+        let size = serialize_pairs(map).len() as u32;
+        c.write_u32(out, size)?;
+        Ok(status::OK)
+    });
+    restricted_env_fn!(
+        l,
         "proxy_set_header_map_pairs",
-        |mut c: Caller<'_, HostState>, ty: i32, ptr: i32, len: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_set_header_map_pairs")?;
-            let bytes = read(&mut c, "proxy_set_header_map_pairs", ptr, len)?;
+        |c, ty: i32, ptr: i32, len: i32| {
+            let bytes = c.read(ptr, len)?;
             let Ok(pairs) = deserialize_pairs(&bytes) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            let Ok(map) = header_map(c.data_mut(), ty) else {
+            let Ok(map) = header_map(c.state_mut(), ty) else {
                 return Ok(status::BAD_ARGUMENT);
             };
             *map = pairs.into_iter().map(|(k, v)| (lower(&k), v)).collect();
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_get_header_map_value",
-        |mut c: Caller<'_, HostState>,
-         ty: i32,
-         kp: i32,
-         kl: i32,
-         ptr_out: i32,
-         len_out: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_get_header_map_value")?;
-            let key = lower(&read(&mut c, "proxy_get_header_map_value", kp, kl)?);
-            let Ok(map) = header_map(c.data_mut(), ty) else {
+        |c, ty: i32, kp: i32, kl: i32, ptr_out: i32, len_out: i32| {
+            let key = lower(&c.read(kp, kl)?);
+            let Ok(map) = header_map(c.state_mut(), ty) else {
                 return Ok(status::BAD_ARGUMENT);
             };
             // Envoy returns only the first occurrence.
             let Some(value) = map.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()) else {
                 return Ok(status::NOT_FOUND);
             };
-            return_bytes(
-                &mut c,
-                "proxy_get_header_map_value",
-                &value,
-                ptr_out,
-                len_out,
-            )
-        },
-    )?;
-    l.func_wrap(
-        "env",
+            c.return_bytes(&value, ptr_out, len_out)
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_add_header_map_value",
-        |mut c: Caller<'_, HostState>,
-         ty: i32,
-         kp: i32,
-         kl: i32,
-         vp: i32,
-         vl: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_add_header_map_value")?;
-            let key = lower(&read(&mut c, "proxy_add_header_map_value", kp, kl)?);
-            let value = read(&mut c, "proxy_add_header_map_value", vp, vl)?;
-            let Ok(map) = header_map(c.data_mut(), ty) else {
+        |c, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
+            let key = lower(&c.read(kp, kl)?);
+            let value = c.read(vp, vl)?;
+            let Ok(map) = header_map(c.state_mut(), ty) else {
                 return Ok(status::BAD_ARGUMENT);
             };
             map.push((key, value));
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_replace_header_map_value",
-        |mut c: Caller<'_, HostState>,
-         ty: i32,
-         kp: i32,
-         kl: i32,
-         vp: i32,
-         vl: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_replace_header_map_value")?;
-            let key = lower(&read(&mut c, "proxy_replace_header_map_value", kp, kl)?);
-            let value = read(&mut c, "proxy_replace_header_map_value", vp, vl)?;
-            let Ok(map) = header_map(c.data_mut(), ty) else {
+        |c, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
+            let key = lower(&c.read(kp, kl)?);
+            let value = c.read(vp, vl)?;
+            let Ok(map) = header_map(c.state_mut(), ty) else {
                 return Ok(status::BAD_ARGUMENT);
             };
             // Envoy's setCopy: one entry with the new value, where the first one was.
@@ -706,35 +675,28 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                 None => map.push((key, value)),
             }
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_remove_header_map_value",
-        |mut c: Caller<'_, HostState>, ty: i32, kp: i32, kl: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_remove_header_map_value")?;
-            let key = lower(&read(&mut c, "proxy_remove_header_map_value", kp, kl)?);
-            let Ok(map) = header_map(c.data_mut(), ty) else {
+        |c, ty: i32, kp: i32, kl: i32| {
+            let key = lower(&c.read(kp, kl)?);
+            let Ok(map) = header_map(c.state_mut(), ty) else {
                 return Ok(status::BAD_ARGUMENT);
             };
             map.retain(|(k, _)| *k != key);
             Ok(status::OK)
-        },
-    )?;
+        }
+    );
 
     // ---- properties ----
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(
+        l,
         "proxy_get_property",
-        |mut c: Caller<'_, HostState>,
-         pp: i32,
-         pl: i32,
-         ptr_out: i32,
-         len_out: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_get_property")?;
-            let path = read(&mut c, "proxy_get_property", pp, pl)?;
-            let state = c.data_mut();
+        |c, pp: i32, pl: i32, ptr_out: i32, len_out: i32| {
+            let path = c.read(pp, pl)?;
+            let state = c.state_mut();
             let value = {
                 let plugin = state.plugin_properties.get(&path).cloned();
                 match state.contexts.get(&state.effective) {
@@ -748,95 +710,74 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                 }
             };
             match value {
-                Some(v) => return_bytes(&mut c, "proxy_get_property", &v, ptr_out, len_out),
+                Some(v) => c.return_bytes(&v, ptr_out, len_out),
                 None => Ok(status::NOT_FOUND),
             }
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_set_property",
-        |mut c: Caller<'_, HostState>, pp: i32, pl: i32, vp: i32, vl: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_set_property")?;
-            let path = read(&mut c, "proxy_set_property", pp, pl)?;
-            let value = read(&mut c, "proxy_set_property", vp, vl)?;
-            match c.data_mut().context() {
+        |c, pp: i32, pl: i32, vp: i32, vl: i32| {
+            let path = c.read(pp, pl)?;
+            let value = c.read(vp, vl)?;
+            match c.state_mut().context() {
                 Some(ctx) => {
                     ctx.set_properties.insert(path, value);
                     Ok(status::OK)
                 }
                 None => Ok(status::NOT_FOUND),
             }
-        },
-    )?;
+        }
+    );
 
     // ---- stream control ----
-    l.func_wrap(
-        "env",
-        "proxy_continue_stream",
-        |mut c: Caller<'_, HostState>, ty: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_continue_stream")?;
-            let ty = ty as u32;
-            if ty == stream_type::UPSTREAM {
-                bail!("proxy_continue_stream(UPSTREAM): Envoy answers UNIMPLEMENTED, a status the Rust SDK cannot handle");
-            }
-            let Some(ctx) = c.data_mut().context() else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let fits = match ctx.kind {
-                Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
-                Kind::Tcp => ty == stream_type::DOWNSTREAM,
-                Kind::Root => false,
-            };
-            if !fits {
-                return Ok(status::BAD_ARGUMENT);
-            }
-            ctx.effects.continued.push(ty);
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_close_stream",
-        |mut c: Caller<'_, HostState>, ty: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_close_stream")?;
-            let ty = ty as u32;
-            let Some(ctx) = c.data_mut().context() else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let fits = match ctx.kind {
-                Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
-                Kind::Tcp => ty == stream_type::DOWNSTREAM || ty == stream_type::UPSTREAM,
-                Kind::Root => false,
-            };
-            if !fits {
-                return Ok(status::BAD_ARGUMENT);
-            }
-            ctx.effects.closed.push(ty);
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(l, "proxy_continue_stream", |c, ty: i32| {
+        let ty = ty as u32;
+        if ty == stream_type::UPSTREAM {
+            bail!("proxy_continue_stream(UPSTREAM): Envoy answers UNIMPLEMENTED, a status the Rust SDK cannot handle");
+        }
+        let Some(ctx) = c.state_mut().context() else {
+            return Ok(status::BAD_ARGUMENT);
+        };
+        let fits = match ctx.kind {
+            Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
+            Kind::Tcp => ty == stream_type::DOWNSTREAM,
+            Kind::Root => false,
+        };
+        if !fits {
+            return Ok(status::BAD_ARGUMENT);
+        }
+        ctx.effects.continued.push(ty);
+        Ok(status::OK)
+    });
+    restricted_env_fn!(l, "proxy_close_stream", |c, ty: i32| {
+        let ty = ty as u32;
+        let Some(ctx) = c.state_mut().context() else {
+            return Ok(status::BAD_ARGUMENT);
+        };
+        let fits = match ctx.kind {
+            Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
+            Kind::Tcp => ty == stream_type::DOWNSTREAM || ty == stream_type::UPSTREAM,
+            Kind::Root => false,
+        };
+        if !fits {
+            return Ok(status::BAD_ARGUMENT);
+        }
+        ctx.effects.closed.push(ty);
+        Ok(status::OK)
+    });
+    restricted_env_fn!(
+        l,
         "proxy_send_local_response",
-        |mut c: Caller<'_, HostState>,
-         code: i32,
-         dp: i32,
-         dl: i32,
-         bp: i32,
-         bl: i32,
-         hp: i32,
-         hl: i32,
-         grpc: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_send_local_response")?;
-            let details = read(&mut c, "proxy_send_local_response", dp, dl)?;
-            let body = read(&mut c, "proxy_send_local_response", bp, bl)?;
-            let headers = read(&mut c, "proxy_send_local_response", hp, hl)?;
+        |c, code: i32, dp: i32, dl: i32, bp: i32, bl: i32, hp: i32, hl: i32, grpc: i32| {
+            let details = c.read(dp, dl)?;
+            let body = c.read(bp, bl)?;
+            let headers = c.read(hp, hl)?;
             let Ok(headers) = deserialize_pairs(&headers) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            let Some(ctx) = c.data_mut().context() else {
+            let Some(ctx) = c.state_mut().context() else {
                 return Ok(status::BAD_ARGUMENT);
             };
             if ctx.kind != Kind::Http || ctx.local_response_sent {
@@ -851,14 +792,14 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                 grpc_status: grpc,
             });
             Ok(status::OK)
-        },
-    )?;
+        }
+    );
 
     // ---- outbound calls: the harness configures no upstream clusters ----
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(
+        l,
         "proxy_http_call",
-        |c: Caller<'_, HostState>,
+        |c,
          _up: i32,
          _ul: i32,
          _hp: i32,
@@ -868,17 +809,15 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
          _tp: i32,
          _tl: i32,
          _timeout: i32,
-         _token: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_http_call")?;
+         _token: i32| {
             // Envoy: unknown cluster ⇒ BAD_ARGUMENT.
             Ok(status::BAD_ARGUMENT)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_grpc_call",
-        |c: Caller<'_, HostState>,
+        |c,
          _sp: i32,
          _sl: i32,
          _np: i32,
@@ -890,16 +829,12 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
          _gp: i32,
          _gl: i32,
          _timeout: i32,
-         _token: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_grpc_call")?;
-            Ok(status::BAD_ARGUMENT)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+         _token: i32| Ok(status::BAD_ARGUMENT)
+    );
+    restricted_env_fn!(
+        l,
         "proxy_grpc_stream",
-        |c: Caller<'_, HostState>,
+        |c,
          _sp: i32,
          _sl: i32,
          _np: i32,
@@ -908,77 +843,42 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
          _ml: i32,
          _ip: i32,
          _il: i32,
-         _token: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_grpc_stream")?;
-            Ok(status::BAD_ARGUMENT)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+         _token: i32| Ok(status::BAD_ARGUMENT)
+    );
+    restricted_env_fn!(
+        l,
         "proxy_grpc_send",
-        |c: Caller<'_, HostState>, _t: i32, _p: i32, _l: i32, _end: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_grpc_send")?;
-            Ok(status::NOT_FOUND)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_cancel",
-        |c: Caller<'_, HostState>, _t: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_grpc_cancel")?;
-            Ok(status::NOT_FOUND)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_close",
-        |c: Caller<'_, HostState>, _t: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_grpc_close")?;
-            Ok(status::NOT_FOUND)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        |c, _t: i32, _p: i32, _l: i32, _end: i32| Ok(status::NOT_FOUND)
+    );
+    restricted_env_fn!(l, "proxy_grpc_cancel", |c, _t: i32| {
+        Ok(status::NOT_FOUND)
+    });
+    restricted_env_fn!(l, "proxy_grpc_close", |c, _t: i32| {
+        Ok(status::NOT_FOUND)
+    });
+    restricted_env_fn!(
+        l,
         "proxy_get_status",
-        |c: Caller<'_, HostState>, _code: i32, _mp: i32, _ml: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_get_status")?;
-            Ok(status::NOT_FOUND)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        |c, _code: i32, _mp: i32, _ml: i32| Ok(status::NOT_FOUND)
+    );
+    restricted_env_fn!(
+        l,
         "proxy_call_foreign_function",
-        |mut c: Caller<'_, HostState>,
-         np: i32,
-         nl: i32,
-         _ap: i32,
-         _al: i32,
-         _rp: i32,
-         _rl: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_call_foreign_function")?;
-            let _name = read(&mut c, "proxy_call_foreign_function", np, nl)?;
+        |c, np: i32, nl: i32, _ap: i32, _al: i32, _rp: i32, _rl: i32| {
+            let _name = c.read(np, nl)?;
             Ok(status::NOT_FOUND)
-        },
-    )?;
+        }
+    );
 
     // ---- shared data and queues ----
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(
+        l,
         "proxy_get_shared_data",
-        |mut c: Caller<'_, HostState>,
-         kp: i32,
-         kl: i32,
-         ptr_out: i32,
-         len_out: i32,
-         cas_out: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_get_shared_data")?;
-            let key = read(&mut c, "proxy_get_shared_data", kp, kl)?;
+        |c, kp: i32, kl: i32, ptr_out: i32, len_out: i32, cas_out: i32| {
+            let key = c.read(kp, kl)?;
             let found = {
                 let shared = c
-                    .data()
+                    .state()
                     .shared
                     .lock()
                     .map_err(|_| format_err!("shared data lock poisoned"))?;
@@ -987,27 +887,20 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             let Some((value, cas)) = found else {
                 return Ok(status::NOT_FOUND);
             };
-            check(&mut c, "proxy_get_shared_data", cas_out, 4)?;
-            return_bytes(&mut c, "proxy_get_shared_data", &value, ptr_out, len_out)?;
-            write_u32(&mut c, "proxy_get_shared_data", cas_out, cas)?;
+            c.check(cas_out, 4)?;
+            c.return_bytes(&value, ptr_out, len_out)?;
+            c.write_u32(cas_out, cas)?;
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_set_shared_data",
-        |mut c: Caller<'_, HostState>,
-         kp: i32,
-         kl: i32,
-         vp: i32,
-         vl: i32,
-         cas: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_set_shared_data")?;
-            let key = read(&mut c, "proxy_set_shared_data", kp, kl)?;
-            let value = read(&mut c, "proxy_set_shared_data", vp, vl)?;
+        |c, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| {
+            let key = c.read(kp, kl)?;
+            let value = c.read(vp, vl)?;
             let mut shared = c
-                .data()
+                .state()
                 .shared
                 .lock()
                 .map_err(|_| format_err!("shared data lock poisoned"))?;
@@ -1021,17 +914,16 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             let next = shared.next_cas;
             shared.kv.insert(key, (value, next));
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_register_shared_queue",
-        |mut c: Caller<'_, HostState>, np: i32, nl: i32, id_out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_register_shared_queue")?;
-            let name = read(&mut c, "proxy_register_shared_queue", np, nl)?;
+        |c, np: i32, nl: i32, id_out: i32| {
+            let name = c.read(np, nl)?;
             let id = {
                 let mut shared = c
-                    .data()
+                    .state()
                     .shared
                     .lock()
                     .map_err(|_| format_err!("shared data lock poisoned"))?;
@@ -1043,29 +935,22 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                     }
                 }
             };
-            write_u32(&mut c, "proxy_register_shared_queue", id_out, id as u32)?;
+            c.write_u32(id_out, id as u32)?;
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_resolve_shared_queue",
-        |mut c: Caller<'_, HostState>,
-         vp: i32,
-         vl: i32,
-         np: i32,
-         nl: i32,
-         id_out: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_resolve_shared_queue")?;
-            let vm_id = read(&mut c, "proxy_resolve_shared_queue", vp, vl)?;
-            let name = read(&mut c, "proxy_resolve_shared_queue", np, nl)?;
-            if vm_id != c.data().vm_id.as_bytes() && !vm_id.is_empty() {
+        |c, vp: i32, vl: i32, np: i32, nl: i32, id_out: i32| {
+            let vm_id = c.read(vp, vl)?;
+            let name = c.read(np, nl)?;
+            if vm_id != c.state().vm_id.as_bytes() && !vm_id.is_empty() {
                 return Ok(status::NOT_FOUND);
             }
             let found = {
                 let shared = c
-                    .data()
+                    .state()
                     .shared
                     .lock()
                     .map_err(|_| format_err!("shared data lock poisoned"))?;
@@ -1073,21 +958,20 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             };
             match found {
                 Some(i) => {
-                    write_u32(&mut c, "proxy_resolve_shared_queue", id_out, (i + 1) as u32)?;
+                    c.write_u32(id_out, (i + 1) as u32)?;
                     Ok(status::OK)
                 }
                 None => Ok(status::NOT_FOUND),
             }
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_enqueue_shared_queue",
-        |mut c: Caller<'_, HostState>, id: i32, vp: i32, vl: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_enqueue_shared_queue")?;
-            let value = read(&mut c, "proxy_enqueue_shared_queue", vp, vl)?;
+        |c, id: i32, vp: i32, vl: i32| {
+            let value = c.read(vp, vl)?;
             let mut shared = c
-                .data()
+                .state()
                 .shared
                 .lock()
                 .map_err(|_| format_err!("shared data lock poisoned"))?;
@@ -1101,16 +985,15 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                 }
                 None => Ok(status::NOT_FOUND),
             }
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_dequeue_shared_queue",
-        |mut c: Caller<'_, HostState>, id: i32, ptr_out: i32, len_out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_dequeue_shared_queue")?;
+        |c, id: i32, ptr_out: i32, len_out: i32| {
             let item = {
                 let mut shared = c
-                    .data()
+                    .state()
                     .shared
                     .lock()
                     .map_err(|_| format_err!("shared data lock poisoned"))?;
@@ -1122,27 +1005,24 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             match item {
                 None => Ok(status::NOT_FOUND),
                 Some(None) => Ok(status::EMPTY),
-                Some(Some(v)) => {
-                    return_bytes(&mut c, "proxy_dequeue_shared_queue", &v, ptr_out, len_out)
-                }
+                Some(Some(v)) => c.return_bytes(&v, ptr_out, len_out),
             }
-        },
-    )?;
+        }
+    );
 
     // ---- metrics ----
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(
+        l,
         "proxy_define_metric",
-        |mut c: Caller<'_, HostState>, ty: i32, np: i32, nl: i32, id_out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_define_metric")?;
-            let name = text(&read(&mut c, "proxy_define_metric", np, nl)?);
+        |c, ty: i32, np: i32, nl: i32, id_out: i32| {
+            let name = text(&c.read(np, nl)?);
             let kind = match ty {
                 0 => MetricKind::Counter,
                 1 => MetricKind::Gauge,
                 2 => MetricKind::Histogram,
                 _ => return Ok(status::BAD_ARGUMENT),
             };
-            let metrics = &mut c.data_mut().metrics;
+            let metrics = &mut c.state_mut().metrics;
             let id = match metrics
                 .iter()
                 .position(|m| m.name == name && m.kind == kind)
@@ -1157,89 +1037,70 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                     metrics.len()
                 }
             };
-            write_u32(&mut c, "proxy_define_metric", id_out, id as u32)?;
+            c.write_u32(id_out, id as u32)?;
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_increment_metric",
-        |mut c: Caller<'_, HostState>, id: i32, delta: i64| -> HostResult<i32> {
-            check_init(&c, "proxy_increment_metric")?;
-            let metrics = &mut c.data_mut().metrics;
-            let Some(m) = (id as u32 as usize)
-                .checked_sub(1)
-                .and_then(|i| metrics.get_mut(i))
-            else {
-                return Ok(status::NOT_FOUND);
-            };
-            match m.kind {
-                // Envoy: a counter only goes up.
-                MetricKind::Counter if delta > 0 => m.value = m.value.saturating_add(delta),
-                MetricKind::Gauge => m.value = m.value.saturating_add(delta),
-                _ => return Ok(status::BAD_ARGUMENT),
+        }
+    );
+    restricted_env_fn!(l, "proxy_increment_metric", |c, id: i32, delta: i64| {
+        let metrics = &mut c.state_mut().metrics;
+        let Some(m) = (id as u32 as usize)
+            .checked_sub(1)
+            .and_then(|i| metrics.get_mut(i))
+        else {
+            return Ok(status::NOT_FOUND);
+        };
+        match m.kind {
+            // Envoy: a counter only goes up.
+            MetricKind::Counter if delta > 0 => m.value = m.value.saturating_add(delta),
+            MetricKind::Gauge => m.value = m.value.saturating_add(delta),
+            _ => return Ok(status::BAD_ARGUMENT),
+        }
+        Ok(status::OK)
+    });
+    restricted_env_fn!(l, "proxy_record_metric", |c, id: i32, value: i64| {
+        let metrics = &mut c.state_mut().metrics;
+        let Some(m) = (id as u32 as usize)
+            .checked_sub(1)
+            .and_then(|i| metrics.get_mut(i))
+        else {
+            return Ok(status::NOT_FOUND);
+        };
+        match m.kind {
+            MetricKind::Counter => m.value = m.value.saturating_add(value),
+            MetricKind::Gauge | MetricKind::Histogram => m.value = value,
+        }
+        Ok(status::OK)
+    });
+    restricted_env_fn!(l, "proxy_get_metric", |c, id: i32, out: i32| {
+        let found = (id as u32 as usize)
+            .checked_sub(1)
+            .and_then(|i| c.state().metrics.get(i))
+            .map(|m| (m.kind, m.value));
+        match found {
+            None => Ok(status::NOT_FOUND),
+            Some((MetricKind::Histogram, _)) => Ok(status::BAD_ARGUMENT),
+            Some((_, v)) => {
+                c.write_u64(out, v as u64)?;
+                Ok(status::OK)
             }
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_record_metric",
-        |mut c: Caller<'_, HostState>, id: i32, value: i64| -> HostResult<i32> {
-            check_init(&c, "proxy_record_metric")?;
-            let metrics = &mut c.data_mut().metrics;
-            let Some(m) = (id as u32 as usize)
-                .checked_sub(1)
-                .and_then(|i| metrics.get_mut(i))
-            else {
-                return Ok(status::NOT_FOUND);
-            };
-            match m.kind {
-                MetricKind::Counter => m.value = m.value.saturating_add(value),
-                MetricKind::Gauge | MetricKind::Histogram => m.value = value,
-            }
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_metric",
-        |mut c: Caller<'_, HostState>, id: i32, out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_get_metric")?;
-            let found = (id as u32 as usize)
-                .checked_sub(1)
-                .and_then(|i| c.data().metrics.get(i))
-                .map(|m| (m.kind, m.value));
-            match found {
-                None => Ok(status::NOT_FOUND),
-                Some((MetricKind::Histogram, _)) => Ok(status::BAD_ARGUMENT),
-                Some((_, v)) => {
-                    write_u64(&mut c, "proxy_get_metric", out, v as u64)?;
-                    Ok(status::OK)
-                }
-            }
-        },
-    )?;
+        }
+    });
     Ok(())
 }
 
 fn define_wasi(l: &mut Linker<HostState>, m: &str) -> anyhow::Result<()> {
-    l.func_wrap(
+    host_fn!(
+        l,
         m,
         "fd_write",
-        |mut c: Caller<'_, HostState>,
-         fd: i32,
-         iovs: i32,
-         iovs_len: i32,
-         written_out: i32|
-         -> HostResult<i32> {
+        |c, fd: i32, iovs: i32, iovs_len: i32, written_out: i32| {
             if !(1..=2).contains(&fd) {
                 return Ok(errno::BADF);
             }
             if !(0..=1024).contains(&iovs_len) {
                 return Ok(errno::INVAL);
             }
-            let table = read(&mut c, "fd_write", iovs, iovs_len * 8)?;
+            let table = c.read(iovs, iovs_len * 8)?;
             let mut data = Vec::new();
             for iov in table.chunks_exact(8) {
                 let mut word = [0u8; 4];
@@ -1247,11 +1108,11 @@ fn define_wasi(l: &mut Linker<HostState>, m: &str) -> anyhow::Result<()> {
                 let ptr = u32::from_le_bytes(word) as i32;
                 word.copy_from_slice(iov.get(4..8).unwrap_or(&[0; 4]));
                 let len = u32::from_le_bytes(word) as i32;
-                data.extend(read(&mut c, "fd_write", ptr, len)?);
+                data.extend(c.read(ptr, len)?);
             }
-            write_u32(&mut c, "fd_write", written_out, data.len() as u32)?;
+            c.write_u32(written_out, data.len() as u32)?;
             let index = (fd - 1) as usize;
-            let state = c.data_mut();
+            let state = c.state_mut();
             state.fd_buffers[index].extend_from_slice(&data);
             while let Some(nl) = state.fd_buffers[index].iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = state.fd_buffers[index].drain(..=nl).collect();
@@ -1259,115 +1120,85 @@ fn define_wasi(l: &mut Linker<HostState>, m: &str) -> anyhow::Result<()> {
                 state.logs.push((fd_level(index), line));
             }
             Ok(errno::SUCCESS)
-        },
-    )?;
+        }
+    );
     for name in ["fd_close", "fd_sync", "fd_datasync"] {
-        l.func_wrap(
-            m,
-            name,
-            |_c: Caller<'_, HostState>, _fd: i32| -> HostResult<i32> { Ok(errno::BADF) },
-        )?;
+        host_fn!(l, m, name, |_c, _fd: i32| Ok(errno::BADF));
     }
-    l.func_wrap(
-        m,
-        "fd_read",
-        |_c: Caller<'_, HostState>, _fd: i32, _iovs: i32, _n: i32, _out: i32| -> HostResult<i32> {
-            Ok(errno::BADF)
-        },
-    )?;
-    l.func_wrap(
-        m,
-        "fd_seek",
-        |_c: Caller<'_, HostState>,
-         _fd: i32,
-         _off: i64,
-         _whence: i32,
-         _out: i32|
-         -> HostResult<i32> { Ok(errno::BADF) },
-    )?;
-    l.func_wrap(
-        m,
-        "fd_fdstat_get",
-        |_c: Caller<'_, HostState>, _fd: i32, _out: i32| -> HostResult<i32> { Ok(errno::BADF) },
-    )?;
-    l.func_wrap(
-        m,
-        "fd_prestat_get",
-        |_c: Caller<'_, HostState>, _fd: i32, _out: i32| -> HostResult<i32> { Ok(errno::BADF) },
-    )?;
-    l.func_wrap(
+    host_fn!(l, m, "fd_read", |_c,
+                               _fd: i32,
+                               _iovs: i32,
+                               _n: i32,
+                               _out: i32| {
+        Ok(errno::BADF)
+    });
+    host_fn!(l, m, "fd_seek", |_c,
+                               _fd: i32,
+                               _off: i64,
+                               _whence: i32,
+                               _out: i32| {
+        Ok(errno::BADF)
+    });
+    host_fn!(l, m, "fd_fdstat_get", |_c, _fd: i32, _out: i32| {
+        Ok(errno::BADF)
+    });
+    host_fn!(l, m, "fd_prestat_get", |_c, _fd: i32, _out: i32| {
+        Ok(errno::BADF)
+    });
+    host_fn!(
+        l,
         m,
         "fd_prestat_dir_name",
-        |_c: Caller<'_, HostState>, _fd: i32, _p: i32, _l: i32| -> HostResult<i32> {
-            Ok(errno::BADF)
-        },
-    )?;
-    l.func_wrap(
+        |_c, _fd: i32, _p: i32, _l: i32| Ok(errno::BADF)
+    );
+    host_fn!(
+        l,
         m,
         "clock_time_get",
-        |mut c: Caller<'_, HostState>, id: i32, _precision: i64, out: i32| -> HostResult<i32> {
+        |c, id: i32, _precision: i64, out: i32| {
             let now = match id {
                 0 => SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_nanos() as u64)
                     .unwrap_or(0),
-                1..=3 => c.data().started.elapsed().as_nanos() as u64 + 1,
+                1..=3 => c.state().started.elapsed().as_nanos() as u64 + 1,
                 _ => return Ok(errno::INVAL),
             };
-            write_u64(&mut c, "clock_time_get", out, now)?;
+            c.write_u64(out, now)?;
             Ok(errno::SUCCESS)
-        },
-    )?;
-    l.func_wrap(
-        m,
-        "clock_res_get",
-        |mut c: Caller<'_, HostState>, id: i32, out: i32| -> HostResult<i32> {
-            if !(0..=3).contains(&id) {
-                return Ok(errno::INVAL);
-            }
-            write_u64(&mut c, "clock_res_get", out, 1)?;
+        }
+    );
+    host_fn!(l, m, "clock_res_get", |c, id: i32, out: i32| {
+        if !(0..=3).contains(&id) {
+            return Ok(errno::INVAL);
+        }
+        c.write_u64(out, 1)?;
+        Ok(errno::SUCCESS)
+    });
+    host_fn!(l, m, "random_get", |c, buf: i32, len: i32| {
+        let len = len as u32 as usize;
+        // cpp-host: at most 64 KiB per call.
+        if len > 65536 {
+            return Ok(errno::INVAL);
+        }
+        let mut bytes = Vec::with_capacity(len + 8);
+        while bytes.len() < len {
+            let r = c.state_mut().next_random();
+            bytes.extend_from_slice(&r.to_le_bytes());
+        }
+        bytes.truncate(len);
+        c.write(buf, &bytes)?;
+        Ok(errno::SUCCESS)
+    });
+    for name in ["environ_sizes_get", "args_sizes_get"] {
+        host_fn!(l, m, name, |c, count: i32, size: i32| {
+            c.write_u32(count, 0)?;
+            c.write_u32(size, 0)?;
             Ok(errno::SUCCESS)
-        },
-    )?;
-    l.func_wrap(
-        m,
-        "random_get",
-        |mut c: Caller<'_, HostState>, buf: i32, len: i32| -> HostResult<i32> {
-            let len = len as u32 as usize;
-            // cpp-host: at most 64 KiB per call.
-            if len > 65536 {
-                return Ok(errno::INVAL);
-            }
-            let mut bytes = Vec::with_capacity(len + 8);
-            while bytes.len() < len {
-                let r = c.data_mut().next_random();
-                bytes.extend_from_slice(&r.to_le_bytes());
-            }
-            bytes.truncate(len);
-            write(&mut c, "random_get", buf, &bytes)?;
-            Ok(errno::SUCCESS)
-        },
-    )?;
-    for (name, what) in [
-        ("environ_sizes_get", "environ_sizes_get"),
-        ("args_sizes_get", "args_sizes_get"),
-    ] {
-        l.func_wrap(
-            m,
-            name,
-            move |mut c: Caller<'_, HostState>, count: i32, size: i32| -> HostResult<i32> {
-                write_u32(&mut c, what, count, 0)?;
-                write_u32(&mut c, what, size, 0)?;
-                Ok(errno::SUCCESS)
-            },
-        )?;
+        });
     }
     for name in ["environ_get", "args_get"] {
-        l.func_wrap(
-            m,
-            name,
-            |_c: Caller<'_, HostState>, _a: i32, _b: i32| -> HostResult<i32> { Ok(errno::SUCCESS) },
-        )?;
+        host_fn!(l, m, name, |_c, _a: i32, _b: i32| Ok(errno::SUCCESS));
     }
     l.func_wrap(
         m,
@@ -1376,17 +1207,12 @@ fn define_wasi(l: &mut Linker<HostState>, m: &str) -> anyhow::Result<()> {
             bail!("proc_exit({code}): the module tried to exit")
         },
     )?;
-    l.func_wrap(
-        m,
-        "sched_yield",
-        |_c: Caller<'_, HostState>| -> HostResult<i32> { Ok(errno::SUCCESS) },
-    )?;
-    l.func_wrap(
+    host_fn!(l, m, "sched_yield", |_c| Ok(errno::SUCCESS));
+    host_fn!(
+        l,
         m,
         "poll_oneoff",
-        |_c: Caller<'_, HostState>, _i: i32, _o: i32, _n: i32, _out: i32| -> HostResult<i32> {
-            Ok(errno::NOTSUP)
-        },
-    )?;
+        |_c, _i: i32, _o: i32, _n: i32, _out: i32| Ok(errno::NOTSUP)
+    );
     Ok(())
 }
