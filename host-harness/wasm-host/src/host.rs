@@ -14,7 +14,7 @@
 
 use super::codec::{deserialize_pairs, serialize_pairs, Pairs};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::{bail, format_err, Caller, Linker, Memory, StoreLimits, TypedFunc};
 
@@ -256,13 +256,38 @@ struct HostCall<'a> {
     name: &'static str,
 }
 
+/// Where a host function stops before its end: at a status the module is answered with, or
+/// at a trap.
+enum Stop {
+    Status(i32),
+    Trap(wasmtime::Error),
+}
+
+impl Stop {
+    const NOT_FOUND: Stop = Stop::Status(status::NOT_FOUND);
+    const BAD_ARGUMENT: Stop = Stop::Status(status::BAD_ARGUMENT);
+}
+
+impl From<wasmtime::Error> for Stop {
+    fn from(error: wasmtime::Error) -> Stop {
+        Stop::Trap(error)
+    }
+}
+
+/// What a host function's body returns: `Ok` or `Err(Stop::Status)` is the status the
+/// module gets, so that helpers can end the call early with `?`.
+type Answer = Result<i32, Stop>;
+
 /// Runs the body of host function `name` for one call by the module.
 fn run<'a>(
     caller: Caller<'a, HostState>,
     name: &'static str,
-    body: impl FnOnce(&mut HostCall<'a>) -> HostResult<i32>,
+    body: impl FnOnce(&mut HostCall<'a>) -> Answer,
 ) -> HostResult<i32> {
-    body(&mut HostCall { caller, name })
+    match body(&mut HostCall { caller, name }) {
+        Ok(status) | Err(Stop::Status(status)) => Ok(status),
+        Err(Stop::Trap(error)) => Err(error),
+    }
 }
 
 fn range(func: &str, ptr: i32, len: usize, size: usize) -> HostResult<std::ops::Range<usize>> {
@@ -334,9 +359,45 @@ impl HostCall<'_> {
         self.write(ptr, &v.to_le_bytes())
     }
 
+    /// Writes `value` to the out-pointer `out` and answers OK.
+    fn return_u32(&mut self, out: i32, value: u32) -> Answer {
+        self.write_u32(out, value)?;
+        Ok(status::OK)
+    }
+
+    fn return_u64(&mut self, out: i32, value: u64) -> Answer {
+        self.write_u64(out, value)?;
+        Ok(status::OK)
+    }
+
+    /// Header name `(ptr, len)`, lower-cased as Envoy keys its header maps, and header map
+    /// `map_type` (BAD_ARGUMENT without one).
+    fn header_name_in(
+        &mut self,
+        map_type: i32,
+        ptr: i32,
+        len: i32,
+    ) -> Result<(Vec<u8>, &mut Pairs), Stop> {
+        let name = lower(&self.read(ptr, len)?);
+        Ok((name, header_map(self.state_mut(), map_type)?))
+    }
+
+    /// A header's lower-cased name and its value, both read before header map `map_type` is
+    /// looked up.
+    fn header_in(
+        &mut self,
+        map_type: i32,
+        (name_ptr, name_len): (i32, i32),
+        (value_ptr, value_len): (i32, i32),
+    ) -> Result<(Vec<u8>, Vec<u8>, &mut Pairs), Stop> {
+        let name = lower(&self.read(name_ptr, name_len)?);
+        let value = self.read(value_ptr, value_len)?;
+        Ok((name, value, header_map(self.state_mut(), map_type)?))
+    }
+
     /// Copies `bytes` into guest memory allocated by the guest's own allocator and writes the
     /// address and length to the out-pointers; `(0, 0)` for nothing.
-    fn return_bytes(&mut self, bytes: &[u8], ptr_out: i32, len_out: i32) -> HostResult<i32> {
+    fn return_bytes(&mut self, bytes: &[u8], ptr_out: i32, len_out: i32) -> Answer {
         let func = self.name;
         self.check(ptr_out, 4)?;
         self.check(len_out, 4)?;
@@ -352,7 +413,9 @@ impl HostCall<'_> {
             .map_err(|_| format_err!("{func}: result of {} bytes too large", bytes.len()))?;
         let ptr = alloc.call(&mut self.caller, len)?;
         if ptr == 0 {
-            bail!("{func}: the module's allocator returned 0 for {len} bytes");
+            return Err(
+                format_err!("{func}: the module's allocator returned 0 for {len} bytes").into(),
+            );
         }
         self.write(ptr, bytes)?;
         self.write_u32(ptr_out, ptr as u32)?;
@@ -371,11 +434,11 @@ fn text(bytes: &[u8]) -> String {
 const VM_CONFIGURATION: i32 = 6;
 const PLUGIN_CONFIGURATION: i32 = 7;
 
-/// The buffer readable in the current callback, `None` outside its window, `Err` for a type
-/// the ABI does not define.
-fn buffer(state: &mut HostState, buffer_type: i32) -> Result<Option<Vec<u8>>, ()> {
+/// The buffer readable in the current callback: NOT_FOUND outside its window, BAD_ARGUMENT
+/// for a type the ABI does not define.
+fn readable_buffer(state: &mut HostState, buffer_type: i32) -> Result<Vec<u8>, Stop> {
     let cb = state.callback;
-    Ok(match buffer_type {
+    let buffer = match buffer_type {
         VM_CONFIGURATION if cb == Callback::VmStart => Some(state.vm_configuration.clone()),
         PLUGIN_CONFIGURATION if cb == Callback::Configure => {
             Some(state.plugin_configuration.clone())
@@ -384,37 +447,107 @@ fn buffer(state: &mut HostState, buffer_type: i32) -> Result<Option<Vec<u8>>, ()
         3 if cb == Callback::UpstreamData => state.context().map(|c| c.upstream_data.clone()),
         1 if cb == Callback::ResponseBody => state.context().map(|c| c.response_body.clone()),
         0..=8 => None,
-        _ => return Err(()),
-    })
+        _ => return Err(Stop::BAD_ARGUMENT),
+    };
+    buffer.ok_or(Stop::NOT_FOUND)
 }
 
-fn buffer_mut(state: &mut HostState, buffer_type: i32) -> Option<&mut Vec<u8>> {
+/// The buffer the module may change in the current callback: NOT_FOUND outside its window,
+/// BAD_ARGUMENT for a type the ABI does not define.
+fn writable_buffer(state: &mut HostState, buffer_type: i32) -> Result<&mut Vec<u8>, Stop> {
+    if !(0..=8).contains(&buffer_type) {
+        return Err(Stop::BAD_ARGUMENT);
+    }
     let cb = state.callback;
-    let ctx = state.context()?;
+    let ctx = state.context().ok_or(Stop::NOT_FOUND)?;
     match buffer_type {
-        2 if cb == Callback::DownstreamData => Some(&mut ctx.downstream_data),
-        3 if cb == Callback::UpstreamData => Some(&mut ctx.upstream_data),
-        1 if cb == Callback::ResponseBody => Some(&mut ctx.response_body),
-        _ => None,
+        2 if cb == Callback::DownstreamData => Ok(&mut ctx.downstream_data),
+        3 if cb == Callback::UpstreamData => Ok(&mut ctx.upstream_data),
+        1 if cb == Callback::ResponseBody => Ok(&mut ctx.response_body),
+        _ => Err(Stop::NOT_FOUND),
     }
 }
 
-/// The header map `map_type` of the effective context: `Err` = BAD_ARGUMENT (unknown type or
-/// a map this context does not have, as Envoy answers).
-fn header_map(state: &mut HostState, map_type: i32) -> Result<&mut Pairs, ()> {
-    let ctx = state.context().ok_or(())?;
-    if ctx.kind != Kind::Http {
-        return Err(());
-    }
-    match map_type {
-        0 => ctx.request_headers.as_mut().ok_or(()),
-        2 => ctx.response_headers.as_mut().ok_or(()),
-        _ => Err(()),
-    }
+/// The header map `map_type` of the effective context: BAD_ARGUMENT for an unknown type or a
+/// map this context does not have, as Envoy answers.
+fn header_map(state: &mut HostState, map_type: i32) -> Result<&mut Pairs, Stop> {
+    let ctx = state.context().filter(|ctx| ctx.kind == Kind::Http);
+    let map = ctx.and_then(|ctx| match map_type {
+        0 => ctx.request_headers.as_mut(),
+        2 => ctx.response_headers.as_mut(),
+        _ => None,
+    });
+    map.ok_or(Stop::BAD_ARGUMENT)
 }
 
 fn lower(bytes: &[u8]) -> Vec<u8> {
     bytes.to_ascii_lowercase()
+}
+
+/// The effective context when stream `ty` is one it can continue or close (an HTTP stream's
+/// request or response; for a TCP one, `tcp_streams`): BAD_ARGUMENT otherwise, as Envoy answers.
+fn stream_context<'s>(
+    state: &'s mut HostState,
+    ty: u32,
+    tcp_streams: &[u32],
+) -> Result<&'s mut ContextState, Stop> {
+    let ctx = state.context().ok_or(Stop::BAD_ARGUMENT)?;
+    let fits = match ctx.kind {
+        Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
+        Kind::Tcp => tcp_streams.contains(&ty),
+        Kind::Root => false,
+    };
+    if fits {
+        Ok(ctx)
+    } else {
+        Err(Stop::BAD_ARGUMENT)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics, shared data and queues: the module names them by 1-based id.
+
+/// The index of the item with 1-based id `id` (0 is no id).
+fn index_of(id: i32) -> Option<usize> {
+    (id as u32 as usize).checked_sub(1)
+}
+
+/// The 1-based id of the first of `items` that is `same` as `item`, appending `item` when
+/// there is none.
+fn id_of<T>(items: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) -> u32 {
+    let index = match items.iter().position(|x| same(x, &item)) {
+        Some(index) => index,
+        None => {
+            items.push(item);
+            items.len() - 1
+        }
+    };
+    (index + 1) as u32
+}
+
+impl HostState {
+    /// Metric `id`: NOT_FOUND if the module never defined it.
+    fn metric(&mut self, id: i32) -> Result<&mut Metric, Stop> {
+        index_of(id)
+            .and_then(|i| self.metrics.get_mut(i))
+            .ok_or(Stop::NOT_FOUND)
+    }
+
+    fn shared_data(&self) -> HostResult<MutexGuard<'_, SharedData>> {
+        self.shared
+            .lock()
+            .map_err(|_| format_err!("shared data lock poisoned"))
+    }
+}
+
+impl SharedData {
+    /// Queue `id`: NOT_FOUND if no module registered it.
+    fn queue(&mut self, id: i32) -> Result<&mut VecDeque<Vec<u8>>, Stop> {
+        index_of(id)
+            .and_then(|i| self.queues.get_mut(i))
+            .map(|(_, queue)| queue)
+            .ok_or(Stop::NOT_FOUND)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -476,8 +609,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
     );
     host_fn!(l, "env", "proxy_get_log_level", |c, out: i32| {
         let level = c.state().log_level;
-        c.write_u32(out, level)?;
-        Ok(status::OK)
+        c.return_u32(out, level)
     });
     host_fn!(
         l,
@@ -488,8 +620,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
-            c.write_u64(out, now)?;
-            Ok(status::OK)
+            c.return_u64(out, now)
         }
     );
     restricted_env_fn!(l, "proxy_set_tick_period_milliseconds", |c, period: i32| {
@@ -515,12 +646,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         l,
         "proxy_get_buffer_bytes",
         |c, ty: i32, start: i32, max: i32, ptr_out: i32, len_out: i32| {
-            let Ok(buf) = buffer(c.state_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let Some(buf) = buf else {
-                return Ok(status::NOT_FOUND);
-            };
+            let buf = readable_buffer(c.state_mut(), ty)?;
             // cpp-host clamps start and size to the buffer.
             let start = (start as u32 as usize).min(buf.len());
             let end = start.saturating_add(max as u32 as usize).min(buf.len());
@@ -532,15 +658,9 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         l,
         "proxy_get_buffer_status",
         |c, ty: i32, len_out: i32, flags_out: i32| {
-            let Ok(buf) = buffer(c.state_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let Some(buf) = buf else {
-                return Ok(status::NOT_FOUND);
-            };
+            let buf = readable_buffer(c.state_mut(), ty)?;
             c.write_u32(len_out, buf.len() as u32)?;
-            c.write_u32(flags_out, 0)?;
-            Ok(status::OK)
+            c.return_u32(flags_out, 0)
         }
     );
     restricted_env_fn!(
@@ -548,12 +668,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         "proxy_set_buffer_bytes",
         |c, ty: i32, start: i32, size: i32, ptr: i32, len: i32| {
             let data = c.read(ptr, len)?;
-            if !(0..=8).contains(&ty) {
-                return Ok(status::BAD_ARGUMENT);
-            }
-            let Some(buf) = buffer_mut(c.state_mut(), ty) else {
-                return Ok(status::NOT_FOUND);
-            };
+            let buf = writable_buffer(c.state_mut(), ty)?;
             let (start, size) = (start as u32 as usize, size as u32 as usize);
             // Envoy supports prepend, replace-all and append only.
             if start == 0 && size == 0 {
@@ -585,9 +700,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                     return c.return_bytes(&raw, ptr_out, len_out);
                 }
             }
-            let Ok(map) = header_map(c.state_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+            let map = header_map(c.state_mut(), ty)?;
             // Empty map: (0, 0), as cpp-host does (the SDK panics on the 1-byte form).
             let bytes = if map.is_empty() {
                 Vec::new()
@@ -598,12 +711,9 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         }
     );
     restricted_env_fn!(l, "proxy_get_header_map_size", |c, ty: i32, out: i32| {
-        let Ok(map) = header_map(c.state_mut(), ty) else {
-            return Ok(status::BAD_ARGUMENT);
-        };
+        let map = header_map(c.state_mut(), ty)?;
         let size = serialize_pairs(map).len() as u32;
-        c.write_u32(out, size)?;
-        Ok(status::OK)
+        c.return_u32(out, size)
     });
     restricted_env_fn!(
         l,
@@ -613,9 +723,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             let Ok(pairs) = deserialize_pairs(&bytes) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            let Ok(map) = header_map(c.state_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+            let map = header_map(c.state_mut(), ty)?;
             *map = pairs.into_iter().map(|(k, v)| (lower(&k), v)).collect();
             Ok(status::OK)
         }
@@ -624,10 +732,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         l,
         "proxy_get_header_map_value",
         |c, ty: i32, kp: i32, kl: i32, ptr_out: i32, len_out: i32| {
-            let key = lower(&c.read(kp, kl)?);
-            let Ok(map) = header_map(c.state_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+            let (key, map) = c.header_name_in(ty, kp, kl)?;
             // Envoy returns only the first occurrence.
             let Some(value) = map.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()) else {
                 return Ok(status::NOT_FOUND);
@@ -639,11 +744,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         l,
         "proxy_add_header_map_value",
         |c, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
-            let key = lower(&c.read(kp, kl)?);
-            let value = c.read(vp, vl)?;
-            let Ok(map) = header_map(c.state_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+            let (key, value, map) = c.header_in(ty, (kp, kl), (vp, vl))?;
             map.push((key, value));
             Ok(status::OK)
         }
@@ -652,11 +753,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         l,
         "proxy_replace_header_map_value",
         |c, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
-            let key = lower(&c.read(kp, kl)?);
-            let value = c.read(vp, vl)?;
-            let Ok(map) = header_map(c.state_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+            let (key, value, map) = c.header_in(ty, (kp, kl), (vp, vl))?;
             // Envoy's setCopy: one entry with the new value, where the first one was.
             match map.iter().position(|(k, _)| *k == key) {
                 Some(i) => {
@@ -681,10 +778,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         l,
         "proxy_remove_header_map_value",
         |c, ty: i32, kp: i32, kl: i32| {
-            let key = lower(&c.read(kp, kl)?);
-            let Ok(map) = header_map(c.state_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+            let (key, map) = c.header_name_in(ty, kp, kl)?;
             map.retain(|(k, _)| *k != key);
             Ok(status::OK)
         }
@@ -735,35 +829,16 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
     restricted_env_fn!(l, "proxy_continue_stream", |c, ty: i32| {
         let ty = ty as u32;
         if ty == stream_type::UPSTREAM {
-            bail!("proxy_continue_stream(UPSTREAM): Envoy answers UNIMPLEMENTED, a status the Rust SDK cannot handle");
+            return Err(format_err!("proxy_continue_stream(UPSTREAM): Envoy answers UNIMPLEMENTED, a status the Rust SDK cannot handle").into());
         }
-        let Some(ctx) = c.state_mut().context() else {
-            return Ok(status::BAD_ARGUMENT);
-        };
-        let fits = match ctx.kind {
-            Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
-            Kind::Tcp => ty == stream_type::DOWNSTREAM,
-            Kind::Root => false,
-        };
-        if !fits {
-            return Ok(status::BAD_ARGUMENT);
-        }
+        let ctx = stream_context(c.state_mut(), ty, &[stream_type::DOWNSTREAM])?;
         ctx.effects.continued.push(ty);
         Ok(status::OK)
     });
     restricted_env_fn!(l, "proxy_close_stream", |c, ty: i32| {
         let ty = ty as u32;
-        let Some(ctx) = c.state_mut().context() else {
-            return Ok(status::BAD_ARGUMENT);
-        };
-        let fits = match ctx.kind {
-            Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
-            Kind::Tcp => ty == stream_type::DOWNSTREAM || ty == stream_type::UPSTREAM,
-            Kind::Root => false,
-        };
-        if !fits {
-            return Ok(status::BAD_ARGUMENT);
-        }
+        let tcp_streams = [stream_type::DOWNSTREAM, stream_type::UPSTREAM];
+        let ctx = stream_context(c.state_mut(), ty, &tcp_streams)?;
         ctx.effects.closed.push(ty);
         Ok(status::OK)
     });
@@ -777,9 +852,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             let Ok(headers) = deserialize_pairs(&headers) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            let Some(ctx) = c.state_mut().context() else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+            let ctx = c.state_mut().context().ok_or(Stop::BAD_ARGUMENT)?;
             if ctx.kind != Kind::Http || ctx.local_response_sent {
                 return Ok(status::BAD_ARGUMENT);
             }
@@ -876,21 +949,11 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         "proxy_get_shared_data",
         |c, kp: i32, kl: i32, ptr_out: i32, len_out: i32, cas_out: i32| {
             let key = c.read(kp, kl)?;
-            let found = {
-                let shared = c
-                    .state()
-                    .shared
-                    .lock()
-                    .map_err(|_| format_err!("shared data lock poisoned"))?;
-                shared.kv.get(&key).cloned()
-            };
-            let Some((value, cas)) = found else {
-                return Ok(status::NOT_FOUND);
-            };
+            let found = c.state().shared_data()?.kv.get(&key).cloned();
+            let (value, cas) = found.ok_or(Stop::NOT_FOUND)?;
             c.check(cas_out, 4)?;
             c.return_bytes(&value, ptr_out, len_out)?;
-            c.write_u32(cas_out, cas)?;
-            Ok(status::OK)
+            c.return_u32(cas_out, cas)
         }
     );
     restricted_env_fn!(
@@ -899,11 +962,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         |c, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| {
             let key = c.read(kp, kl)?;
             let value = c.read(vp, vl)?;
-            let mut shared = c
-                .state()
-                .shared
-                .lock()
-                .map_err(|_| format_err!("shared data lock poisoned"))?;
+            let mut shared = c.state().shared_data()?;
             let cas = cas as u32;
             if let Some((_, current)) = shared.kv.get(&key) {
                 if cas != 0 && cas != *current {
@@ -921,22 +980,11 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         "proxy_register_shared_queue",
         |c, np: i32, nl: i32, id_out: i32| {
             let name = c.read(np, nl)?;
-            let id = {
-                let mut shared = c
-                    .state()
-                    .shared
-                    .lock()
-                    .map_err(|_| format_err!("shared data lock poisoned"))?;
-                match shared.queues.iter().position(|(n, _)| *n == name) {
-                    Some(i) => i + 1,
-                    None => {
-                        shared.queues.push((name, VecDeque::new()));
-                        shared.queues.len()
-                    }
-                }
-            };
-            c.write_u32(id_out, id as u32)?;
-            Ok(status::OK)
+            let queue = (name, VecDeque::new());
+            let id = id_of(&mut c.state().shared_data()?.queues, queue, |a, b| {
+                a.0 == b.0
+            });
+            c.return_u32(id_out, id)
         }
     );
     restricted_env_fn!(
@@ -948,21 +996,14 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             if vm_id != c.state().vm_id.as_bytes() && !vm_id.is_empty() {
                 return Ok(status::NOT_FOUND);
             }
-            let found = {
-                let shared = c
-                    .state()
-                    .shared
-                    .lock()
-                    .map_err(|_| format_err!("shared data lock poisoned"))?;
-                shared.queues.iter().position(|(n, _)| *n == name)
-            };
-            match found {
-                Some(i) => {
-                    c.write_u32(id_out, (i + 1) as u32)?;
-                    Ok(status::OK)
-                }
-                None => Ok(status::NOT_FOUND),
-            }
+            let found = c
+                .state()
+                .shared_data()?
+                .queues
+                .iter()
+                .position(|(n, _)| *n == name);
+            let index = found.ok_or(Stop::NOT_FOUND)?;
+            c.return_u32(id_out, (index + 1) as u32)
         }
     );
     restricted_env_fn!(
@@ -970,42 +1011,18 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         "proxy_enqueue_shared_queue",
         |c, id: i32, vp: i32, vl: i32| {
             let value = c.read(vp, vl)?;
-            let mut shared = c
-                .state()
-                .shared
-                .lock()
-                .map_err(|_| format_err!("shared data lock poisoned"))?;
-            match (id as u32 as usize)
-                .checked_sub(1)
-                .and_then(|i| shared.queues.get_mut(i))
-            {
-                Some((_, q)) => {
-                    q.push_back(value);
-                    Ok(status::OK)
-                }
-                None => Ok(status::NOT_FOUND),
-            }
+            c.state().shared_data()?.queue(id)?.push_back(value);
+            Ok(status::OK)
         }
     );
     restricted_env_fn!(
         l,
         "proxy_dequeue_shared_queue",
         |c, id: i32, ptr_out: i32, len_out: i32| {
-            let item = {
-                let mut shared = c
-                    .state()
-                    .shared
-                    .lock()
-                    .map_err(|_| format_err!("shared data lock poisoned"))?;
-                (id as u32 as usize)
-                    .checked_sub(1)
-                    .and_then(|i| shared.queues.get_mut(i))
-                    .map(|(_, q)| q.pop_front())
-            };
+            let item = c.state().shared_data()?.queue(id)?.pop_front();
             match item {
-                None => Ok(status::NOT_FOUND),
-                Some(None) => Ok(status::EMPTY),
-                Some(Some(v)) => c.return_bytes(&v, ptr_out, len_out),
+                None => Ok(status::EMPTY),
+                Some(v) => c.return_bytes(&v, ptr_out, len_out),
             }
         }
     );
@@ -1022,33 +1039,19 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                 2 => MetricKind::Histogram,
                 _ => return Ok(status::BAD_ARGUMENT),
             };
-            let metrics = &mut c.state_mut().metrics;
-            let id = match metrics
-                .iter()
-                .position(|m| m.name == name && m.kind == kind)
-            {
-                Some(i) => i + 1,
-                None => {
-                    metrics.push(Metric {
-                        name,
-                        kind,
-                        value: 0,
-                    });
-                    metrics.len()
-                }
+            let metric = Metric {
+                name,
+                kind,
+                value: 0,
             };
-            c.write_u32(id_out, id as u32)?;
-            Ok(status::OK)
+            let id = id_of(&mut c.state_mut().metrics, metric, |a, b| {
+                a.name == b.name && a.kind == b.kind
+            });
+            c.return_u32(id_out, id)
         }
     );
     restricted_env_fn!(l, "proxy_increment_metric", |c, id: i32, delta: i64| {
-        let metrics = &mut c.state_mut().metrics;
-        let Some(m) = (id as u32 as usize)
-            .checked_sub(1)
-            .and_then(|i| metrics.get_mut(i))
-        else {
-            return Ok(status::NOT_FOUND);
-        };
+        let m = c.state_mut().metric(id)?;
         match m.kind {
             // Envoy: a counter only goes up.
             MetricKind::Counter if delta > 0 => m.value = m.value.saturating_add(delta),
@@ -1058,13 +1061,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         Ok(status::OK)
     });
     restricted_env_fn!(l, "proxy_record_metric", |c, id: i32, value: i64| {
-        let metrics = &mut c.state_mut().metrics;
-        let Some(m) = (id as u32 as usize)
-            .checked_sub(1)
-            .and_then(|i| metrics.get_mut(i))
-        else {
-            return Ok(status::NOT_FOUND);
-        };
+        let m = c.state_mut().metric(id)?;
         match m.kind {
             MetricKind::Counter => m.value = m.value.saturating_add(value),
             MetricKind::Gauge | MetricKind::Histogram => m.value = value,
@@ -1072,18 +1069,12 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         Ok(status::OK)
     });
     restricted_env_fn!(l, "proxy_get_metric", |c, id: i32, out: i32| {
-        let found = (id as u32 as usize)
-            .checked_sub(1)
-            .and_then(|i| c.state().metrics.get(i))
-            .map(|m| (m.kind, m.value));
-        match found {
-            None => Ok(status::NOT_FOUND),
-            Some((MetricKind::Histogram, _)) => Ok(status::BAD_ARGUMENT),
-            Some((_, v)) => {
-                c.write_u64(out, v as u64)?;
-                Ok(status::OK)
-            }
+        let m = c.state_mut().metric(id)?;
+        if m.kind == MetricKind::Histogram {
+            return Ok(status::BAD_ARGUMENT);
         }
+        let value = m.value;
+        c.return_u64(out, value as u64)
     });
     Ok(())
 }
