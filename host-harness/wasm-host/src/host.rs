@@ -16,7 +16,9 @@ use super::codec::{deserialize_pairs, serialize_pairs, Pairs};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use wasmtime::{bail, format_err, Caller, Linker, Memory, StoreLimits, TypedFunc};
+use wasmtime::{
+    bail, format_err, Caller, FuncType, Linker, Memory, StoreLimits, TypedFunc, Val, ValType,
+};
 
 type HostResult<T> = wasmtime::Result<T>;
 
@@ -578,6 +580,19 @@ macro_rules! restricted_env_fn {
     };
 }
 
+/// The `env` functions that start or serve an HTTP or gRPC call to an upstream, how many
+/// `i32`s each takes, and the status each answers: with no upstream clusters, Envoy answers
+/// BAD_ARGUMENT (unknown cluster) to a new call, and NOT_FOUND where a call must exist.
+const OUTBOUND_CALLS: [(&str, usize, i32); 7] = [
+    ("proxy_http_call", 10, status::BAD_ARGUMENT),
+    ("proxy_grpc_call", 12, status::BAD_ARGUMENT),
+    ("proxy_grpc_stream", 9, status::BAD_ARGUMENT),
+    ("proxy_grpc_send", 4, status::NOT_FOUND),
+    ("proxy_grpc_cancel", 1, status::NOT_FOUND),
+    ("proxy_grpc_close", 1, status::NOT_FOUND),
+    ("proxy_get_status", 3, status::NOT_FOUND),
+];
+
 /// Defines every host function on `linker`.
 pub fn define(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     define_env(linker)?;
@@ -869,71 +884,16 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
     );
 
     // ---- outbound calls: the harness configures no upstream clusters ----
-    restricted_env_fn!(
-        l,
-        "proxy_http_call",
-        |c,
-         _up: i32,
-         _ul: i32,
-         _hp: i32,
-         _hl: i32,
-         _bp: i32,
-         _bl: i32,
-         _tp: i32,
-         _tl: i32,
-         _timeout: i32,
-         _token: i32| {
-            // Envoy: unknown cluster ⇒ BAD_ARGUMENT.
-            Ok(status::BAD_ARGUMENT)
-        }
-    );
-    restricted_env_fn!(
-        l,
-        "proxy_grpc_call",
-        |c,
-         _sp: i32,
-         _sl: i32,
-         _np: i32,
-         _nl: i32,
-         _mp: i32,
-         _ml: i32,
-         _ip: i32,
-         _il: i32,
-         _gp: i32,
-         _gl: i32,
-         _timeout: i32,
-         _token: i32| Ok(status::BAD_ARGUMENT)
-    );
-    restricted_env_fn!(
-        l,
-        "proxy_grpc_stream",
-        |c,
-         _sp: i32,
-         _sl: i32,
-         _np: i32,
-         _nl: i32,
-         _mp: i32,
-         _ml: i32,
-         _ip: i32,
-         _il: i32,
-         _token: i32| Ok(status::BAD_ARGUMENT)
-    );
-    restricted_env_fn!(
-        l,
-        "proxy_grpc_send",
-        |c, _t: i32, _p: i32, _l: i32, _end: i32| Ok(status::NOT_FOUND)
-    );
-    restricted_env_fn!(l, "proxy_grpc_cancel", |c, _t: i32| {
-        Ok(status::NOT_FOUND)
-    });
-    restricted_env_fn!(l, "proxy_grpc_close", |c, _t: i32| {
-        Ok(status::NOT_FOUND)
-    });
-    restricted_env_fn!(
-        l,
-        "proxy_get_status",
-        |c, _code: i32, _mp: i32, _ml: i32| Ok(status::NOT_FOUND)
-    );
+    for (name, params, answer) in OUTBOUND_CALLS {
+        let ty = FuncType::new(l.engine(), vec![ValType::I32; params], [ValType::I32]);
+        l.func_new("env", name, ty, move |caller, _params, results| {
+            HostCall { caller, name }.check_init()?;
+            if let Some(result) = results.first_mut() {
+                *result = Val::I32(answer);
+            }
+            Ok(())
+        })?;
+    }
     restricted_env_fn!(
         l,
         "proxy_call_foreign_function",
