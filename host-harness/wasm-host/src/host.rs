@@ -184,10 +184,7 @@ impl HostState {
         plugin_properties: HashMap<Vec<u8>, Vec<u8>>,
         vm_id: String,
     ) -> HostState {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        let seed = unix_time_nanos().unwrap_or(0x9e37_79b9_7f4a_7c15);
         HostState {
             limits,
             log_level,
@@ -237,6 +234,12 @@ impl HostState {
         self.rng = x;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
+}
+
+/// The wall clock in nanoseconds since the Unix epoch; `None` before it.
+fn unix_time_nanos() -> Option<u64> {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    Some(since_epoch.as_nanos() as u64)
 }
 
 fn fd_level(index: usize) -> u32 {
@@ -631,10 +634,7 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         "env",
         "proxy_get_current_time_nanoseconds",
         |c, out: i32| {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
+            let now = unix_time_nanos().unwrap_or(0);
             c.return_u64(out, now)
         }
     );
@@ -1108,10 +1108,7 @@ fn define_wasi(l: &mut Linker<HostState>, m: &str) -> anyhow::Result<()> {
         "clock_time_get",
         |c, id: i32, _precision: i64, out: i32| {
             let now = match id {
-                0 => SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0),
+                0 => unix_time_nanos().unwrap_or(0),
                 1..=3 => c.state().started.elapsed().as_nanos() as u64 + 1,
                 _ => return Ok(errno::INVAL),
             };
