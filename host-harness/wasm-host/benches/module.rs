@@ -89,34 +89,40 @@ fn bench(c: &mut Criterion) {
         assert_eq!(o, want);
     }
 
-    let mut g = c.benchmark_group("L4 connection");
-    g.bench_function("native, allowed", |b| {
-        b.iter(|| zt_native.decide(Traffic::Connection, black_box(&gateway)))
-    });
-    g.bench_function("module, allowed", |b| {
-        b.iter(|| zt.connection(black_box(&gateway)).unwrap())
-    });
-    g.bench_function("native, denied", |b| {
-        b.iter(|| zt_native.decide(Traffic::Connection, black_box(&curl)))
-    });
-    g.bench_function("module, denied", |b| {
-        b.iter(|| zt.connection(black_box(&curl)).unwrap())
-    });
-    g.finish();
+    compare(
+        c,
+        "L4 connection",
+        (&gateway, &curl),
+        |attrs| zt_native.decide(Traffic::Connection, attrs),
+        |attrs| zt.connection(attrs).unwrap(),
+    );
+    compare(
+        c,
+        "L7 request",
+        (&get, &delete),
+        |attrs| wp_native.decide(Traffic::Request, attrs),
+        |attrs| wp.request(attrs).unwrap(),
+    );
+}
 
-    let mut g = c.benchmark_group("L7 request");
-    g.bench_function("native, allowed", |b| {
-        b.iter(|| wp_native.decide(Traffic::Request, black_box(&get)))
-    });
-    g.bench_function("module, allowed", |b| {
-        b.iter(|| wp.request(black_box(&get)).unwrap())
-    });
-    g.bench_function("native, denied", |b| {
-        b.iter(|| wp_native.decide(Traffic::Request, black_box(&delete)))
-    });
-    g.bench_function("module, denied", |b| {
-        b.iter(|| wp.request(black_box(&delete)).unwrap())
-    });
+/// One benchmark group: the native engine beside the module, on an allowed and on a denied
+/// case.
+fn compare<N, M>(
+    c: &mut Criterion,
+    group: &str,
+    (allowed, denied): (&OwnedAttributes, &OwnedAttributes),
+    native: impl Fn(&OwnedAttributes) -> N,
+    mut module: impl FnMut(&OwnedAttributes) -> M,
+) {
+    let mut g = c.benchmark_group(group);
+    for (case, attrs) in [("allowed", allowed), ("denied", denied)] {
+        g.bench_function(format!("native, {case}"), |b| {
+            b.iter(|| native(black_box(attrs)))
+        });
+        g.bench_function(format!("module, {case}"), |b| {
+            b.iter(|| module(black_box(attrs)))
+        });
+    }
     g.finish();
 }
 

@@ -41,6 +41,26 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32::from_le_bytes(b)).ok()
 }
 
+/// The `len` bytes of a serialized map's `field` ("key" or "value") at `*at`, which must be
+/// followed by a NUL; moves `*at` past both.
+fn nul_terminated(
+    bytes: &[u8],
+    at: &mut usize,
+    len: usize,
+    field: &str,
+) -> Result<Vec<u8>, String> {
+    let start = *at;
+    let content = bytes
+        .get(start..start + len)
+        .ok_or_else(|| format!("serialized map truncated in a {field}"))?
+        .to_vec();
+    if bytes.get(start + len) != Some(&0) {
+        return Err(format!("serialized map: {field} not NUL-terminated"));
+    }
+    *at = start + len + 1;
+    Ok(content)
+}
+
 /// Parses guest-provided pairs strictly (counts, lengths and NUL terminators must agree, as
 /// cpp-host's `toPairs` requires). An empty buffer is an empty map.
 pub fn deserialize_pairs(bytes: &[u8]) -> Result<Pairs, String> {
@@ -69,24 +89,8 @@ pub fn deserialize_pairs(bytes: &[u8]) -> Result<Pairs, String> {
     }
     let mut pairs = Vec::with_capacity(count);
     for (k, v) in sizes {
-        let key = bytes
-            .get(at..at + k)
-            .ok_or("serialized map truncated in a key")?
-            .to_vec();
-        at += k;
-        if bytes.get(at) != Some(&0) {
-            return Err("serialized map: key not NUL-terminated".into());
-        }
-        at += 1;
-        let value = bytes
-            .get(at..at + v)
-            .ok_or("serialized map truncated in a value")?
-            .to_vec();
-        at += v;
-        if bytes.get(at) != Some(&0) {
-            return Err("serialized map: value not NUL-terminated".into());
-        }
-        at += 1;
+        let key = nul_terminated(bytes, &mut at, k, "key")?;
+        let value = nul_terminated(bytes, &mut at, v, "value")?;
         pairs.push((key, value));
     }
     if at != bytes.len() {
@@ -136,28 +140,27 @@ pub fn proto_value(claim: &Claim) -> Vec<u8> {
     out
 }
 
-/// `google.protobuf.Struct { map<string, Value> fields = 1; }`.
-pub fn proto_struct(fields: &[(String, Claim)]) -> Vec<u8> {
+/// A message whose field 1 is a `map<string, T>`: each entry is a message of its key (field 1)
+/// and its value encoded by `encode` (field 2).
+fn proto_string_map<T>(entries: &[(String, T)], encode: impl Fn(&T) -> Vec<u8>) -> Vec<u8> {
     let mut out = Vec::new();
-    for (name, value) in fields {
+    for (key, value) in entries {
         let mut entry = Vec::new();
-        len_field(&mut entry, 1, name.as_bytes());
-        len_field(&mut entry, 2, &proto_value(value));
+        len_field(&mut entry, 1, key.as_bytes());
+        len_field(&mut entry, 2, &encode(value));
         len_field(&mut out, 1, &entry);
     }
     out
 }
 
+/// `google.protobuf.Struct { map<string, Value> fields = 1; }`.
+pub fn proto_struct(fields: &[(String, Claim)]) -> Vec<u8> {
+    proto_string_map(fields, proto_value)
+}
+
 /// `envoy.config.core.v3.Metadata { map<string, google.protobuf.Struct> filter_metadata = 1; }`.
 pub fn proto_metadata(filter_metadata: &[(String, Vec<(String, Claim)>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (namespace, fields) in filter_metadata {
-        let mut entry = Vec::new();
-        len_field(&mut entry, 1, namespace.as_bytes());
-        len_field(&mut entry, 2, &proto_struct(fields));
-        len_field(&mut out, 1, &entry);
-    }
-    out
+    proto_string_map(filter_metadata, |fields| proto_struct(fields))
 }
 
 /// Envoy's `serializeValue` for a CEL value below `metadata.filter_metadata` (current Envoy:

@@ -14,9 +14,11 @@
 
 use super::codec::{deserialize_pairs, serialize_pairs, Pairs};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use wasmtime::{bail, format_err, Caller, Linker, Memory, StoreLimits, TypedFunc};
+use wasmtime::{
+    bail, format_err, Caller, FuncType, Linker, Memory, StoreLimits, TypedFunc, Val, ValType,
+};
 
 type HostResult<T> = wasmtime::Result<T>;
 
@@ -182,10 +184,7 @@ impl HostState {
         plugin_properties: HashMap<Vec<u8>, Vec<u8>>,
         vm_id: String,
     ) -> HostState {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        let seed = unix_time_nanos().unwrap_or(0x9e37_79b9_7f4a_7c15);
         HostState {
             limits,
             log_level,
@@ -237,6 +236,12 @@ impl HostState {
     }
 }
 
+/// The wall clock in nanoseconds since the Unix epoch; `None` before it.
+fn unix_time_nanos() -> Option<u64> {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    Some(since_epoch.as_nanos() as u64)
+}
+
 fn fd_level(index: usize) -> u32 {
     // stdout → info, stderr → error (spec v0.2.1 "fd_write").
     if index == 0 {
@@ -247,13 +252,47 @@ fn fd_level(index: usize) -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------
-// Guest memory.
+// One call of a host function.
 
-fn memory(caller: &Caller<'_, HostState>) -> HostResult<Memory> {
-    caller
-        .data()
-        .memory
-        .ok_or_else(|| format_err!("the module exports no memory"))
+/// The module's call of host function `name`: the VM's state and the guest memory, with
+/// every trap naming the function.
+struct HostCall<'a> {
+    caller: Caller<'a, HostState>,
+    name: &'static str,
+}
+
+/// Where a host function stops before its end: at a status the module is answered with, or
+/// at a trap.
+enum Stop {
+    Status(i32),
+    Trap(wasmtime::Error),
+}
+
+impl Stop {
+    const NOT_FOUND: Stop = Stop::Status(status::NOT_FOUND);
+    const BAD_ARGUMENT: Stop = Stop::Status(status::BAD_ARGUMENT);
+}
+
+impl From<wasmtime::Error> for Stop {
+    fn from(error: wasmtime::Error) -> Stop {
+        Stop::Trap(error)
+    }
+}
+
+/// What a host function's body returns: `Ok` or `Err(Stop::Status)` is the status the
+/// module gets, so that helpers can end the call early with `?`.
+type Answer = Result<i32, Stop>;
+
+/// Runs the body of host function `name` for one call by the module.
+fn run<'a>(
+    caller: Caller<'a, HostState>,
+    name: &'static str,
+    body: impl FnOnce(&mut HostCall<'a>) -> Answer,
+) -> HostResult<i32> {
+    match body(&mut HostCall { caller, name }) {
+        Ok(status) | Err(Stop::Status(status)) => Ok(status),
+        Err(Stop::Trap(error)) => Err(error),
+    }
 }
 
 fn range(func: &str, ptr: i32, len: usize, size: usize) -> HostResult<std::ops::Range<usize>> {
@@ -266,66 +305,128 @@ fn range(func: &str, ptr: i32, len: usize, size: usize) -> HostResult<std::ops::
     }
 }
 
-fn read(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, len: i32) -> HostResult<Vec<u8>> {
-    let mem = memory(caller)?;
-    let data = mem.data(&*caller);
-    let r = range(func, ptr, len as u32 as usize, data.len())?;
-    Ok(data.get(r).map(<[u8]>::to_vec).unwrap_or_default())
-}
-
-fn write(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, bytes: &[u8]) -> HostResult<()> {
-    let mem = memory(caller)?;
-    let data = mem.data_mut(&mut *caller);
-    let r = range(func, ptr, bytes.len(), data.len())?;
-    if let Some(slot) = data.get_mut(r) {
-        slot.copy_from_slice(bytes);
+impl HostCall<'_> {
+    fn state(&self) -> &HostState {
+        self.caller.data()
     }
-    Ok(())
-}
 
-fn check(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, len: usize) -> HostResult<()> {
-    let mem = memory(caller)?;
-    let size = mem.data_size(&*caller);
-    range(func, ptr, len, size).map(|_| ())
-}
-
-fn write_u32(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, v: u32) -> HostResult<()> {
-    write(caller, func, ptr, &v.to_le_bytes())
-}
-
-fn write_u64(caller: &mut Caller<'_, HostState>, func: &str, ptr: i32, v: u64) -> HostResult<()> {
-    write(caller, func, ptr, &v.to_le_bytes())
-}
-
-/// Copies `bytes` into guest memory allocated by the guest's own allocator and writes the
-/// address and length to the out-pointers; `(0, 0)` for nothing.
-fn return_bytes(
-    caller: &mut Caller<'_, HostState>,
-    func: &str,
-    bytes: &[u8],
-    ptr_out: i32,
-    len_out: i32,
-) -> HostResult<i32> {
-    check(caller, func, ptr_out, 4)?;
-    check(caller, func, len_out, 4)?;
-    if bytes.is_empty() {
-        write_u32(caller, func, ptr_out, 0)?;
-        write_u32(caller, func, len_out, 0)?;
-        return Ok(status::OK);
+    fn state_mut(&mut self) -> &mut HostState {
+        self.caller.data_mut()
     }
-    let alloc = caller.data().allocator.clone().ok_or_else(|| {
-        format_err!("{func}: the module exports no proxy_on_memory_allocate or malloc")
-    })?;
-    let len = i32::try_from(bytes.len())
-        .map_err(|_| format_err!("{func}: result of {} bytes too large", bytes.len()))?;
-    let ptr = alloc.call(&mut *caller, len)?;
-    if ptr == 0 {
-        bail!("{func}: the module's allocator returned 0 for {len} bytes");
+
+    /// Counts the call in `host_calls`, and refuses it while `_initialize` runs: cpp-host
+    /// restricts the module to logging, time and WASI before any root context exists.
+    fn check_init(&self) -> HostResult<()> {
+        let func = self.name;
+        if let Ok(mut calls) = self.state().host_calls.lock() {
+            *calls.entry(func.to_string()).or_default() += 1;
+        }
+        if self.state().callback == Callback::Initialize {
+            bail!("{func} called during _initialize: Envoy allows only logging, time and WASI before the root context exists");
+        }
+        Ok(())
     }
-    write(caller, func, ptr, bytes)?;
-    write_u32(caller, func, ptr_out, ptr as u32)?;
-    write_u32(caller, func, len_out, len as u32)?;
-    Ok(status::OK)
+
+    fn memory(&self) -> HostResult<Memory> {
+        self.state()
+            .memory
+            .ok_or_else(|| format_err!("the module exports no memory"))
+    }
+
+    fn read(&mut self, ptr: i32, len: i32) -> HostResult<Vec<u8>> {
+        let mem = self.memory()?;
+        let data = mem.data(&self.caller);
+        let r = range(self.name, ptr, len as u32 as usize, data.len())?;
+        Ok(data.get(r).map(<[u8]>::to_vec).unwrap_or_default())
+    }
+
+    fn write(&mut self, ptr: i32, bytes: &[u8]) -> HostResult<()> {
+        let mem = self.memory()?;
+        let data = mem.data_mut(&mut self.caller);
+        let r = range(self.name, ptr, bytes.len(), data.len())?;
+        if let Some(slot) = data.get_mut(r) {
+            slot.copy_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn check(&mut self, ptr: i32, len: usize) -> HostResult<()> {
+        let mem = self.memory()?;
+        let size = mem.data_size(&self.caller);
+        range(self.name, ptr, len, size).map(|_| ())
+    }
+
+    fn write_u32(&mut self, ptr: i32, v: u32) -> HostResult<()> {
+        self.write(ptr, &v.to_le_bytes())
+    }
+
+    fn write_u64(&mut self, ptr: i32, v: u64) -> HostResult<()> {
+        self.write(ptr, &v.to_le_bytes())
+    }
+
+    /// Writes `value` to the out-pointer `out` and answers OK.
+    fn return_u32(&mut self, out: i32, value: u32) -> Answer {
+        self.write_u32(out, value)?;
+        Ok(status::OK)
+    }
+
+    fn return_u64(&mut self, out: i32, value: u64) -> Answer {
+        self.write_u64(out, value)?;
+        Ok(status::OK)
+    }
+
+    /// Header name `(ptr, len)`, lower-cased as Envoy keys its header maps, and header map
+    /// `map_type` (BAD_ARGUMENT without one).
+    fn header_name_in(
+        &mut self,
+        map_type: i32,
+        ptr: i32,
+        len: i32,
+    ) -> Result<(Vec<u8>, &mut Pairs), Stop> {
+        let name = lower(&self.read(ptr, len)?);
+        Ok((name, header_map(self.state_mut(), map_type)?))
+    }
+
+    /// A header's lower-cased name and its value, both read before header map `map_type` is
+    /// looked up.
+    fn header_in(
+        &mut self,
+        map_type: i32,
+        (name_ptr, name_len): (i32, i32),
+        (value_ptr, value_len): (i32, i32),
+    ) -> Result<(Vec<u8>, Vec<u8>, &mut Pairs), Stop> {
+        let name = lower(&self.read(name_ptr, name_len)?);
+        let value = self.read(value_ptr, value_len)?;
+        Ok((name, value, header_map(self.state_mut(), map_type)?))
+    }
+
+    /// Copies `bytes` into guest memory allocated by the guest's own allocator and writes the
+    /// address and length to the out-pointers; `(0, 0)` for nothing.
+    fn return_bytes(&mut self, bytes: &[u8], ptr_out: i32, len_out: i32) -> Answer {
+        let func = self.name;
+        self.check(ptr_out, 4)?;
+        self.check(len_out, 4)?;
+        if bytes.is_empty() {
+            self.write_u32(ptr_out, 0)?;
+            self.write_u32(len_out, 0)?;
+            return Ok(status::OK);
+        }
+        let alloc = self.state().allocator.clone().ok_or_else(|| {
+            format_err!("{func}: the module exports no proxy_on_memory_allocate or malloc")
+        })?;
+        let len = i32::try_from(bytes.len())
+            .map_err(|_| format_err!("{func}: result of {} bytes too large", bytes.len()))?;
+        let ptr = alloc.call(&mut self.caller, len)?;
+        if ptr == 0 {
+            return Err(
+                format_err!("{func}: the module's allocator returned 0 for {len} bytes").into(),
+            );
+        }
+        self.write(ptr, bytes)?;
+        self.write_u32(ptr_out, ptr as u32)?;
+        self.write_u32(len_out, len as u32)?;
+        Ok(status::OK)
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -338,11 +439,11 @@ fn text(bytes: &[u8]) -> String {
 const VM_CONFIGURATION: i32 = 6;
 const PLUGIN_CONFIGURATION: i32 = 7;
 
-/// The buffer readable in the current callback, `None` outside its window, `Err` for a type
-/// the ABI does not define.
-fn buffer(state: &mut HostState, buffer_type: i32) -> Result<Option<Vec<u8>>, ()> {
+/// The buffer readable in the current callback: NOT_FOUND outside its window, BAD_ARGUMENT
+/// for a type the ABI does not define.
+fn readable_buffer(state: &mut HostState, buffer_type: i32) -> Result<Vec<u8>, Stop> {
     let cb = state.callback;
-    Ok(match buffer_type {
+    let buffer = match buffer_type {
         VM_CONFIGURATION if cb == Callback::VmStart => Some(state.vm_configuration.clone()),
         PLUGIN_CONFIGURATION if cb == Callback::Configure => {
             Some(state.plugin_configuration.clone())
@@ -351,53 +452,149 @@ fn buffer(state: &mut HostState, buffer_type: i32) -> Result<Option<Vec<u8>>, ()
         3 if cb == Callback::UpstreamData => state.context().map(|c| c.upstream_data.clone()),
         1 if cb == Callback::ResponseBody => state.context().map(|c| c.response_body.clone()),
         0..=8 => None,
-        _ => return Err(()),
-    })
+        _ => return Err(Stop::BAD_ARGUMENT),
+    };
+    buffer.ok_or(Stop::NOT_FOUND)
 }
 
-fn buffer_mut(state: &mut HostState, buffer_type: i32) -> Option<&mut Vec<u8>> {
+/// The buffer the module may change in the current callback: NOT_FOUND outside its window,
+/// BAD_ARGUMENT for a type the ABI does not define.
+fn writable_buffer(state: &mut HostState, buffer_type: i32) -> Result<&mut Vec<u8>, Stop> {
+    if !(0..=8).contains(&buffer_type) {
+        return Err(Stop::BAD_ARGUMENT);
+    }
     let cb = state.callback;
-    let ctx = state.context()?;
+    let ctx = state.context().ok_or(Stop::NOT_FOUND)?;
     match buffer_type {
-        2 if cb == Callback::DownstreamData => Some(&mut ctx.downstream_data),
-        3 if cb == Callback::UpstreamData => Some(&mut ctx.upstream_data),
-        1 if cb == Callback::ResponseBody => Some(&mut ctx.response_body),
-        _ => None,
+        2 if cb == Callback::DownstreamData => Ok(&mut ctx.downstream_data),
+        3 if cb == Callback::UpstreamData => Ok(&mut ctx.upstream_data),
+        1 if cb == Callback::ResponseBody => Ok(&mut ctx.response_body),
+        _ => Err(Stop::NOT_FOUND),
     }
 }
 
-/// The header map `map_type` of the effective context: `Err` = BAD_ARGUMENT (unknown type or
-/// a map this context does not have, as Envoy answers).
-fn header_map(state: &mut HostState, map_type: i32) -> Result<&mut Pairs, ()> {
-    let ctx = state.context().ok_or(())?;
-    if ctx.kind != Kind::Http {
-        return Err(());
-    }
-    match map_type {
-        0 => ctx.request_headers.as_mut().ok_or(()),
-        2 => ctx.response_headers.as_mut().ok_or(()),
-        _ => Err(()),
-    }
+/// The header map `map_type` of the effective context: BAD_ARGUMENT for an unknown type or a
+/// map this context does not have, as Envoy answers.
+fn header_map(state: &mut HostState, map_type: i32) -> Result<&mut Pairs, Stop> {
+    let ctx = state.context().filter(|ctx| ctx.kind == Kind::Http);
+    let map = ctx.and_then(|ctx| match map_type {
+        0 => ctx.request_headers.as_mut(),
+        2 => ctx.response_headers.as_mut(),
+        _ => None,
+    });
+    map.ok_or(Stop::BAD_ARGUMENT)
 }
 
 fn lower(bytes: &[u8]) -> Vec<u8> {
     bytes.to_ascii_lowercase()
 }
 
+/// The effective context when stream `ty` is one it can continue or close (an HTTP stream's
+/// request or response; for a TCP one, `tcp_streams`): BAD_ARGUMENT otherwise, as Envoy answers.
+fn stream_context<'s>(
+    state: &'s mut HostState,
+    ty: u32,
+    tcp_streams: &[u32],
+) -> Result<&'s mut ContextState, Stop> {
+    let ctx = state.context().ok_or(Stop::BAD_ARGUMENT)?;
+    let fits = match ctx.kind {
+        Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
+        Kind::Tcp => tcp_streams.contains(&ty),
+        Kind::Root => false,
+    };
+    if fits {
+        Ok(ctx)
+    } else {
+        Err(Stop::BAD_ARGUMENT)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics, shared data and queues: the module names them by 1-based id.
+
+/// The index of the item with 1-based id `id` (0 is no id).
+fn index_of(id: i32) -> Option<usize> {
+    (id as u32 as usize).checked_sub(1)
+}
+
+/// The 1-based id of the first of `items` that is `same` as `item`, appending `item` when
+/// there is none.
+fn id_of<T>(items: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) -> u32 {
+    let index = match items.iter().position(|x| same(x, &item)) {
+        Some(index) => index,
+        None => {
+            items.push(item);
+            items.len() - 1
+        }
+    };
+    (index + 1) as u32
+}
+
+impl HostState {
+    /// Metric `id`: NOT_FOUND if the module never defined it.
+    fn metric(&mut self, id: i32) -> Result<&mut Metric, Stop> {
+        index_of(id)
+            .and_then(|i| self.metrics.get_mut(i))
+            .ok_or(Stop::NOT_FOUND)
+    }
+
+    fn shared_data(&self) -> HostResult<MutexGuard<'_, SharedData>> {
+        self.shared
+            .lock()
+            .map_err(|_| format_err!("shared data lock poisoned"))
+    }
+}
+
+impl SharedData {
+    /// Queue `id`: NOT_FOUND if no module registered it.
+    fn queue(&mut self, id: i32) -> Result<&mut VecDeque<Vec<u8>>, Stop> {
+        index_of(id)
+            .and_then(|i| self.queues.get_mut(i))
+            .map(|(_, queue)| queue)
+            .ok_or(Stop::NOT_FOUND)
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The linker.
 
-/// Host calls Envoy allows while `_initialize` runs (cpp-host restricts to logging, time and
-/// WASI before any root context exists).
-fn check_init(caller: &Caller<'_, HostState>, func: &str) -> HostResult<()> {
-    if let Ok(mut calls) = caller.data().host_calls.lock() {
-        *calls.entry(func.to_string()).or_default() += 1;
-    }
-    if caller.data().callback == Callback::Initialize {
-        bail!("{func} called during _initialize: Envoy allows only logging, time and WASI before the root context exists");
-    }
-    Ok(())
+/// Defines host function `$name` of import module `$module` on `$linker`, taking the
+/// parameters listed after `$call`, the [`HostCall`] its body works through.
+macro_rules! host_fn {
+    ($linker:ident, $module:expr, $name:expr, |$call:ident $(, $arg:ident: $ty:ty)*| $body:expr) => {
+        $linker.func_wrap(
+            $module,
+            $name,
+            move |caller: Caller<'_, HostState>, $($arg: $ty),*| -> HostResult<i32> {
+                run(caller, $name, |$call| $body)
+            },
+        )?
+    };
 }
+
+/// Defines `env` function `$name` as [`host_fn`] does, for the functions cpp-host refuses
+/// during `_initialize`: each call is counted and checked first ([`HostCall::check_init`]).
+macro_rules! restricted_env_fn {
+    ($linker:ident, $name:expr, |$call:ident $(, $arg:ident: $ty:ty)*| $body:expr) => {
+        host_fn!($linker, "env", $name, |$call $(, $arg: $ty)*| {
+            $call.check_init()?;
+            $body
+        })
+    };
+}
+
+/// The `env` functions that start or serve an HTTP or gRPC call to an upstream, how many
+/// `i32`s each takes, and the status each answers: with no upstream clusters, Envoy answers
+/// BAD_ARGUMENT (unknown cluster) to a new call, and NOT_FOUND where a call must exist.
+const OUTBOUND_CALLS: [(&str, usize, i32); 7] = [
+    ("proxy_http_call", 10, status::BAD_ARGUMENT),
+    ("proxy_grpc_call", 12, status::BAD_ARGUMENT),
+    ("proxy_grpc_stream", 9, status::BAD_ARGUMENT),
+    ("proxy_grpc_send", 4, status::NOT_FOUND),
+    ("proxy_grpc_cancel", 1, status::NOT_FOUND),
+    ("proxy_grpc_close", 1, status::NOT_FOUND),
+    ("proxy_get_status", 3, status::NOT_FOUND),
+];
 
 /// Defines every host function on `linker`.
 pub fn define(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
@@ -411,134 +608,82 @@ pub fn define(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
 #[allow(clippy::too_many_lines)]
 fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
     // ---- logging, time, lifecycle ----
-    l.func_wrap(
+    // Logging and time: allowed during `_initialize`, so neither refused nor counted.
+    host_fn!(
+        l,
         "env",
         "proxy_log",
-        |mut c: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> HostResult<i32> {
-            let msg = read(&mut c, "proxy_log", ptr, len)?;
+        |c, level: i32, ptr: i32, len: i32| {
+            let msg = c.read(ptr, len)?;
             if !(0..=5).contains(&level) {
                 return Ok(status::BAD_ARGUMENT);
             }
             let level = level as u32;
-            if level >= c.data().log_level {
-                c.data_mut().logs.push((level, text(&msg)));
+            if level >= c.state().log_level {
+                c.state_mut().logs.push((level, text(&msg)));
             }
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_log_level",
-        |mut c: Caller<'_, HostState>, out: i32| -> HostResult<i32> {
-            let level = c.data().log_level;
-            write_u32(&mut c, "proxy_get_log_level", out, level)?;
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
+        }
+    );
+    host_fn!(l, "env", "proxy_get_log_level", |c, out: i32| {
+        let level = c.state().log_level;
+        c.return_u32(out, level)
+    });
+    host_fn!(
+        l,
         "env",
         "proxy_get_current_time_nanoseconds",
-        |mut c: Caller<'_, HostState>, out: i32| -> HostResult<i32> {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            write_u64(&mut c, "proxy_get_current_time_nanoseconds", out, now)?;
+        |c, out: i32| {
+            let now = unix_time_nanos().unwrap_or(0);
+            c.return_u64(out, now)
+        }
+    );
+    restricted_env_fn!(l, "proxy_set_tick_period_milliseconds", |c, period: i32| {
+        c.state_mut().tick_period_ms = period as u32;
+        Ok(status::OK)
+    });
+    restricted_env_fn!(l, "proxy_done", |c| {
+        // No context is ever left pending finalization (the harness refuses on_done = false).
+        Ok(status::NOT_FOUND)
+    });
+    restricted_env_fn!(l, "proxy_set_effective_context", |c, id: i32| {
+        let id = id as u32;
+        if c.state().contexts.contains_key(&id) {
+            c.state_mut().effective = id;
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_tick_period_milliseconds",
-        |mut c: Caller<'_, HostState>, period: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_set_tick_period_milliseconds")?;
-            c.data_mut().tick_period_ms = period as u32;
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_done",
-        |c: Caller<'_, HostState>| -> HostResult<i32> {
-            check_init(&c, "proxy_done")?;
-            // No context is ever left pending finalization (the harness refuses on_done = false).
-            Ok(status::NOT_FOUND)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_effective_context",
-        |mut c: Caller<'_, HostState>, id: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_set_effective_context")?;
-            let id = id as u32;
-            if c.data().contexts.contains_key(&id) {
-                c.data_mut().effective = id;
-                Ok(status::OK)
-            } else {
-                Ok(status::BAD_ARGUMENT)
-            }
-        },
-    )?;
+        } else {
+            Ok(status::BAD_ARGUMENT)
+        }
+    });
 
     // ---- buffers ----
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(
+        l,
         "proxy_get_buffer_bytes",
-        |mut c: Caller<'_, HostState>,
-         ty: i32,
-         start: i32,
-         max: i32,
-         ptr_out: i32,
-         len_out: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_get_buffer_bytes")?;
-            let Ok(buf) = buffer(c.data_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let Some(buf) = buf else {
-                return Ok(status::NOT_FOUND);
-            };
+        |c, ty: i32, start: i32, max: i32, ptr_out: i32, len_out: i32| {
+            let buf = readable_buffer(c.state_mut(), ty)?;
             // cpp-host clamps start and size to the buffer.
             let start = (start as u32 as usize).min(buf.len());
             let end = start.saturating_add(max as u32 as usize).min(buf.len());
             let slice = buf.get(start..end).unwrap_or_default().to_vec();
-            return_bytes(&mut c, "proxy_get_buffer_bytes", &slice, ptr_out, len_out)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+            c.return_bytes(&slice, ptr_out, len_out)
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_get_buffer_status",
-        |mut c: Caller<'_, HostState>, ty: i32, len_out: i32, flags_out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_get_buffer_status")?;
-            let Ok(buf) = buffer(c.data_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let Some(buf) = buf else {
-                return Ok(status::NOT_FOUND);
-            };
-            write_u32(&mut c, "proxy_get_buffer_status", len_out, buf.len() as u32)?;
-            write_u32(&mut c, "proxy_get_buffer_status", flags_out, 0)?;
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        |c, ty: i32, len_out: i32, flags_out: i32| {
+            let buf = readable_buffer(c.state_mut(), ty)?;
+            c.write_u32(len_out, buf.len() as u32)?;
+            c.return_u32(flags_out, 0)
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_set_buffer_bytes",
-        |mut c: Caller<'_, HostState>,
-         ty: i32,
-         start: i32,
-         size: i32,
-         ptr: i32,
-         len: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_set_buffer_bytes")?;
-            let data = read(&mut c, "proxy_set_buffer_bytes", ptr, len)?;
-            if !(0..=8).contains(&ty) {
-                return Ok(status::BAD_ARGUMENT);
-            }
-            let Some(buf) = buffer_mut(c.data_mut(), ty) else {
-                return Ok(status::NOT_FOUND);
-            };
+        |c, ty: i32, start: i32, size: i32, ptr: i32, len: i32| {
+            let data = c.read(ptr, len)?;
+            let buf = writable_buffer(c.state_mut(), ty)?;
             let (start, size) = (start as u32 as usize, size as u32 as usize);
             // Envoy supports prepend, replace-all and append only.
             if start == 0 && size == 0 {
@@ -553,141 +698,77 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                 return Ok(status::BAD_ARGUMENT);
             }
             Ok(status::OK)
-        },
-    )?;
+        }
+    );
 
     // ---- header maps ----
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(
+        l,
         "proxy_get_header_map_pairs",
-        |mut c: Caller<'_, HostState>, ty: i32, ptr_out: i32, len_out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_get_header_map_pairs")?;
+        |c, ty: i32, ptr_out: i32, len_out: i32| {
             if ty == 0 {
                 if let Some(raw) = c
-                    .data_mut()
+                    .state_mut()
                     .context()
                     .and_then(|ctx| ctx.raw_request_headers.clone())
                 {
-                    return return_bytes(
-                        &mut c,
-                        "proxy_get_header_map_pairs",
-                        &raw,
-                        ptr_out,
-                        len_out,
-                    );
+                    return c.return_bytes(&raw, ptr_out, len_out);
                 }
             }
-            let Ok(map) = header_map(c.data_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+            let map = header_map(c.state_mut(), ty)?;
             // Empty map: (0, 0), as cpp-host does (the SDK panics on the 1-byte form).
             let bytes = if map.is_empty() {
                 Vec::new()
             } else {
                 serialize_pairs(map)
             };
-            return_bytes(
-                &mut c,
-                "proxy_get_header_map_pairs",
-                &bytes,
-                ptr_out,
-                len_out,
-            )
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_header_map_size",
-        |mut c: Caller<'_, HostState>, ty: i32, out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_get_header_map_size")?;
-            let Ok(map) = header_map(c.data_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let size = serialize_pairs(map).len() as u32;
-            write_u32(&mut c, "proxy_get_header_map_size", out, size)?;
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+            c.return_bytes(&bytes, ptr_out, len_out)
+        }
+    );
+    restricted_env_fn!(l, "proxy_get_header_map_size", |c, ty: i32, out: i32| {
+        let map = header_map(c.state_mut(), ty)?;
+        let size = serialize_pairs(map).len() as u32;
+        c.return_u32(out, size)
+    });
+    restricted_env_fn!(
+        l,
         "proxy_set_header_map_pairs",
-        |mut c: Caller<'_, HostState>, ty: i32, ptr: i32, len: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_set_header_map_pairs")?;
-            let bytes = read(&mut c, "proxy_set_header_map_pairs", ptr, len)?;
+        |c, ty: i32, ptr: i32, len: i32| {
+            let bytes = c.read(ptr, len)?;
             let Ok(pairs) = deserialize_pairs(&bytes) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            let Ok(map) = header_map(c.data_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+            let map = header_map(c.state_mut(), ty)?;
             *map = pairs.into_iter().map(|(k, v)| (lower(&k), v)).collect();
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_get_header_map_value",
-        |mut c: Caller<'_, HostState>,
-         ty: i32,
-         kp: i32,
-         kl: i32,
-         ptr_out: i32,
-         len_out: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_get_header_map_value")?;
-            let key = lower(&read(&mut c, "proxy_get_header_map_value", kp, kl)?);
-            let Ok(map) = header_map(c.data_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+        |c, ty: i32, kp: i32, kl: i32, ptr_out: i32, len_out: i32| {
+            let (key, map) = c.header_name_in(ty, kp, kl)?;
             // Envoy returns only the first occurrence.
             let Some(value) = map.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()) else {
                 return Ok(status::NOT_FOUND);
             };
-            return_bytes(
-                &mut c,
-                "proxy_get_header_map_value",
-                &value,
-                ptr_out,
-                len_out,
-            )
-        },
-    )?;
-    l.func_wrap(
-        "env",
+            c.return_bytes(&value, ptr_out, len_out)
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_add_header_map_value",
-        |mut c: Caller<'_, HostState>,
-         ty: i32,
-         kp: i32,
-         kl: i32,
-         vp: i32,
-         vl: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_add_header_map_value")?;
-            let key = lower(&read(&mut c, "proxy_add_header_map_value", kp, kl)?);
-            let value = read(&mut c, "proxy_add_header_map_value", vp, vl)?;
-            let Ok(map) = header_map(c.data_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+        |c, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
+            let (key, value, map) = c.header_in(ty, (kp, kl), (vp, vl))?;
             map.push((key, value));
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_replace_header_map_value",
-        |mut c: Caller<'_, HostState>,
-         ty: i32,
-         kp: i32,
-         kl: i32,
-         vp: i32,
-         vl: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_replace_header_map_value")?;
-            let key = lower(&read(&mut c, "proxy_replace_header_map_value", kp, kl)?);
-            let value = read(&mut c, "proxy_replace_header_map_value", vp, vl)?;
-            let Ok(map) = header_map(c.data_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+        |c, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
+            let (key, value, map) = c.header_in(ty, (kp, kl), (vp, vl))?;
             // Envoy's setCopy: one entry with the new value, where the first one was.
             match map.iter().position(|(k, _)| *k == key) {
                 Some(i) => {
@@ -706,35 +787,25 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                 None => map.push((key, value)),
             }
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_remove_header_map_value",
-        |mut c: Caller<'_, HostState>, ty: i32, kp: i32, kl: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_remove_header_map_value")?;
-            let key = lower(&read(&mut c, "proxy_remove_header_map_value", kp, kl)?);
-            let Ok(map) = header_map(c.data_mut(), ty) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+        |c, ty: i32, kp: i32, kl: i32| {
+            let (key, map) = c.header_name_in(ty, kp, kl)?;
             map.retain(|(k, _)| *k != key);
             Ok(status::OK)
-        },
-    )?;
+        }
+    );
 
     // ---- properties ----
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(
+        l,
         "proxy_get_property",
-        |mut c: Caller<'_, HostState>,
-         pp: i32,
-         pl: i32,
-         ptr_out: i32,
-         len_out: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_get_property")?;
-            let path = read(&mut c, "proxy_get_property", pp, pl)?;
-            let state = c.data_mut();
+        |c, pp: i32, pl: i32, ptr_out: i32, len_out: i32| {
+            let path = c.read(pp, pl)?;
+            let state = c.state_mut();
             let value = {
                 let plugin = state.plugin_properties.get(&path).cloned();
                 match state.contexts.get(&state.effective) {
@@ -748,97 +819,55 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                 }
             };
             match value {
-                Some(v) => return_bytes(&mut c, "proxy_get_property", &v, ptr_out, len_out),
+                Some(v) => c.return_bytes(&v, ptr_out, len_out),
                 None => Ok(status::NOT_FOUND),
             }
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_set_property",
-        |mut c: Caller<'_, HostState>, pp: i32, pl: i32, vp: i32, vl: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_set_property")?;
-            let path = read(&mut c, "proxy_set_property", pp, pl)?;
-            let value = read(&mut c, "proxy_set_property", vp, vl)?;
-            match c.data_mut().context() {
+        |c, pp: i32, pl: i32, vp: i32, vl: i32| {
+            let path = c.read(pp, pl)?;
+            let value = c.read(vp, vl)?;
+            match c.state_mut().context() {
                 Some(ctx) => {
                     ctx.set_properties.insert(path, value);
                     Ok(status::OK)
                 }
                 None => Ok(status::NOT_FOUND),
             }
-        },
-    )?;
+        }
+    );
 
     // ---- stream control ----
-    l.func_wrap(
-        "env",
-        "proxy_continue_stream",
-        |mut c: Caller<'_, HostState>, ty: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_continue_stream")?;
-            let ty = ty as u32;
-            if ty == stream_type::UPSTREAM {
-                bail!("proxy_continue_stream(UPSTREAM): Envoy answers UNIMPLEMENTED, a status the Rust SDK cannot handle");
-            }
-            let Some(ctx) = c.data_mut().context() else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let fits = match ctx.kind {
-                Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
-                Kind::Tcp => ty == stream_type::DOWNSTREAM,
-                Kind::Root => false,
-            };
-            if !fits {
-                return Ok(status::BAD_ARGUMENT);
-            }
-            ctx.effects.continued.push(ty);
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_close_stream",
-        |mut c: Caller<'_, HostState>, ty: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_close_stream")?;
-            let ty = ty as u32;
-            let Some(ctx) = c.data_mut().context() else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let fits = match ctx.kind {
-                Kind::Http => ty == stream_type::HTTP_REQUEST || ty == stream_type::HTTP_RESPONSE,
-                Kind::Tcp => ty == stream_type::DOWNSTREAM || ty == stream_type::UPSTREAM,
-                Kind::Root => false,
-            };
-            if !fits {
-                return Ok(status::BAD_ARGUMENT);
-            }
-            ctx.effects.closed.push(ty);
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(l, "proxy_continue_stream", |c, ty: i32| {
+        let ty = ty as u32;
+        if ty == stream_type::UPSTREAM {
+            return Err(format_err!("proxy_continue_stream(UPSTREAM): Envoy answers UNIMPLEMENTED, a status the Rust SDK cannot handle").into());
+        }
+        let ctx = stream_context(c.state_mut(), ty, &[stream_type::DOWNSTREAM])?;
+        ctx.effects.continued.push(ty);
+        Ok(status::OK)
+    });
+    restricted_env_fn!(l, "proxy_close_stream", |c, ty: i32| {
+        let ty = ty as u32;
+        let tcp_streams = [stream_type::DOWNSTREAM, stream_type::UPSTREAM];
+        let ctx = stream_context(c.state_mut(), ty, &tcp_streams)?;
+        ctx.effects.closed.push(ty);
+        Ok(status::OK)
+    });
+    restricted_env_fn!(
+        l,
         "proxy_send_local_response",
-        |mut c: Caller<'_, HostState>,
-         code: i32,
-         dp: i32,
-         dl: i32,
-         bp: i32,
-         bl: i32,
-         hp: i32,
-         hl: i32,
-         grpc: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_send_local_response")?;
-            let details = read(&mut c, "proxy_send_local_response", dp, dl)?;
-            let body = read(&mut c, "proxy_send_local_response", bp, bl)?;
-            let headers = read(&mut c, "proxy_send_local_response", hp, hl)?;
+        |c, code: i32, dp: i32, dl: i32, bp: i32, bl: i32, hp: i32, hl: i32, grpc: i32| {
+            let details = c.read(dp, dl)?;
+            let body = c.read(bp, bl)?;
+            let headers = c.read(hp, hl)?;
             let Ok(headers) = deserialize_pairs(&headers) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            let Some(ctx) = c.data_mut().context() else {
-                return Ok(status::BAD_ARGUMENT);
-            };
+            let ctx = c.state_mut().context().ok_or(Stop::BAD_ARGUMENT)?;
             if ctx.kind != Kind::Http || ctx.local_response_sent {
                 return Ok(status::BAD_ARGUMENT);
             }
@@ -851,166 +880,49 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
                 grpc_status: grpc,
             });
             Ok(status::OK)
-        },
-    )?;
+        }
+    );
 
     // ---- outbound calls: the harness configures no upstream clusters ----
-    l.func_wrap(
-        "env",
-        "proxy_http_call",
-        |c: Caller<'_, HostState>,
-         _up: i32,
-         _ul: i32,
-         _hp: i32,
-         _hl: i32,
-         _bp: i32,
-         _bl: i32,
-         _tp: i32,
-         _tl: i32,
-         _timeout: i32,
-         _token: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_http_call")?;
-            // Envoy: unknown cluster ⇒ BAD_ARGUMENT.
-            Ok(status::BAD_ARGUMENT)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_call",
-        |c: Caller<'_, HostState>,
-         _sp: i32,
-         _sl: i32,
-         _np: i32,
-         _nl: i32,
-         _mp: i32,
-         _ml: i32,
-         _ip: i32,
-         _il: i32,
-         _gp: i32,
-         _gl: i32,
-         _timeout: i32,
-         _token: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_grpc_call")?;
-            Ok(status::BAD_ARGUMENT)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_stream",
-        |c: Caller<'_, HostState>,
-         _sp: i32,
-         _sl: i32,
-         _np: i32,
-         _nl: i32,
-         _mp: i32,
-         _ml: i32,
-         _ip: i32,
-         _il: i32,
-         _token: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_grpc_stream")?;
-            Ok(status::BAD_ARGUMENT)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_send",
-        |c: Caller<'_, HostState>, _t: i32, _p: i32, _l: i32, _end: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_grpc_send")?;
-            Ok(status::NOT_FOUND)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_cancel",
-        |c: Caller<'_, HostState>, _t: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_grpc_cancel")?;
-            Ok(status::NOT_FOUND)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_close",
-        |c: Caller<'_, HostState>, _t: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_grpc_close")?;
-            Ok(status::NOT_FOUND)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_status",
-        |c: Caller<'_, HostState>, _code: i32, _mp: i32, _ml: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_get_status")?;
-            Ok(status::NOT_FOUND)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+    for (name, params, answer) in OUTBOUND_CALLS {
+        let ty = FuncType::new(l.engine(), vec![ValType::I32; params], [ValType::I32]);
+        l.func_new("env", name, ty, move |caller, _params, results| {
+            HostCall { caller, name }.check_init()?;
+            if let Some(result) = results.first_mut() {
+                *result = Val::I32(answer);
+            }
+            Ok(())
+        })?;
+    }
+    restricted_env_fn!(
+        l,
         "proxy_call_foreign_function",
-        |mut c: Caller<'_, HostState>,
-         np: i32,
-         nl: i32,
-         _ap: i32,
-         _al: i32,
-         _rp: i32,
-         _rl: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_call_foreign_function")?;
-            let _name = read(&mut c, "proxy_call_foreign_function", np, nl)?;
+        |c, np: i32, nl: i32, _ap: i32, _al: i32, _rp: i32, _rl: i32| {
+            let _name = c.read(np, nl)?;
             Ok(status::NOT_FOUND)
-        },
-    )?;
+        }
+    );
 
     // ---- shared data and queues ----
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(
+        l,
         "proxy_get_shared_data",
-        |mut c: Caller<'_, HostState>,
-         kp: i32,
-         kl: i32,
-         ptr_out: i32,
-         len_out: i32,
-         cas_out: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_get_shared_data")?;
-            let key = read(&mut c, "proxy_get_shared_data", kp, kl)?;
-            let found = {
-                let shared = c
-                    .data()
-                    .shared
-                    .lock()
-                    .map_err(|_| format_err!("shared data lock poisoned"))?;
-                shared.kv.get(&key).cloned()
-            };
-            let Some((value, cas)) = found else {
-                return Ok(status::NOT_FOUND);
-            };
-            check(&mut c, "proxy_get_shared_data", cas_out, 4)?;
-            return_bytes(&mut c, "proxy_get_shared_data", &value, ptr_out, len_out)?;
-            write_u32(&mut c, "proxy_get_shared_data", cas_out, cas)?;
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        |c, kp: i32, kl: i32, ptr_out: i32, len_out: i32, cas_out: i32| {
+            let key = c.read(kp, kl)?;
+            let found = c.state().shared_data()?.kv.get(&key).cloned();
+            let (value, cas) = found.ok_or(Stop::NOT_FOUND)?;
+            c.check(cas_out, 4)?;
+            c.return_bytes(&value, ptr_out, len_out)?;
+            c.return_u32(cas_out, cas)
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_set_shared_data",
-        |mut c: Caller<'_, HostState>,
-         kp: i32,
-         kl: i32,
-         vp: i32,
-         vl: i32,
-         cas: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_set_shared_data")?;
-            let key = read(&mut c, "proxy_set_shared_data", kp, kl)?;
-            let value = read(&mut c, "proxy_set_shared_data", vp, vl)?;
-            let mut shared = c
-                .data()
-                .shared
-                .lock()
-                .map_err(|_| format_err!("shared data lock poisoned"))?;
+        |c, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| {
+            let key = c.read(kp, kl)?;
+            let value = c.read(vp, vl)?;
+            let mut shared = c.state().shared_data()?;
             let cas = cas as u32;
             if let Some((_, current)) = shared.kv.get(&key) {
                 if cas != 0 && cas != *current {
@@ -1021,225 +933,125 @@ fn define_env(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             let next = shared.next_cas;
             shared.kv.insert(key, (value, next));
             Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_register_shared_queue",
-        |mut c: Caller<'_, HostState>, np: i32, nl: i32, id_out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_register_shared_queue")?;
-            let name = read(&mut c, "proxy_register_shared_queue", np, nl)?;
-            let id = {
-                let mut shared = c
-                    .data()
-                    .shared
-                    .lock()
-                    .map_err(|_| format_err!("shared data lock poisoned"))?;
-                match shared.queues.iter().position(|(n, _)| *n == name) {
-                    Some(i) => i + 1,
-                    None => {
-                        shared.queues.push((name, VecDeque::new()));
-                        shared.queues.len()
-                    }
-                }
-            };
-            write_u32(&mut c, "proxy_register_shared_queue", id_out, id as u32)?;
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        |c, np: i32, nl: i32, id_out: i32| {
+            let name = c.read(np, nl)?;
+            let queue = (name, VecDeque::new());
+            let id = id_of(&mut c.state().shared_data()?.queues, queue, |a, b| {
+                a.0 == b.0
+            });
+            c.return_u32(id_out, id)
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_resolve_shared_queue",
-        |mut c: Caller<'_, HostState>,
-         vp: i32,
-         vl: i32,
-         np: i32,
-         nl: i32,
-         id_out: i32|
-         -> HostResult<i32> {
-            check_init(&c, "proxy_resolve_shared_queue")?;
-            let vm_id = read(&mut c, "proxy_resolve_shared_queue", vp, vl)?;
-            let name = read(&mut c, "proxy_resolve_shared_queue", np, nl)?;
-            if vm_id != c.data().vm_id.as_bytes() && !vm_id.is_empty() {
+        |c, vp: i32, vl: i32, np: i32, nl: i32, id_out: i32| {
+            let vm_id = c.read(vp, vl)?;
+            let name = c.read(np, nl)?;
+            if vm_id != c.state().vm_id.as_bytes() && !vm_id.is_empty() {
                 return Ok(status::NOT_FOUND);
             }
-            let found = {
-                let shared = c
-                    .data()
-                    .shared
-                    .lock()
-                    .map_err(|_| format_err!("shared data lock poisoned"))?;
-                shared.queues.iter().position(|(n, _)| *n == name)
-            };
-            match found {
-                Some(i) => {
-                    write_u32(&mut c, "proxy_resolve_shared_queue", id_out, (i + 1) as u32)?;
-                    Ok(status::OK)
-                }
-                None => Ok(status::NOT_FOUND),
-            }
-        },
-    )?;
-    l.func_wrap(
-        "env",
+            let found = c
+                .state()
+                .shared_data()?
+                .queues
+                .iter()
+                .position(|(n, _)| *n == name);
+            let index = found.ok_or(Stop::NOT_FOUND)?;
+            c.return_u32(id_out, (index + 1) as u32)
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_enqueue_shared_queue",
-        |mut c: Caller<'_, HostState>, id: i32, vp: i32, vl: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_enqueue_shared_queue")?;
-            let value = read(&mut c, "proxy_enqueue_shared_queue", vp, vl)?;
-            let mut shared = c
-                .data()
-                .shared
-                .lock()
-                .map_err(|_| format_err!("shared data lock poisoned"))?;
-            match (id as u32 as usize)
-                .checked_sub(1)
-                .and_then(|i| shared.queues.get_mut(i))
-            {
-                Some((_, q)) => {
-                    q.push_back(value);
-                    Ok(status::OK)
-                }
-                None => Ok(status::NOT_FOUND),
-            }
-        },
-    )?;
-    l.func_wrap(
-        "env",
+        |c, id: i32, vp: i32, vl: i32| {
+            let value = c.read(vp, vl)?;
+            c.state().shared_data()?.queue(id)?.push_back(value);
+            Ok(status::OK)
+        }
+    );
+    restricted_env_fn!(
+        l,
         "proxy_dequeue_shared_queue",
-        |mut c: Caller<'_, HostState>, id: i32, ptr_out: i32, len_out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_dequeue_shared_queue")?;
-            let item = {
-                let mut shared = c
-                    .data()
-                    .shared
-                    .lock()
-                    .map_err(|_| format_err!("shared data lock poisoned"))?;
-                (id as u32 as usize)
-                    .checked_sub(1)
-                    .and_then(|i| shared.queues.get_mut(i))
-                    .map(|(_, q)| q.pop_front())
-            };
+        |c, id: i32, ptr_out: i32, len_out: i32| {
+            let item = c.state().shared_data()?.queue(id)?.pop_front();
             match item {
-                None => Ok(status::NOT_FOUND),
-                Some(None) => Ok(status::EMPTY),
-                Some(Some(v)) => {
-                    return_bytes(&mut c, "proxy_dequeue_shared_queue", &v, ptr_out, len_out)
-                }
+                None => Ok(status::EMPTY),
+                Some(v) => c.return_bytes(&v, ptr_out, len_out),
             }
-        },
-    )?;
+        }
+    );
 
     // ---- metrics ----
-    l.func_wrap(
-        "env",
+    restricted_env_fn!(
+        l,
         "proxy_define_metric",
-        |mut c: Caller<'_, HostState>, ty: i32, np: i32, nl: i32, id_out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_define_metric")?;
-            let name = text(&read(&mut c, "proxy_define_metric", np, nl)?);
+        |c, ty: i32, np: i32, nl: i32, id_out: i32| {
+            let name = text(&c.read(np, nl)?);
             let kind = match ty {
                 0 => MetricKind::Counter,
                 1 => MetricKind::Gauge,
                 2 => MetricKind::Histogram,
                 _ => return Ok(status::BAD_ARGUMENT),
             };
-            let metrics = &mut c.data_mut().metrics;
-            let id = match metrics
-                .iter()
-                .position(|m| m.name == name && m.kind == kind)
-            {
-                Some(i) => i + 1,
-                None => {
-                    metrics.push(Metric {
-                        name,
-                        kind,
-                        value: 0,
-                    });
-                    metrics.len()
-                }
+            let metric = Metric {
+                name,
+                kind,
+                value: 0,
             };
-            write_u32(&mut c, "proxy_define_metric", id_out, id as u32)?;
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_increment_metric",
-        |mut c: Caller<'_, HostState>, id: i32, delta: i64| -> HostResult<i32> {
-            check_init(&c, "proxy_increment_metric")?;
-            let metrics = &mut c.data_mut().metrics;
-            let Some(m) = (id as u32 as usize)
-                .checked_sub(1)
-                .and_then(|i| metrics.get_mut(i))
-            else {
-                return Ok(status::NOT_FOUND);
-            };
-            match m.kind {
-                // Envoy: a counter only goes up.
-                MetricKind::Counter if delta > 0 => m.value = m.value.saturating_add(delta),
-                MetricKind::Gauge => m.value = m.value.saturating_add(delta),
-                _ => return Ok(status::BAD_ARGUMENT),
-            }
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_record_metric",
-        |mut c: Caller<'_, HostState>, id: i32, value: i64| -> HostResult<i32> {
-            check_init(&c, "proxy_record_metric")?;
-            let metrics = &mut c.data_mut().metrics;
-            let Some(m) = (id as u32 as usize)
-                .checked_sub(1)
-                .and_then(|i| metrics.get_mut(i))
-            else {
-                return Ok(status::NOT_FOUND);
-            };
-            match m.kind {
-                MetricKind::Counter => m.value = m.value.saturating_add(value),
-                MetricKind::Gauge | MetricKind::Histogram => m.value = value,
-            }
-            Ok(status::OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_metric",
-        |mut c: Caller<'_, HostState>, id: i32, out: i32| -> HostResult<i32> {
-            check_init(&c, "proxy_get_metric")?;
-            let found = (id as u32 as usize)
-                .checked_sub(1)
-                .and_then(|i| c.data().metrics.get(i))
-                .map(|m| (m.kind, m.value));
-            match found {
-                None => Ok(status::NOT_FOUND),
-                Some((MetricKind::Histogram, _)) => Ok(status::BAD_ARGUMENT),
-                Some((_, v)) => {
-                    write_u64(&mut c, "proxy_get_metric", out, v as u64)?;
-                    Ok(status::OK)
-                }
-            }
-        },
-    )?;
+            let id = id_of(&mut c.state_mut().metrics, metric, |a, b| {
+                a.name == b.name && a.kind == b.kind
+            });
+            c.return_u32(id_out, id)
+        }
+    );
+    restricted_env_fn!(l, "proxy_increment_metric", |c, id: i32, delta: i64| {
+        let m = c.state_mut().metric(id)?;
+        match m.kind {
+            // Envoy: a counter only goes up.
+            MetricKind::Counter if delta > 0 => m.value = m.value.saturating_add(delta),
+            MetricKind::Gauge => m.value = m.value.saturating_add(delta),
+            _ => return Ok(status::BAD_ARGUMENT),
+        }
+        Ok(status::OK)
+    });
+    restricted_env_fn!(l, "proxy_record_metric", |c, id: i32, value: i64| {
+        let m = c.state_mut().metric(id)?;
+        match m.kind {
+            MetricKind::Counter => m.value = m.value.saturating_add(value),
+            MetricKind::Gauge | MetricKind::Histogram => m.value = value,
+        }
+        Ok(status::OK)
+    });
+    restricted_env_fn!(l, "proxy_get_metric", |c, id: i32, out: i32| {
+        let m = c.state_mut().metric(id)?;
+        if m.kind == MetricKind::Histogram {
+            return Ok(status::BAD_ARGUMENT);
+        }
+        let value = m.value;
+        c.return_u64(out, value as u64)
+    });
     Ok(())
 }
 
 fn define_wasi(l: &mut Linker<HostState>, m: &str) -> anyhow::Result<()> {
-    l.func_wrap(
+    host_fn!(
+        l,
         m,
         "fd_write",
-        |mut c: Caller<'_, HostState>,
-         fd: i32,
-         iovs: i32,
-         iovs_len: i32,
-         written_out: i32|
-         -> HostResult<i32> {
+        |c, fd: i32, iovs: i32, iovs_len: i32, written_out: i32| {
             if !(1..=2).contains(&fd) {
                 return Ok(errno::BADF);
             }
             if !(0..=1024).contains(&iovs_len) {
                 return Ok(errno::INVAL);
             }
-            let table = read(&mut c, "fd_write", iovs, iovs_len * 8)?;
+            let table = c.read(iovs, iovs_len * 8)?;
             let mut data = Vec::new();
             for iov in table.chunks_exact(8) {
                 let mut word = [0u8; 4];
@@ -1247,11 +1059,11 @@ fn define_wasi(l: &mut Linker<HostState>, m: &str) -> anyhow::Result<()> {
                 let ptr = u32::from_le_bytes(word) as i32;
                 word.copy_from_slice(iov.get(4..8).unwrap_or(&[0; 4]));
                 let len = u32::from_le_bytes(word) as i32;
-                data.extend(read(&mut c, "fd_write", ptr, len)?);
+                data.extend(c.read(ptr, len)?);
             }
-            write_u32(&mut c, "fd_write", written_out, data.len() as u32)?;
+            c.write_u32(written_out, data.len() as u32)?;
             let index = (fd - 1) as usize;
-            let state = c.data_mut();
+            let state = c.state_mut();
             state.fd_buffers[index].extend_from_slice(&data);
             while let Some(nl) = state.fd_buffers[index].iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = state.fd_buffers[index].drain(..=nl).collect();
@@ -1259,115 +1071,82 @@ fn define_wasi(l: &mut Linker<HostState>, m: &str) -> anyhow::Result<()> {
                 state.logs.push((fd_level(index), line));
             }
             Ok(errno::SUCCESS)
-        },
-    )?;
+        }
+    );
     for name in ["fd_close", "fd_sync", "fd_datasync"] {
-        l.func_wrap(
-            m,
-            name,
-            |_c: Caller<'_, HostState>, _fd: i32| -> HostResult<i32> { Ok(errno::BADF) },
-        )?;
+        host_fn!(l, m, name, |_c, _fd: i32| Ok(errno::BADF));
     }
-    l.func_wrap(
-        m,
-        "fd_read",
-        |_c: Caller<'_, HostState>, _fd: i32, _iovs: i32, _n: i32, _out: i32| -> HostResult<i32> {
-            Ok(errno::BADF)
-        },
-    )?;
-    l.func_wrap(
-        m,
-        "fd_seek",
-        |_c: Caller<'_, HostState>,
-         _fd: i32,
-         _off: i64,
-         _whence: i32,
-         _out: i32|
-         -> HostResult<i32> { Ok(errno::BADF) },
-    )?;
-    l.func_wrap(
-        m,
-        "fd_fdstat_get",
-        |_c: Caller<'_, HostState>, _fd: i32, _out: i32| -> HostResult<i32> { Ok(errno::BADF) },
-    )?;
-    l.func_wrap(
-        m,
-        "fd_prestat_get",
-        |_c: Caller<'_, HostState>, _fd: i32, _out: i32| -> HostResult<i32> { Ok(errno::BADF) },
-    )?;
-    l.func_wrap(
+    host_fn!(l, m, "fd_read", |_c,
+                               _fd: i32,
+                               _iovs: i32,
+                               _n: i32,
+                               _out: i32| {
+        Ok(errno::BADF)
+    });
+    host_fn!(l, m, "fd_seek", |_c,
+                               _fd: i32,
+                               _off: i64,
+                               _whence: i32,
+                               _out: i32| {
+        Ok(errno::BADF)
+    });
+    host_fn!(l, m, "fd_fdstat_get", |_c, _fd: i32, _out: i32| {
+        Ok(errno::BADF)
+    });
+    host_fn!(l, m, "fd_prestat_get", |_c, _fd: i32, _out: i32| {
+        Ok(errno::BADF)
+    });
+    host_fn!(
+        l,
         m,
         "fd_prestat_dir_name",
-        |_c: Caller<'_, HostState>, _fd: i32, _p: i32, _l: i32| -> HostResult<i32> {
-            Ok(errno::BADF)
-        },
-    )?;
-    l.func_wrap(
+        |_c, _fd: i32, _p: i32, _l: i32| Ok(errno::BADF)
+    );
+    host_fn!(
+        l,
         m,
         "clock_time_get",
-        |mut c: Caller<'_, HostState>, id: i32, _precision: i64, out: i32| -> HostResult<i32> {
+        |c, id: i32, _precision: i64, out: i32| {
             let now = match id {
-                0 => SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0),
-                1..=3 => c.data().started.elapsed().as_nanos() as u64 + 1,
+                0 => unix_time_nanos().unwrap_or(0),
+                1..=3 => c.state().started.elapsed().as_nanos() as u64 + 1,
                 _ => return Ok(errno::INVAL),
             };
-            write_u64(&mut c, "clock_time_get", out, now)?;
+            c.write_u64(out, now)?;
             Ok(errno::SUCCESS)
-        },
-    )?;
-    l.func_wrap(
-        m,
-        "clock_res_get",
-        |mut c: Caller<'_, HostState>, id: i32, out: i32| -> HostResult<i32> {
-            if !(0..=3).contains(&id) {
-                return Ok(errno::INVAL);
-            }
-            write_u64(&mut c, "clock_res_get", out, 1)?;
+        }
+    );
+    host_fn!(l, m, "clock_res_get", |c, id: i32, out: i32| {
+        if !(0..=3).contains(&id) {
+            return Ok(errno::INVAL);
+        }
+        c.write_u64(out, 1)?;
+        Ok(errno::SUCCESS)
+    });
+    host_fn!(l, m, "random_get", |c, buf: i32, len: i32| {
+        let len = len as u32 as usize;
+        // cpp-host: at most 64 KiB per call.
+        if len > 65536 {
+            return Ok(errno::INVAL);
+        }
+        let mut bytes = Vec::with_capacity(len + 8);
+        while bytes.len() < len {
+            let r = c.state_mut().next_random();
+            bytes.extend_from_slice(&r.to_le_bytes());
+        }
+        bytes.truncate(len);
+        c.write(buf, &bytes)?;
+        Ok(errno::SUCCESS)
+    });
+    for name in ["environ_sizes_get", "args_sizes_get"] {
+        host_fn!(l, m, name, |c, count: i32, size: i32| {
+            c.write_u32(count, 0)?;
+            c.write_u32(size, 0)?;
             Ok(errno::SUCCESS)
-        },
-    )?;
-    l.func_wrap(
-        m,
-        "random_get",
-        |mut c: Caller<'_, HostState>, buf: i32, len: i32| -> HostResult<i32> {
-            let len = len as u32 as usize;
-            // cpp-host: at most 64 KiB per call.
-            if len > 65536 {
-                return Ok(errno::INVAL);
-            }
-            let mut bytes = Vec::with_capacity(len + 8);
-            while bytes.len() < len {
-                let r = c.data_mut().next_random();
-                bytes.extend_from_slice(&r.to_le_bytes());
-            }
-            bytes.truncate(len);
-            write(&mut c, "random_get", buf, &bytes)?;
-            Ok(errno::SUCCESS)
-        },
-    )?;
-    for (name, what) in [
-        ("environ_sizes_get", "environ_sizes_get"),
-        ("args_sizes_get", "args_sizes_get"),
-    ] {
-        l.func_wrap(
-            m,
-            name,
-            move |mut c: Caller<'_, HostState>, count: i32, size: i32| -> HostResult<i32> {
-                write_u32(&mut c, what, count, 0)?;
-                write_u32(&mut c, what, size, 0)?;
-                Ok(errno::SUCCESS)
-            },
-        )?;
+        });
     }
     for name in ["environ_get", "args_get"] {
-        l.func_wrap(
-            m,
-            name,
-            |_c: Caller<'_, HostState>, _a: i32, _b: i32| -> HostResult<i32> { Ok(errno::SUCCESS) },
-        )?;
+        host_fn!(l, m, name, |_c, _a: i32, _b: i32| Ok(errno::SUCCESS));
     }
     l.func_wrap(
         m,
@@ -1376,17 +1155,12 @@ fn define_wasi(l: &mut Linker<HostState>, m: &str) -> anyhow::Result<()> {
             bail!("proc_exit({code}): the module tried to exit")
         },
     )?;
-    l.func_wrap(
-        m,
-        "sched_yield",
-        |_c: Caller<'_, HostState>| -> HostResult<i32> { Ok(errno::SUCCESS) },
-    )?;
-    l.func_wrap(
+    host_fn!(l, m, "sched_yield", |_c| Ok(errno::SUCCESS));
+    host_fn!(
+        l,
         m,
         "poll_oneoff",
-        |_c: Caller<'_, HostState>, _i: i32, _o: i32, _n: i32, _out: i32| -> HostResult<i32> {
-            Ok(errno::NOTSUP)
-        },
-    )?;
+        |_c, _i: i32, _o: i32, _n: i32, _out: i32| Ok(errno::NOTSUP)
+    );
     Ok(())
 }

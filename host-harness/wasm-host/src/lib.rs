@@ -560,6 +560,52 @@ impl Vm {
         }
     }
 
+    /// Calls filter callback `name` of stream `id`, one of those with the ABI's shape
+    /// `(context, size, end_of_stream) -> action`, and reads the action it returned.
+    fn filter_callback(
+        &mut self,
+        name: &str,
+        func: Option<TypedFunc<(i32, i32, i32), i32>>,
+        id: u32,
+        (size, end_of_stream): (i32, i32),
+        callback: Callback,
+    ) -> Result<Action, HostError> {
+        let params = (id as i32, size, end_of_stream);
+        let value = self.invoke(name, func.as_ref(), params, id, callback)?;
+        self.action(name, value)
+    }
+
+    /// `data` arriving on connection `id` from `side`: it becomes that side's readable buffer
+    /// and the side's data callback runs. Returns the callback's name and action.
+    fn connection_data(
+        &mut self,
+        id: u32,
+        side: FirstData,
+        data: Vec<u8>,
+    ) -> Result<(&'static str, Action), HostError> {
+        let size = data.len() as i32;
+        let (name, func, callback) = match side {
+            FirstData::Downstream => (
+                "proxy_on_downstream_data",
+                self.exports.downstream_data.clone(),
+                Callback::DownstreamData,
+            ),
+            FirstData::Upstream => (
+                "proxy_on_upstream_data",
+                self.exports.upstream_data.clone(),
+                Callback::UpstreamData,
+            ),
+        };
+        if let Some(c) = self.context(id) {
+            match side {
+                FirstData::Downstream => c.downstream_data = data,
+                FirstData::Upstream => c.upstream_data = data,
+            }
+        }
+        let action = self.filter_callback(name, func, id, (size, 0), callback)?;
+        Ok((name, action))
+    }
+
     fn call_context_create(&mut self, id: u32) -> Result<(), HostError> {
         let f = self.exports.context_create.clone();
         let root = self.root_id as i32;
@@ -841,47 +887,11 @@ impl PluginInstance {
     /// The first data of a connection: where the module decides.
     fn first_data(&mut self, id: u32, first: FirstData) -> Result<Verdict, HostError> {
         let vm = &mut self.vm;
-        let (name, value) = match first {
-            FirstData::Downstream => {
-                let data = b"hello".to_vec();
-                let len = data.len() as i32;
-                if let Some(c) = vm.context(id) {
-                    c.downstream_data = data;
-                }
-                let f = vm.exports.downstream_data.clone();
-                let name = "proxy_on_downstream_data";
-                (
-                    name,
-                    vm.invoke(
-                        name,
-                        f.as_ref(),
-                        (id as i32, len, 0),
-                        id,
-                        Callback::DownstreamData,
-                    )?,
-                )
-            }
-            FirstData::Upstream => {
-                let data = b"220 ready\r\n".to_vec();
-                let len = data.len() as i32;
-                if let Some(c) = vm.context(id) {
-                    c.upstream_data = data;
-                }
-                let f = vm.exports.upstream_data.clone();
-                let name = "proxy_on_upstream_data";
-                (
-                    name,
-                    vm.invoke(
-                        name,
-                        f.as_ref(),
-                        (id as i32, len, 0),
-                        id,
-                        Callback::UpstreamData,
-                    )?,
-                )
-            }
+        let data = match first {
+            FirstData::Downstream => b"hello".to_vec(),
+            FirstData::Upstream => b"220 ready\r\n".to_vec(),
         };
-        let action = vm.action(name, value)?;
+        let (name, action) = vm.connection_data(id, first, data)?;
         let effects = vm.take_effects(id);
         let closed = effects.closed.contains(&stream_type::DOWNSTREAM);
         let continued = effects.continued.contains(&stream_type::DOWNSTREAM);
@@ -907,20 +917,7 @@ impl PluginInstance {
             FirstData::Downstream => b" world".to_vec(),
             FirstData::Upstream => b"hello".to_vec(),
         };
-        let len = data.len() as i32;
-        if let Some(c) = vm.context(id) {
-            c.downstream_data = data;
-        }
-        let f = vm.exports.downstream_data.clone();
-        let name = "proxy_on_downstream_data";
-        let value = vm.invoke(
-            name,
-            f.as_ref(),
-            (id as i32, len, 0),
-            id,
-            Callback::DownstreamData,
-        )?;
-        let action = vm.action(name, value)?;
+        let (name, action) = vm.connection_data(id, FirstData::Downstream, data)?;
         let effects = vm.take_effects(id);
         if action != Action::Continue || !effects.closed.is_empty() {
             return Err(vm.bad(
@@ -957,14 +954,7 @@ impl PluginInstance {
         }
         let name = "proxy_on_request_headers";
         let f = vm.exports.request_headers.clone();
-        let value = vm.invoke(
-            name,
-            f.as_ref(),
-            (id as i32, count, 1),
-            id,
-            Callback::RequestHeaders,
-        )?;
-        let action = vm.action(name, value)?;
+        let action = vm.filter_callback(name, f, id, (count, 1), Callback::RequestHeaders)?;
         let effects = vm.take_effects(id);
         if !effects.closed.is_empty() {
             return Err(vm.bad(
@@ -1054,14 +1044,8 @@ impl PluginInstance {
         }
         let name = "proxy_on_response_headers";
         let f = vm.exports.response_headers.clone();
-        let value = vm.invoke(
-            name,
-            f.as_ref(),
-            (id as i32, count, end),
-            id,
-            Callback::ResponseHeaders,
-        )?;
-        if vm.action(name, value)? != Action::Continue {
+        let action = vm.filter_callback(name, f, id, (count, end), Callback::ResponseHeaders)?;
+        if action != Action::Continue {
             return Err(vm.bad(
                 name,
                 "paused the response: it would never reach the client".into(),
@@ -1070,14 +1054,8 @@ impl PluginInstance {
         if body_len > 0 {
             let name = "proxy_on_response_body";
             let f = vm.exports.response_body.clone();
-            let value = vm.invoke(
-                name,
-                f.as_ref(),
-                (id as i32, body_len, 1),
-                id,
-                Callback::ResponseBody,
-            )?;
-            if vm.action(name, value)? != Action::Continue {
+            let action = vm.filter_callback(name, f, id, (body_len, 1), Callback::ResponseBody)?;
+            if action != Action::Continue {
                 return Err(vm.bad(
                     name,
                     "paused the response body: it would never reach the client".into(),
