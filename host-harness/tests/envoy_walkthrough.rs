@@ -22,34 +22,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::IpAddr;
+mod common;
+
 use std::path::Path;
 
 use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream as UpstreamSpec};
 use authz_envoy::chain::{Authz, Chain, TunnelSpec, Variant};
 use authz_envoy::client::{self, ConnError, HttpRequest};
 use authz_envoy::upstream::Upstream;
-use authz_envoy::{wasm_or_skip, Envoy, TestEnv};
+use authz_envoy::{Envoy, TestEnv};
 use authz_fixture::workspace::repo_root;
+use common::{envoy_and_module, ip, CURL, GATEWAY, PRODUCTPAGE_TITLE, PROMETHEUS, REVIEWS};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-const GATEWAY: &str = "cluster.local/ns/default/sa/bookinfo-gateway-istio";
-const CURL: &str = "cluster.local/ns/default/sa/curl";
-const REVIEWS: &str = "cluster.local/ns/default/sa/bookinfo-reviews";
-const PROMETHEUS: &str = "cluster.local/ns/istio-system/sa/prometheus";
 const WAYPOINT: &str = "cluster.local/ns/default/sa/waypoint";
-
-const TITLE: &str = "<title>Simple Bookstore App</title>";
 /// The productpage Service VIP: the `CONNECT` authority the callers' ztunnel asks for.
 const VIP_IP: &str = "10.96.0.10";
 /// The callers that go through the waypoint, and their addresses.
 const CALLERS: &[(&str, &str)] = &[(CURL, "127.0.10.6"), (REVIEWS, "127.0.10.7")];
 const HOST: &str = "productpage:9080";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 /// The AuthorizationPolicy documents of a policy file (other kinds are ignored).
 fn policies(file: &str) -> Vec<Value> {
@@ -208,7 +200,10 @@ fn assert_page(r: &Result<authz_envoy::client::HttpResult, ConnError>, what: &st
     match r {
         Ok(resp) => {
             assert_eq!(resp.status, 200, "{what}: {resp:?}");
-            assert!(resp.body_text().contains(TITLE), "{what}: {resp:?}");
+            assert!(
+                resp.body_text().contains(PRODUCTPAGE_TITLE),
+                "{what}: {resp:?}"
+            );
         }
         Err(e) => panic!("{what}: {e}"),
     }
@@ -235,10 +230,7 @@ fn assert_l4_refused(r: &Result<authz_envoy::client::HttpResult, ConnError>, wha
 
 #[test]
 fn envoy_walkthrough_seed_000_and_002() {
-    let Some(env) = TestEnv::for_test("envoy_walkthrough_seed_000_and_002") else {
-        return;
-    };
-    let Some(wasm) = wasm_or_skip("envoy_walkthrough_seed_000_and_002") else {
+    let Some((env, wasm)) = envoy_and_module("envoy_walkthrough_seed_000_and_002") else {
         return;
     };
     walkthrough(env, wasm);
@@ -255,10 +247,7 @@ fn envoy_walkthrough_with_the_module_pulled_from_a_registry() {
     use authz_oci::time::Timestamp;
 
     let test = "envoy_walkthrough_with_the_module_pulled_from_a_registry";
-    let Some(env) = TestEnv::for_test(test) else {
-        return;
-    };
-    let Some(built) = wasm_or_skip(test) else {
+    let Some((env, built)) = envoy_and_module(test) else {
         return;
     };
     let (Some(registry_bin), Some(skopeo)) = (find_docker_registry(), find_skopeo()) else {
@@ -312,7 +301,7 @@ fn walkthrough(env: TestEnv, wasm: std::path::PathBuf) {
     let page = Upstream::http(
         "productpage",
         ip("127.0.10.11"),
-        &format!("<html><head>{TITLE}</head><body>Bookinfo</body></html>"),
+        &format!("<html><head>{PRODUCTPAGE_TITLE}</head><body>Bookinfo</body></html>"),
     )
     .unwrap();
     let metrics = Upstream::http(
@@ -357,7 +346,7 @@ fn walkthrough(env: TestEnv, wasm: std::path::PathBuf) {
             resp.status, 503,
             "curl GET via waypoint, ztunnel refuses the waypoint: {resp:?}"
         );
-        assert!(!resp.body_text().contains(TITLE));
+        assert!(!resp.body_text().contains(PRODUCTPAGE_TITLE));
         // The waypoint's own L7 decisions do not need the ztunnel.
         assert_rbac_denied(
             &wp.get(CURL, "127.0.10.6", "DELETE"),
