@@ -1,5 +1,6 @@
-//! What the harness's integration tests share: the seeds' principals, and Envoy with the module
-//! (or a skip when either is missing).
+//! What the harness's integration tests share: the seeds' principals, Envoy with the module
+//! (or a skip when either is missing), and the module configured in the Wasmtime host with the
+//! productpage waypoint.
 
 // Each test file uses its own part of this module.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -9,6 +10,9 @@ use std::path::PathBuf;
 
 use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Upstream};
 use authz_envoy::{wasm_or_skip, Envoy, TestEnv};
+use authz_plugin::engine::{Claim, OwnedAttributes, OwnedHttp};
+use authz_wasm_host::{shared_module, PluginInstance};
+use serde_json::{json, Value};
 
 /// The principals of the seeds' callers as AuthorizationPolicy names them (no `spiffe://`);
 /// the Envoy driver issues their certificates.
@@ -52,4 +56,77 @@ pub fn start_with_listener(
     let envoy = env.start(name, spec).unwrap();
     let port = envoy.port(name).unwrap();
     (envoy, port)
+}
+
+// ---- the module in Wasmtime ---------------------------------------------------------------
+
+/// An AuthorizationPolicy document.
+pub fn policy(name: &str, namespace: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    })
+}
+
+/// `policy`'s spec for the productpage Service: `action` on `rules`.
+pub fn productpage_spec(action: &str, rules: Value) -> Value {
+    json!({
+        "targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}],
+        "action": action,
+        "rules": rules,
+    })
+}
+
+/// The waypoint of namespace default in front of the productpage Service (10.96.0.10:9080)
+/// with `policies`.
+pub fn waypoint_config(policies: Vec<Value>) -> Value {
+    json!({
+        "mode": "waypoint",
+        "waypoint": {"name": "waypoint", "namespace": "default"},
+        "services": [{
+            "name": "productpage", "namespace": "default",
+            "hosts": ["productpage.default.svc.cluster.local"],
+            "addresses": ["10.96.0.10"], "ports": [9080],
+        }],
+        "policies": policies,
+    })
+}
+
+/// The shared module configured with `config`.
+pub fn configure(config: &Value) -> PluginInstance {
+    let module = shared_module().unwrap_or_else(|e| panic!("module: {e}"));
+    module
+        .configure(&serde_json::to_vec(config).expect("json"))
+        .unwrap_or_else(|e| panic!("configure: {e}"))
+}
+
+/// A request to the productpage Service (10.96.0.10:9080, `Host: productpage:9080`) from
+/// 10.1.0.7 as `principal`.
+pub fn productpage_request(
+    principal: Option<&str>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    jwt: Option<Claim>,
+) -> OwnedAttributes {
+    OwnedAttributes {
+        peer_principal: principal.map(str::to_string),
+        source_ip: Some(ip("10.1.0.7")),
+        remote_ip: None,
+        destination_ip: Some(ip("10.96.0.10")),
+        destination_port: Some(9080),
+        sni: None,
+        http: Some(OwnedHttp::new(
+            method.as_bytes(),
+            path.as_bytes(),
+            b"productpage:9080",
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            jwt,
+        )),
+    }
 }
