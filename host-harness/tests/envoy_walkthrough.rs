@@ -242,32 +242,20 @@ fn envoy_walkthrough_seed_000_and_002() {
 #[test]
 fn envoy_walkthrough_with_the_module_pulled_from_a_registry() {
     use authz_oci::check::fetch;
-    use authz_oci::layout::{write_release, ReleaseOptions};
-    use authz_oci::registry::{find_docker_registry, find_skopeo, push_layout, LocalRegistry};
-    use authz_oci::time::Timestamp;
+    use authz_oci::layout::write_release;
+    use authz_oci::registry::{push_layout, LocalRegistry};
 
     let test = "envoy_walkthrough_with_the_module_pulled_from_a_registry";
     let Some((env, built)) = envoy_and_module(test) else {
         return;
     };
-    let (Some(registry_bin), Some(skopeo)) = (find_docker_registry(), find_skopeo()) else {
-        assert!(
-            !authz_envoy::in_ci(),
-            "{test}: CI is set but docker-registry or skopeo is missing (scripts/install-deps.sh)"
-        );
-        eprintln!("SKIPPED {test}: docker-registry or skopeo not installed");
+    let Some((registry_bin, skopeo)) = common::registry_tools(test) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let module = std::fs::read(&built).unwrap();
-    let opts = ReleaseOptions {
-        tag: "0.1.0".into(),
-        version: "0.1.0".into(),
-        created: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
-        ..ReleaseOptions::default()
-    };
     let layout = tmp.path().join("oci");
-    write_release(&module, &layout, &opts).unwrap();
+    write_release(&module, &layout, &common::release_options("0.1.0")).unwrap();
     let registry = LocalRegistry::start(&registry_bin, &tmp.path().join("registry")).unwrap();
     let digest = push_layout(
         &skopeo,

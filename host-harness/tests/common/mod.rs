@@ -1,15 +1,19 @@
 //! What the harness's integration tests share: the seeds' principals, Envoy with the module
-//! (or a skip when either is missing), and the module configured in the Wasmtime host with the
-//! productpage waypoint.
+//! (or a skip when either is missing), the module configured in the Wasmtime host with the
+//! productpage waypoint, and the module's OCI image with the registry tools.
 
 // Each test file uses its own part of this module.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Upstream};
-use authz_envoy::{wasm_or_skip, Envoy, TestEnv};
+use authz_envoy::{in_ci, wasm_or_skip, Envoy, TestEnv};
+use authz_oci::layout::ReleaseOptions;
+use authz_oci::registry::{find_docker_registry, find_skopeo};
+use authz_oci::time::Timestamp;
 use authz_plugin::engine::{Claim, OwnedAttributes, OwnedHttp};
 use authz_wasm_host::{shared_module, PluginInstance};
 use serde_json::{json, Value};
@@ -128,5 +132,51 @@ pub fn productpage_request(
                 .collect(),
             jwt,
         )),
+    }
+}
+
+// ---- the OCI image ------------------------------------------------------------------------
+
+/// The built module, read once.
+pub fn module_bytes() -> &'static [u8] {
+    static MODULE: OnceLock<Vec<u8>> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let p = authz_oci::module::module_for_tests().expect("the module");
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    })
+}
+
+/// The release options of `version` (also its tag), with a fixed revision and creation time.
+pub fn release_options(version: &str) -> ReleaseOptions {
+    ReleaseOptions {
+        tag: version.into(),
+        version: version.into(),
+        revision: "0123456789abcdef0123456789abcdef01234567".into(),
+        created: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
+        ..ReleaseOptions::default()
+    }
+}
+
+/// `(docker-registry, skopeo)`, or `None` with the reason printed when `test` skips for want
+/// of them (a panic under CI).
+pub fn registry_tools(test: &str) -> Option<(PathBuf, PathBuf)> {
+    match (find_docker_registry(), find_skopeo()) {
+        (Some(r), Some(s)) => Some((r, s)),
+        (r, s) => {
+            let missing: Vec<&str> = [(r.is_none(), "docker-registry"), (s.is_none(), "skopeo")]
+                .iter()
+                .filter(|(m, _)| *m)
+                .map(|(_, n)| *n)
+                .collect();
+            let msg = format!(
+                "{test}: {} not installed (scripts/install-deps.sh installs them)",
+                missing.join(" and ")
+            );
+            if in_ci() {
+                panic!("CI is set: {msg}");
+            }
+            eprintln!("SKIPPED {msg}");
+            None
+        }
     }
 }
