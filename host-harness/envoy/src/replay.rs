@@ -597,6 +597,19 @@ impl EnvoyDecider {
             .collect()
     }
 
+    /// jwt_authn verifying the tokens [`EnvoyDecider::sign_jwt`] signs and putting their payload
+    /// where the plugin configuration `config` reads it (`jwt.payloadKey`).
+    fn jwt_authn(&self, config: &Value) -> JwtAuthn {
+        JwtAuthn {
+            jwks: self.signer.jwks().to_string(),
+            payload_in_metadata: config
+                .pointer("/jwt/payloadKey")
+                .and_then(Value::as_str)
+                .unwrap_or("jwt_payload")
+                .to_string(),
+        }
+    }
+
     /// Adds the case's JWT, signed, to `req`; `true` when there is one.
     fn sign_jwt(
         &self,
@@ -772,14 +785,7 @@ impl EnvoyDecider {
             Authz::Module(plugin),
         );
         if plans.iter().any(|p| p.jwt) {
-            variant.jwt = Some(JwtAuthn {
-                jwks: self.signer.jwks().to_string(),
-                payload_in_metadata: config
-                    .pointer("/jwt/payloadKey")
-                    .and_then(Value::as_str)
-                    .unwrap_or("jwt_payload")
-                    .to_string(),
-            });
+            variant.jwt = Some(self.jwt_authn(config));
         }
         variant.backend = Some(upstream.addr());
         variant.proxy_protocol = true;
@@ -919,14 +925,7 @@ impl EnvoyDecider {
         let mut spec = EnvoySpec::default();
         // jwt_authn only where tokens are sent: it would refuse any other Authorization header.
         if http && plans.iter().any(|p| p.jwt) {
-            spec.jwt = Some(JwtAuthn {
-                jwks: self.signer.jwks().to_string(),
-                payload_in_metadata: config
-                    .pointer("/jwt/payloadKey")
-                    .and_then(Value::as_str)
-                    .unwrap_or("jwt_payload")
-                    .to_string(),
-            });
+            spec.jwt = Some(self.jwt_authn(config));
         }
         let plugin = Plugin::new(&self.wasm, plugin_config.to_string());
         let server_tls = match self.env.server_tls(false) {
