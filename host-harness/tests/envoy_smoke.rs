@@ -227,48 +227,23 @@ fn envoy_waypoint_module_allows_get_denies_others() {
         app.addr(),
     );
     let host = "productpage.default.svc.cluster.local";
+    let request = |who: &str, from: &str, method: &str| {
+        envoy
+            .request_http(Some(who), ip(from), port, method, "/productpage", host, &[])
+            .unwrap()
+    };
 
-    let ok = envoy
-        .request_http(
-            Some(CURL),
-            ip("127.0.2.5"),
-            port,
-            "GET",
-            "/productpage",
-            host,
-            &[],
-        )
-        .unwrap();
+    let ok = request(CURL, "127.0.2.5", "GET");
     assert_eq!(ok.status, 200, "curl GET: {ok:?}\n{}", envoy.log());
     assert!(ok.body_text().contains("Simple Bookstore App"));
     assert_eq!(ok.header("x-upstream"), Some("productpage"));
 
     let before = app.connections().len();
-    let del = envoy
-        .request_http(
-            Some(CURL),
-            ip("127.0.2.5"),
-            port,
-            "DELETE",
-            "/productpage",
-            host,
-            &[],
-        )
-        .unwrap();
+    let del = request(CURL, "127.0.2.5", "DELETE");
     assert_eq!(del.status, 403, "curl DELETE: {del:?}");
     assert_eq!(del.body_text(), "RBAC: access denied");
 
-    let other = envoy
-        .request_http(
-            Some(REVIEWS),
-            ip("127.0.2.6"),
-            port,
-            "GET",
-            "/productpage",
-            host,
-            &[],
-        )
-        .unwrap();
+    let other = request(REVIEWS, "127.0.2.6", "GET");
     assert_eq!(other.status, 403, "reviews GET: {other:?}");
     assert_eq!(other.body_text(), "RBAC: access denied");
     assert!(
