@@ -12,10 +12,22 @@ use std::process::{Command, Stdio};
 const WAYPOINT: &str = "mode: waypoint\nwaypoint: {name: waypoint, namespace: default}\nservices:\n- {name: productpage, namespace: default, hosts: [productpage.default.svc.cluster.local], addresses: [10.96.0.10], ports: [9080]}\n";
 const L7: &str = "policies/bookinfo/productpage-waypoint.yaml";
 
-fn check(extra: &[&str], stdin: &str) -> common::Run {
-    let mut args = vec!["check", "--config", "-", "--policy-file", L7];
+/// `check` with the proxy's configuration on standard input and the policies of `policy_file`.
+fn check_policy_file(policy_file: &str, extra: &[&str], stdin: &str) -> common::Run {
+    let mut args = vec!["check", "--config", "-", "--policy-file", policy_file];
     args.extend_from_slice(extra);
     run(&args, stdin)
+}
+
+fn check(extra: &[&str], stdin: &str) -> common::Run {
+    check_policy_file(L7, extra, stdin)
+}
+
+/// `check --case` with `cases` (YAML) written to a file of the scratch directory `scratch`.
+fn check_cases(scratch: &str, cases: &str) -> common::Run {
+    let scratch = common::Scratch::new(scratch);
+    let file = scratch.file("cases.yaml", cases);
+    check(&["--case", file.to_str().unwrap()], WAYPOINT)
 }
 
 #[test]
@@ -90,15 +102,10 @@ fn json_output_is_one_object_with_the_load_notes() {
 
 #[test]
 fn a_case_list_checks_each_expectation() {
-    let scratch = common::Scratch::new("check");
-    let dir = scratch.path();
-    let cases = dir.join("cases.yaml");
-    std::fs::write(
-        &cases,
+    let out = check_cases(
+        "check",
         "- name: curl GET\n  source: {principal: spiffe://cluster.local/ns/default/sa/curl}\n  destination: {address: 10.96.0.10, port: 9080}\n  http: {method: GET, path: /, host: productpage}\n  expect: allow\n- name: curl DELETE\n  source: {principal: spiffe://cluster.local/ns/default/sa/curl}\n  destination: {address: 10.96.0.10, port: 9080}\n  http: {method: DELETE, path: /, host: productpage}\n  expect: deny\n",
-    )
-    .unwrap();
-    let out = check(&["--case", cases.to_str().unwrap()], WAYPOINT);
+    );
     assert_eq!(
         out.code, 0,
         "both expectations hold: {}{}",
@@ -106,27 +113,20 @@ fn a_case_list_checks_each_expectation() {
     );
     assert!(out.stdout.contains("case: curl DELETE"), "{}", out.stdout);
     // A wrong expectation fails the run and says so.
-    std::fs::write(
-        &cases,
+    let out = check_cases(
+        "check",
         "cases:\n- name: curl DELETE\n  source: {principal: spiffe://cluster.local/ns/default/sa/curl}\n  destination: {address: 10.96.0.10, port: 9080}\n  http: {method: DELETE, path: /, host: productpage}\n  expect: allow\n",
-    )
-    .unwrap();
-    let out = check(&["--case", cases.to_str().unwrap()], WAYPOINT);
+    );
     assert_eq!(out.code, 1);
     assert!(out.stdout.contains("expected: ALLOW"), "{}", out.stdout);
 }
 
 #[test]
 fn a_principal_without_its_scheme_is_flagged() {
-    let scratch = common::Scratch::new("scheme");
-    let dir = scratch.path();
-    let case = dir.join("case.yaml");
-    std::fs::write(
-        &case,
+    let out = check_cases(
+        "scheme",
         "source: {principal: cluster.local/ns/default/sa/curl}\ndestination: {address: 10.96.0.10, port: 9080}\nhttp: {method: GET, path: /, host: productpage}\n",
-    )
-    .unwrap();
-    let out = check(&["--case", case.to_str().unwrap()], WAYPOINT);
+    );
     assert!(
         out.stdout.contains("has no spiffe:// scheme"),
         "{}",
@@ -137,25 +137,11 @@ fn a_principal_without_its_scheme_is_flagged() {
 #[test]
 fn an_error_in_a_policy_file_names_that_file() {
     let scratch = common::Scratch::new("bad");
-    let dir = scratch.path();
-    let bad = dir.join("bad.yaml");
-    std::fs::write(
-        &bad,
+    let bad = scratch.file(
+        "bad.yaml",
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: bad, namespace: default}\nspec:\n  rules: [{from: [{source: {ipBlocks: [10.0.0.0/33]}}]}]\n",
-    )
-    .unwrap();
-    let out = run(
-        &[
-            "check",
-            "--config",
-            "-",
-            "--policy-file",
-            bad.to_str().unwrap(),
-            "--to",
-            ":9080",
-        ],
-        WAYPOINT,
     );
+    let out = check_policy_file(bad.to_str().unwrap(), &["--to", ":9080"], WAYPOINT);
     assert_eq!(out.code, 2);
     assert!(
         out.stderr
@@ -182,14 +168,12 @@ fn test_replays_fixtures_and_its_json_is_json_throughout() {
 #[test]
 fn test_fails_on_a_wrong_expectation() {
     let scratch = common::Scratch::new("test");
-    let dir = scratch.path();
-    std::fs::write(
-        dir.join("wrong.yaml"),
+    scratch.file(
+        "wrong.yaml",
         format!("name: wrong\nconfig:\n  {}\ncases:\n- name: curl DELETE\n  source: {{principal: spiffe://cluster.local/ns/default/sa/curl}}\n  destination: {{address: 10.96.0.10, port: 9080}}\n  http: {{method: DELETE, path: /, host: productpage}}\n  expect: allow\n",
             WAYPOINT.replace('\n', "\n  ") + "policyFiles: [" + &common::root().join(L7).display().to_string() + "]"),
-    )
-    .unwrap();
-    let out = run(&["test", dir.to_str().unwrap()], "");
+    );
+    let out = run(&["test", scratch.path().to_str().unwrap()], "");
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout
@@ -226,9 +210,7 @@ fn a_closed_standard_output_ends_the_run_without_a_panic() {
 fn policies_can_come_from_standard_input() {
     let policy = std::fs::read_to_string(common::root().join(L7)).unwrap();
     let scratch = common::Scratch::new("stdin");
-    let dir = scratch.path();
-    let config = dir.join("waypoint.yaml");
-    std::fs::write(&config, WAYPOINT).unwrap();
+    let config = scratch.file("waypoint.yaml", WAYPOINT);
     let out = run(
         &[
             "check",
@@ -253,25 +235,13 @@ fn policies_can_come_from_standard_input() {
 #[test]
 fn a_misspelled_policy_kind_is_refused_not_skipped() {
     let scratch = common::Scratch::new("kind");
-    let dir = scratch.path();
-    let deny = dir.join("deny.yaml");
-    std::fs::write(
-        &deny,
+    let deny = scratch.file(
+        "deny.yaml",
         "apiVersion: security.istio.io/v1\nkind: AuthorisationPolicy\nmetadata: {name: deny-curl, namespace: default}\nspec: {action: DENY, rules: [{}]}\n",
-    )
-    .unwrap();
-    let out = run(
-        &[
-            "check",
-            "--config",
-            "-",
-            "--policy-file",
-            deny.to_str().unwrap(),
-            "--to",
-            "10.96.0.10:9080",
-            "--method",
-            "GET",
-        ],
+    );
+    let out = check_policy_file(
+        deny.to_str().unwrap(),
+        &["--to", "10.96.0.10:9080", "--method", "GET"],
         WAYPOINT,
     );
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);

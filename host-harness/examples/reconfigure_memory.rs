@@ -5,48 +5,21 @@
 //!
 //! `cargo run --release -p authz-harness --example reconfigure_memory -- MODULE.wasm CONFIG.json...`
 
-use authz_wasm_host::{HostSettings, WasmModule};
-
-const PAGE: usize = 64 * 1024;
-
-fn settings(limit: usize) -> HostSettings {
-    HostSettings {
-        fuel_per_callback: u64::MAX / 4,
-        max_memory_bytes: limit,
-        log_level: 3,
-        ..HostSettings::default()
-    }
-}
+use authz_bench::memory::{measuring_settings, smallest_limit};
+use authz_wasm_host::WasmModule;
 
 /// Whether `config` configures (and, with `again`, then reconfigures) under `limit`.
 fn fits(module: &[u8], config: &[u8], limit: usize, again: bool) -> anyhow::Result<bool> {
-    let module = WasmModule::from_bytes(module, settings(limit))?;
+    let module = WasmModule::from_bytes(module, measuring_settings(limit))?;
     let Ok(mut instance) = module.configure(config) else {
         return Ok(false);
     };
     Ok(!again || instance.reconfigure(config).is_ok())
 }
 
-/// The smallest limit that fits, to one page below 4 MiB and to 1/64 above.
+/// The smallest limit that fits, searched from 4 MiB.
 fn bisect(module: &[u8], config: &[u8], again: bool) -> anyhow::Result<usize> {
-    let (mut lo, mut hi) = (0, 4 << 20);
-    while !fits(module, config, hi, again)? {
-        lo = hi;
-        hi *= 2;
-        anyhow::ensure!(hi <= 4 << 30, "does not fit in 4 GiB");
-    }
-    while hi - lo > PAGE.max(if hi > 4 << 20 { hi / 64 } else { 0 }) {
-        let mid = (lo + (hi - lo) / 2) / PAGE * PAGE;
-        if mid <= lo {
-            break;
-        }
-        if fits(module, config, mid, again)? {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    Ok(hi)
+    smallest_limit(0, 4 << 20, |limit| fits(module, config, limit, again))
 }
 
 fn main() -> anyhow::Result<()> {

@@ -3,26 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::IpAddr;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
+use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin};
 use authz_envoy::upstream::Upstream as App;
-use authz_envoy::{wasm_or_skip, TestEnv};
+use common::{envoy_and_module, ip, start_with_listener, CURL};
 use serde_json::json;
-
-const CURL: &str = "cluster.local/ns/default/sa/curl";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 #[test]
 fn counters_reach_envoy_within_a_tick() {
-    let Some(env) = TestEnv::for_test("counters_reach_envoy_within_a_tick") else {
-        return;
-    };
-    let Some(wasm) = wasm_or_skip("counters_reach_envoy_within_a_tick") else {
+    let Some((env, wasm)) = envoy_and_module("counters_reach_envoy_within_a_tick") else {
         return;
     };
     let app = App::http("productpage", ip("127.0.12.30"), "ok").unwrap();
@@ -39,21 +31,16 @@ fn counters_reach_envoy_within_a_tick() {
                                 "to": [{"operation": {"methods": ["GET"]}}]}]},
         }],
     });
-    let mut spec = EnvoySpec::default();
-    spec.listeners.push(
-        env.listener(
-            "waypoint",
-            ip("127.0.12.20"),
-            0,
-            ListenerKind::Http {
-                plugin: Some(Plugin::new(&wasm, config.to_string())),
-            },
-            Upstream::plain(app.addr()),
-        )
-        .unwrap(),
+    let (envoy, port) = start_with_listener(
+        &env,
+        EnvoySpec::default(),
+        "waypoint",
+        ip("127.0.12.20"),
+        ListenerKind::Http {
+            plugin: Some(Plugin::new(&wasm, config.to_string())),
+        },
+        app.addr(),
     );
-    let envoy = env.start("counters", spec).unwrap();
-    let port = envoy.port("waypoint").unwrap();
     let host = "productpage.default.svc.cluster.local";
     for method in ["GET", "GET", "GET", "DELETE"] {
         let r = envoy

@@ -6,22 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::IpAddr;
+mod common;
 
 use authz_envoy::client::{ConnError, HttpResult};
 use authz_envoy::examples::localize;
 use authz_envoy::upstream::Upstream;
-use authz_envoy::{wasm_or_skip, Envoy, ListenerInfo, TestEnv};
-
-const GATEWAY: &str = "cluster.local/ns/default/sa/bookinfo-gateway-istio";
-const CURL: &str = "cluster.local/ns/default/sa/curl";
-const REVIEWS: &str = "cluster.local/ns/default/sa/bookinfo-reviews";
-const PROMETHEUS: &str = "cluster.local/ns/istio-system/sa/prometheus";
-const TITLE: &str = "<title>Simple Bookstore App</title>";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
+use authz_envoy::{Envoy, ListenerInfo};
+use common::{envoy_and_module, ip, CURL, GATEWAY, PRODUCTPAGE_TITLE, PROMETHEUS, REVIEWS};
 
 fn listener(name: &str, addr: &str) -> ListenerInfo {
     ListenerInfo {
@@ -52,16 +43,13 @@ fn get(
 
 #[test]
 fn envoy_examples_enforce_the_seeds() {
-    let Some(env) = TestEnv::for_test("envoy_examples_enforce_the_seeds") else {
-        return;
-    };
-    let Some(wasm) = wasm_or_skip("envoy_examples_enforce_the_seeds") else {
+    let Some((env, wasm)) = envoy_and_module("envoy_examples_enforce_the_seeds") else {
         return;
     };
     let page = Upstream::http(
         "productpage",
         ip("127.0.11.11"),
-        &format!("<html><head>{TITLE}</head></html>"),
+        &format!("<html><head>{PRODUCTPAGE_TITLE}</head></html>"),
     )
     .unwrap();
     let metrics = Upstream::http("metrics", ip("127.0.11.11"), "requests_total 1\n").unwrap();
@@ -143,7 +131,7 @@ fn envoy_examples_enforce_the_seeds() {
     // Through the waypoint (seed 000's L7 policy, on top of the GatewayClass default deny).
     let r = get(&wp, CURL, "127.0.11.6", 9080, "GET", "/productpage").unwrap();
     assert_eq!(r.status, 200, "curl GET via waypoint: {r:?}\n{}", wp.log());
-    assert!(r.body_text().contains(TITLE));
+    assert!(r.body_text().contains(PRODUCTPAGE_TITLE));
     for (who, from, method) in [
         (CURL, "127.0.11.6", "DELETE"),
         (REVIEWS, "127.0.11.7", "GET"),

@@ -4,20 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream};
 use authz_envoy::upstream::Upstream as App;
-use authz_envoy::{wasm_or_skip, Envoy, ListenerInfo, TestEnv};
+use authz_envoy::{Envoy, ListenerInfo, TestEnv};
+use common::{envoy_and_module, ip, PRODUCTPAGE_TITLE};
 use serde_json::{json, Value};
-use std::net::{IpAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const CURL: &str = "spiffe://cluster.local/ns/default/sa/curl";
 const HOST: &str = "productpage.default.svc.cluster.local";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 /// The seeds' waypoint policy, allowing curl the given methods.
 fn plugin_config(methods: &[&str], ip_block: &str) -> String {
@@ -98,18 +97,10 @@ fn status(envoy: &Envoy, port: u16, method: &str) -> u16 {
 fn envoy_refuses_a_broken_configuration_with_the_modules_message_and_keeps_the_last_good_one() {
     let test =
         "envoy_refuses_a_broken_configuration_with_the_modules_message_and_keeps_the_last_good_one";
-    let Some(env) = TestEnv::for_test(test) else {
+    let Some((env, wasm)) = envoy_and_module(test) else {
         return;
     };
-    let Some(wasm) = wasm_or_skip(test) else {
-        return;
-    };
-    let app = App::http(
-        "productpage",
-        ip("127.0.3.30"),
-        "<title>Simple Bookstore App</title>",
-    )
-    .unwrap();
+    let app = App::http("productpage", ip("127.0.3.30"), PRODUCTPAGE_TITLE).unwrap();
     let port = TcpListener::bind(("127.0.3.20", 0))
         .unwrap()
         .local_addr()

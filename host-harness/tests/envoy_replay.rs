@@ -6,19 +6,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use authz_envoy::replay::EnvoyDecider;
-use authz_envoy::{wasm_or_skip, TestEnv};
 use authz_fixture::fixture::{self, Fixture};
 use authz_fixture::replay::{replay_fixture, Decider, Native};
 use authz_fixture::workspace::repo_root;
+use common::envoy_and_module;
 
 #[test]
 fn envoy_replay_fixtures() {
     let test = "envoy_replay_fixtures";
-    let Some(env) = TestEnv::for_test(test) else {
-        return;
-    };
-    let Some(wasm) = wasm_or_skip(test) else {
+    let Some((env, wasm)) = envoy_and_module(test) else {
         return;
     };
     let files = fixture::collect(&[repo_root().join("tests/fixtures")]).unwrap();

@@ -5,21 +5,48 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::IpAddr;
+mod common;
 
 use authz_envoy::bootstrap::{EnvoySpec, ForwardedFor, ListenerKind, Plugin, Upstream};
 use authz_envoy::client::ConnError;
 use authz_envoy::upstream::Upstream as App;
-use authz_envoy::{wasm_or_skip, write_stand_in_module, TestEnv};
+use authz_envoy::{write_stand_in_module, Envoy, TestEnv};
+use common::{
+    envoy_and_module, ip, start_with_listener, CURL, GATEWAY, PRODUCTPAGE_TITLE, REVIEWS,
+};
 use serde_json::json;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+/// Envoy `name` with an mTLS TCP listener `tcp` on `tcp_address` in front of `echo` and an
+/// mTLS HTTP listener `http` on `http_address` in front of `web`, both with `plugin` if any.
+fn start_tcp_and_http(
+    env: &TestEnv,
+    name: &str,
+    plugin: Option<Plugin>,
+    (tcp_address, echo): (&str, &App),
+    (http_address, web): (&str, &App),
+) -> Envoy {
+    let tcp = env.listener(
+        "tcp",
+        ip(tcp_address),
+        0,
+        ListenerKind::Tcp {
+            plugin: plugin.clone(),
+        },
+        Upstream::plain(echo.addr()),
+    );
+    let http = env.listener(
+        "http",
+        ip(http_address),
+        0,
+        ListenerKind::Http { plugin },
+        Upstream::plain(web.addr()),
+    );
+    let spec = EnvoySpec {
+        listeners: vec![tcp.unwrap(), http.unwrap()],
+        ..EnvoySpec::default()
+    };
+    env.start(name, spec).unwrap()
 }
-
-const CURL: &str = "cluster.local/ns/default/sa/curl";
-const REVIEWS: &str = "cluster.local/ns/default/sa/bookinfo-reviews";
-const GATEWAY: &str = "cluster.local/ns/default/sa/bookinfo-gateway-istio";
 
 /// Envoy with no module: an mTLS TCP listener in front of an echo server and an mTLS HTTP
 /// listener in front of an HTTP server. Proves the driver (certificates, source addresses,
@@ -31,28 +58,13 @@ fn envoy_infrastructure_without_module() {
     };
     let echo = App::echo("echo", ip("127.0.1.30")).unwrap();
     let web = App::http("web", ip("127.0.1.31"), "<html><title>hello</title></html>").unwrap();
-    let mut spec = EnvoySpec::default();
-    spec.listeners.push(
-        env.listener(
-            "tcp",
-            ip("127.0.1.10"),
-            0,
-            ListenerKind::Tcp { plugin: None },
-            Upstream::plain(echo.addr()),
-        )
-        .unwrap(),
+    let envoy = start_tcp_and_http(
+        &env,
+        "plain",
+        None,
+        ("127.0.1.10", &echo),
+        ("127.0.1.20", &web),
     );
-    spec.listeners.push(
-        env.listener(
-            "http",
-            ip("127.0.1.20"),
-            0,
-            ListenerKind::Http { plugin: None },
-            Upstream::plain(web.addr()),
-        )
-        .unwrap(),
-    );
-    let envoy = env.start("plain", spec).unwrap();
     let tcp = envoy.port("tcp").unwrap();
     let http = envoy.port("http").unwrap();
 
@@ -116,32 +128,13 @@ fn envoy_stand_in_module_loads_as_http_and_network_filter() {
     let echo = App::echo("echo", ip("127.0.1.130")).unwrap();
     let web = App::http("web", ip("127.0.1.131"), "ok").unwrap();
     let plugin = Plugin::new(&wasm, r#"{"mode":"waypoint"}"#);
-    let mut spec = EnvoySpec::default();
-    spec.listeners.push(
-        env.listener(
-            "tcp",
-            ip("127.0.1.110"),
-            0,
-            ListenerKind::Tcp {
-                plugin: Some(plugin.clone()),
-            },
-            Upstream::plain(echo.addr()),
-        )
-        .unwrap(),
+    let envoy = start_tcp_and_http(
+        &env,
+        "stand-in",
+        Some(plugin),
+        ("127.0.1.110", &echo),
+        ("127.0.1.120", &web),
     );
-    spec.listeners.push(
-        env.listener(
-            "http",
-            ip("127.0.1.120"),
-            0,
-            ListenerKind::Http {
-                plugin: Some(plugin),
-            },
-            Upstream::plain(web.addr()),
-        )
-        .unwrap(),
-    );
-    let envoy = env.start("stand-in", spec).unwrap();
     let r = envoy.connect_tcp(
         Some(CURL),
         ip("127.0.1.105"),
@@ -217,77 +210,40 @@ fn ztunnel_config() -> serde_json::Value {
 /// The module as a waypoint HTTP filter: curl may GET productpage, nothing else.
 #[test]
 fn envoy_waypoint_module_allows_get_denies_others() {
-    let Some(env) = TestEnv::for_test("envoy_waypoint_module_allows_get_denies_others") else {
+    let Some((env, wasm)) = envoy_and_module("envoy_waypoint_module_allows_get_denies_others")
+    else {
         return;
     };
-    let Some(wasm) = wasm_or_skip("envoy_waypoint_module_allows_get_denies_others") else {
-        return;
-    };
-    let app = App::http(
-        "productpage",
-        ip("127.0.2.30"),
-        "<title>Simple Bookstore App</title>",
-    )
-    .unwrap();
+    let app = App::http("productpage", ip("127.0.2.30"), PRODUCTPAGE_TITLE).unwrap();
     let plugin = Plugin::new(&wasm, waypoint_config().to_string());
-    let mut spec = EnvoySpec::default();
-    spec.listeners.push(
-        env.listener(
-            "waypoint",
-            ip("127.0.2.20"),
-            0,
-            ListenerKind::Http {
-                plugin: Some(plugin),
-            },
-            Upstream::plain(app.addr()),
-        )
-        .unwrap(),
+    let (envoy, port) = start_with_listener(
+        &env,
+        EnvoySpec::default(),
+        "waypoint",
+        ip("127.0.2.20"),
+        ListenerKind::Http {
+            plugin: Some(plugin),
+        },
+        app.addr(),
     );
-    let envoy = env.start("waypoint", spec).unwrap();
-    let port = envoy.port("waypoint").unwrap();
     let host = "productpage.default.svc.cluster.local";
+    let request = |who: &str, from: &str, method: &str| {
+        envoy
+            .request_http(Some(who), ip(from), port, method, "/productpage", host, &[])
+            .unwrap()
+    };
 
-    let ok = envoy
-        .request_http(
-            Some(CURL),
-            ip("127.0.2.5"),
-            port,
-            "GET",
-            "/productpage",
-            host,
-            &[],
-        )
-        .unwrap();
+    let ok = request(CURL, "127.0.2.5", "GET");
     assert_eq!(ok.status, 200, "curl GET: {ok:?}\n{}", envoy.log());
     assert!(ok.body_text().contains("Simple Bookstore App"));
     assert_eq!(ok.header("x-upstream"), Some("productpage"));
 
     let before = app.connections().len();
-    let del = envoy
-        .request_http(
-            Some(CURL),
-            ip("127.0.2.5"),
-            port,
-            "DELETE",
-            "/productpage",
-            host,
-            &[],
-        )
-        .unwrap();
+    let del = request(CURL, "127.0.2.5", "DELETE");
     assert_eq!(del.status, 403, "curl DELETE: {del:?}");
     assert_eq!(del.body_text(), "RBAC: access denied");
 
-    let other = envoy
-        .request_http(
-            Some(REVIEWS),
-            ip("127.0.2.6"),
-            port,
-            "GET",
-            "/productpage",
-            host,
-            &[],
-        )
-        .unwrap();
+    let other = request(REVIEWS, "127.0.2.6", "GET");
     assert_eq!(other.status, 403, "reviews GET: {other:?}");
     assert_eq!(other.body_text(), "RBAC: access denied");
     assert!(
@@ -307,29 +263,22 @@ fn envoy_waypoint_module_allows_get_denies_others() {
 /// unknown principal's connection is closed before any byte reaches the workload.
 #[test]
 fn envoy_ztunnel_module_closes_unknown_principal() {
-    let Some(env) = TestEnv::for_test("envoy_ztunnel_module_closes_unknown_principal") else {
-        return;
-    };
-    let Some(wasm) = wasm_or_skip("envoy_ztunnel_module_closes_unknown_principal") else {
+    let Some((env, wasm)) = envoy_and_module("envoy_ztunnel_module_closes_unknown_principal")
+    else {
         return;
     };
     let app = App::echo("productpage", ip("127.0.3.30")).unwrap();
     let plugin = Plugin::new(&wasm, ztunnel_config().to_string());
-    let mut spec = EnvoySpec::default();
-    spec.listeners.push(
-        env.listener(
-            "ztunnel",
-            ip("127.0.3.10"),
-            0,
-            ListenerKind::Tcp {
-                plugin: Some(plugin),
-            },
-            Upstream::plain(app.addr()),
-        )
-        .unwrap(),
+    let (envoy, port) = start_with_listener(
+        &env,
+        EnvoySpec::default(),
+        "ztunnel",
+        ip("127.0.3.10"),
+        ListenerKind::Tcp {
+            plugin: Some(plugin),
+        },
+        app.addr(),
     );
-    let envoy = env.start("ztunnel", spec).unwrap();
-    let port = envoy.port("ztunnel").unwrap();
 
     let denied = envoy.connect_tcp(Some(CURL), ip("127.0.3.5"), port, None);
     assert!(
@@ -357,10 +306,7 @@ fn envoy_ztunnel_module_closes_unknown_principal() {
 #[test]
 fn envoy_ztunnel_module_plaintext_peer_and_foreign_trust_domain() {
     let test = "envoy_ztunnel_module_plaintext_peer_and_foreign_trust_domain";
-    let Some(env) = TestEnv::for_test(test) else {
-        return;
-    };
-    let Some(wasm) = wasm_or_skip(test) else {
+    let Some((env, wasm)) = envoy_and_module(test) else {
         return;
     };
     let app = App::echo("productpage", ip("127.0.4.30")).unwrap();
@@ -431,10 +377,7 @@ fn envoy_waypoint_forwarded_for_never_satisfies_ip_blocks() {
 
 fn ipblocks_with_forwarded_for(mode: ForwardedFor, net: &str) {
     let test = format!("envoy ipBlocks with {mode:?}");
-    let Some(env) = TestEnv::for_test(&test) else {
-        return;
-    };
-    let Some(wasm) = wasm_or_skip(&test) else {
+    let Some((env, wasm)) = envoy_and_module(&test) else {
         return;
     };
     let app = App::http("productpage", ip(&format!("{net}.30")), "page").unwrap();
@@ -443,24 +386,20 @@ fn ipblocks_with_forwarded_for(mode: ForwardedFor, net: &str) {
     config["policies"][0]["spec"]["rules"] =
         json!([{ "from": [{ "source": { "ipBlocks": [format!("{net}.5/32")] } }] }]);
     let plugin = Plugin::new(&wasm, config.to_string());
-    let mut spec = EnvoySpec {
+    let spec = EnvoySpec {
         forwarded_for: mode,
         ..EnvoySpec::default()
     };
-    spec.listeners.push(
-        env.listener(
-            "waypoint",
-            ip(&format!("{net}.20")),
-            0,
-            ListenerKind::Http {
-                plugin: Some(plugin),
-            },
-            Upstream::plain(app.addr()),
-        )
-        .unwrap(),
+    let (envoy, port) = start_with_listener(
+        &env,
+        spec,
+        "waypoint",
+        ip(&format!("{net}.20")),
+        ListenerKind::Http {
+            plugin: Some(plugin),
+        },
+        app.addr(),
     );
-    let envoy = env.start("waypoint", spec).unwrap();
-    let port = envoy.port("waypoint").unwrap();
     let host = "productpage.default.svc.cluster.local";
     let status = |from: &str, xff: Option<&str>| {
         let headers: Vec<(&str, &str)> = xff.map(|x| ("x-forwarded-for", x)).into_iter().collect();
@@ -480,30 +419,14 @@ fn ipblocks_with_forwarded_for(mode: ForwardedFor, net: &str) {
     let listed = format!("{net}.5");
     assert_eq!(status("5", None), 200, "the listed peer");
     assert_eq!(status("6", None), 403, "another peer");
-    match mode {
-        ForwardedFor::Ignore => {
-            assert_eq!(
-                status("6", Some(&listed)),
-                403,
-                "another peer forging X-Forwarded-For"
-            );
-            assert_eq!(
-                status("5", Some("192.0.2.1")),
-                200,
-                "the listed peer, forwarding"
-            );
-        }
-        ForwardedFor::Trust => {
-            assert_eq!(
-                status("6", Some(&listed)),
-                403,
-                "another peer forging X-Forwarded-For"
-            );
-            assert_eq!(
-                status("5", Some("192.0.2.1")),
-                403,
-                "the listed peer, hidden behind a forwarded address"
-            );
-        }
-    }
+    assert_eq!(
+        status("6", Some(&listed)),
+        403,
+        "another peer forging X-Forwarded-For"
+    );
+    let (want, what) = match mode {
+        ForwardedFor::Ignore => (200, "the listed peer, forwarding"),
+        ForwardedFor::Trust => (403, "the listed peer, hidden behind a forwarded address"),
+    };
+    assert_eq!(status("5", Some("192.0.2.1")), want, "{what}");
 }

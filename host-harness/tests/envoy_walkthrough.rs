@@ -22,34 +22,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::IpAddr;
+mod common;
+
 use std::path::Path;
 
 use authz_envoy::bootstrap::{EnvoySpec, ListenerKind, Plugin, Upstream as UpstreamSpec};
 use authz_envoy::chain::{Authz, Chain, TunnelSpec, Variant};
 use authz_envoy::client::{self, ConnError, HttpRequest};
 use authz_envoy::upstream::Upstream;
-use authz_envoy::{wasm_or_skip, Envoy, TestEnv};
+use authz_envoy::{Envoy, TestEnv};
 use authz_fixture::workspace::repo_root;
+use common::{envoy_and_module, ip, CURL, GATEWAY, PRODUCTPAGE_TITLE, PROMETHEUS, REVIEWS};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-const GATEWAY: &str = "cluster.local/ns/default/sa/bookinfo-gateway-istio";
-const CURL: &str = "cluster.local/ns/default/sa/curl";
-const REVIEWS: &str = "cluster.local/ns/default/sa/bookinfo-reviews";
-const PROMETHEUS: &str = "cluster.local/ns/istio-system/sa/prometheus";
 const WAYPOINT: &str = "cluster.local/ns/default/sa/waypoint";
-
-const TITLE: &str = "<title>Simple Bookstore App</title>";
 /// The productpage Service VIP: the `CONNECT` authority the callers' ztunnel asks for.
 const VIP_IP: &str = "10.96.0.10";
 /// The callers that go through the waypoint, and their addresses.
 const CALLERS: &[(&str, &str)] = &[(CURL, "127.0.10.6"), (REVIEWS, "127.0.10.7")];
 const HOST: &str = "productpage:9080";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 /// The AuthorizationPolicy documents of a policy file (other kinds are ignored).
 fn policies(file: &str) -> Vec<Value> {
@@ -208,7 +200,10 @@ fn assert_page(r: &Result<authz_envoy::client::HttpResult, ConnError>, what: &st
     match r {
         Ok(resp) => {
             assert_eq!(resp.status, 200, "{what}: {resp:?}");
-            assert!(resp.body_text().contains(TITLE), "{what}: {resp:?}");
+            assert!(
+                resp.body_text().contains(PRODUCTPAGE_TITLE),
+                "{what}: {resp:?}"
+            );
         }
         Err(e) => panic!("{what}: {e}"),
     }
@@ -235,10 +230,7 @@ fn assert_l4_refused(r: &Result<authz_envoy::client::HttpResult, ConnError>, wha
 
 #[test]
 fn envoy_walkthrough_seed_000_and_002() {
-    let Some(env) = TestEnv::for_test("envoy_walkthrough_seed_000_and_002") else {
-        return;
-    };
-    let Some(wasm) = wasm_or_skip("envoy_walkthrough_seed_000_and_002") else {
+    let Some((env, wasm)) = envoy_and_module("envoy_walkthrough_seed_000_and_002") else {
         return;
     };
     walkthrough(env, wasm);
@@ -250,35 +242,20 @@ fn envoy_walkthrough_seed_000_and_002() {
 #[test]
 fn envoy_walkthrough_with_the_module_pulled_from_a_registry() {
     use authz_oci::check::fetch;
-    use authz_oci::layout::{write_release, ReleaseOptions};
-    use authz_oci::registry::{find_docker_registry, find_skopeo, push_layout, LocalRegistry};
-    use authz_oci::time::Timestamp;
+    use authz_oci::layout::write_release;
+    use authz_oci::registry::{push_layout, LocalRegistry};
 
     let test = "envoy_walkthrough_with_the_module_pulled_from_a_registry";
-    let Some(env) = TestEnv::for_test(test) else {
+    let Some((env, built)) = envoy_and_module(test) else {
         return;
     };
-    let Some(built) = wasm_or_skip(test) else {
-        return;
-    };
-    let (Some(registry_bin), Some(skopeo)) = (find_docker_registry(), find_skopeo()) else {
-        assert!(
-            !authz_envoy::in_ci(),
-            "{test}: CI is set but docker-registry or skopeo is missing (scripts/install-deps.sh)"
-        );
-        eprintln!("SKIPPED {test}: docker-registry or skopeo not installed");
+    let Some((registry_bin, skopeo)) = common::registry_tools(test) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let module = std::fs::read(&built).unwrap();
-    let opts = ReleaseOptions {
-        tag: "0.1.0".into(),
-        version: "0.1.0".into(),
-        created: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
-        ..ReleaseOptions::default()
-    };
     let layout = tmp.path().join("oci");
-    write_release(&module, &layout, &opts).unwrap();
+    write_release(&module, &layout, &common::release_options("0.1.0")).unwrap();
     let registry = LocalRegistry::start(&registry_bin, &tmp.path().join("registry")).unwrap();
     let digest = push_layout(
         &skopeo,
@@ -312,7 +289,7 @@ fn walkthrough(env: TestEnv, wasm: std::path::PathBuf) {
     let page = Upstream::http(
         "productpage",
         ip("127.0.10.11"),
-        &format!("<html><head>{TITLE}</head><body>Bookinfo</body></html>"),
+        &format!("<html><head>{PRODUCTPAGE_TITLE}</head><body>Bookinfo</body></html>"),
     )
     .unwrap();
     let metrics = Upstream::http(
@@ -357,7 +334,7 @@ fn walkthrough(env: TestEnv, wasm: std::path::PathBuf) {
             resp.status, 503,
             "curl GET via waypoint, ztunnel refuses the waypoint: {resp:?}"
         );
-        assert!(!resp.body_text().contains(TITLE));
+        assert!(!resp.body_text().contains(PRODUCTPAGE_TITLE));
         // The waypoint's own L7 decisions do not need the ztunnel.
         assert_rbac_denied(
             &wp.get(CURL, "127.0.10.6", "DELETE"),

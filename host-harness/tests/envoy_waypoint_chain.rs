@@ -13,15 +13,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::net::SocketAddr;
 
 use authz_envoy::bootstrap::Plugin;
 use authz_envoy::chain::{Authz, Chain, Variant};
 use authz_envoy::client::{http_request, HttpRequest, TlsClient};
-use authz_envoy::{wasm_or_skip, TestEnv};
+use common::{envoy_and_module, CURL};
 use serde_json::{json, Value};
 
-const CURL: &str = "cluster.local/ns/default/sa/curl";
 const OTHER: &str = "cluster.local/ns/other/sa/client";
 /// The Service VIP the client dials: the `CONNECT` authority.
 const VIP: &str = "10.96.0.10:9080";
@@ -151,10 +152,7 @@ const REQUESTS: &[(&str, &str)] = &[(CURL, "GET"), (CURL, "POST"), (OTHER, "GET"
 
 #[test]
 fn the_module_decides_as_istiod_rbac_in_the_waypoint_chain_and_the_direct_listener() {
-    let Some(env) = TestEnv::for_test("envoy_waypoint_chain") else {
-        return;
-    };
-    let Some(wasm) = wasm_or_skip("envoy_waypoint_chain") else {
+    let Some((env, wasm)) = envoy_and_module("envoy_waypoint_chain") else {
         return;
     };
     let mut variants = Vec::new();
@@ -241,10 +239,7 @@ fn the_module_decides_as_istiod_rbac_in_the_waypoint_chain_and_the_direct_listen
 /// `remoteIpBlocks` is the forwarded address.
 #[test]
 fn x_forwarded_for_never_satisfies_ip_blocks() {
-    let Some(env) = TestEnv::for_test("envoy_waypoint_chain_xff") else {
-        return;
-    };
-    let Some(wasm) = wasm_or_skip("envoy_waypoint_chain_xff") else {
+    let Some((env, wasm)) = envoy_and_module("envoy_waypoint_chain_xff") else {
         return;
     };
     let cases = [
@@ -330,10 +325,7 @@ fn x_forwarded_for_never_satisfies_ip_blocks() {
 fn the_network_filter_reads_the_caller_in_the_waypoint_tcp_chain() {
     use authz_envoy::client::tcp_probe;
     use authz_envoy::upstream::Upstream;
-    let Some(env) = TestEnv::for_test("envoy_waypoint_chain_tcp") else {
-        return;
-    };
-    let Some(wasm) = wasm_or_skip("envoy_waypoint_chain_tcp") else {
+    let Some((env, wasm)) = envoy_and_module("envoy_waypoint_chain_tcp") else {
         return;
     };
     let echo = Upstream::echo("echo", "127.0.0.1".parse().unwrap()).unwrap();

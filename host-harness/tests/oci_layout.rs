@@ -4,33 +4,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use authz_oci::check::{self, fetch, ImageSource, LayoutSource, Variant};
 use authz_oci::layout::{self, ReleaseOptions};
 use authz_oci::time::Timestamp;
 use authz_oci::variants::{write_test_images, Expect, TestImage};
 use authz_oci::{canonical_json, sha256_hex};
+use common::module_bytes;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-use std::sync::OnceLock;
-
-fn module() -> &'static [u8] {
-    static M: OnceLock<Vec<u8>> = OnceLock::new();
-    M.get_or_init(|| {
-        let p = authz_oci::module::module_for_tests().expect("the module");
-        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    })
-}
 
 fn opts() -> ReleaseOptions {
     ReleaseOptions {
-        tag: "1.2.3".into(),
-        version: "1.2.3".into(),
-        revision: "0123456789abcdef0123456789abcdef01234567".into(),
         source: "https://github.com/istio-authz-wasm/istio-authz-wasm".into(),
-        created: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
-        ..ReleaseOptions::default()
+        ..common::release_options("1.2.3")
     }
 }
 
@@ -63,7 +53,7 @@ fn json(bytes: &[u8]) -> Value {
 fn the_release_layout_has_the_shape_istio_and_envoy_gateway_pull() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("oci");
-    let wasm = module();
+    let wasm = module_bytes();
     let o = opts();
     let r = layout::write_release(wasm, &dir, &o).unwrap();
 
@@ -169,7 +159,7 @@ fn the_release_layout_has_the_shape_istio_and_envoy_gateway_pull() {
 #[test]
 fn the_layout_is_byte_reproducible_and_independent_of_where_it_is_written() {
     let tmp = tempfile::tempdir().unwrap();
-    let wasm = module();
+    let wasm = module_bytes();
     let r1 = layout::write_release(wasm, &tmp.path().join("a"), &opts()).unwrap();
     let r2 = layout::write_release(wasm, &tmp.path().join("elsewhere/b"), &opts()).unwrap();
     assert_eq!(r1, r2);
@@ -223,7 +213,7 @@ fn the_layout_is_byte_reproducible_and_independent_of_where_it_is_written() {
 fn the_layout_writer_does_not_overwrite_what_is_not_a_layout() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("precious.txt"), "keep me").unwrap();
-    let err = layout::write_release(module(), tmp.path(), &opts()).unwrap_err();
+    let err = layout::write_release(module_bytes(), tmp.path(), &opts()).unwrap_err();
     assert!(err.to_string().contains("refusing to overwrite"), "{err:#}");
     assert!(tmp.path().join("precious.txt").is_file());
     assert!(layout::write_release(b"not wasm", &tmp.path().join("x"), &opts()).is_err());
@@ -233,7 +223,7 @@ fn the_layout_writer_does_not_overwrite_what_is_not_a_layout() {
 fn the_oci_layout_command_checks_the_module_and_writes_what_write_release_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let wasm_path = tmp.path().join("authz_plugin.wasm");
-    std::fs::write(&wasm_path, module()).unwrap();
+    std::fs::write(&wasm_path, module_bytes()).unwrap();
     let out = tmp.path().join("oci");
     let tar = tmp.path().join("authz-plugin-oci.tar");
     let args: Vec<String> = [
@@ -265,7 +255,7 @@ fn the_oci_layout_command_checks_the_module_and_writes_what_write_release_writes
     let run = harness(&args);
     assert!(run.status.success(), "{run:?}");
     let expected = tmp.path().join("expected");
-    layout::write_release(module(), &expected, &opts()).unwrap();
+    layout::write_release(module_bytes(), &expected, &opts()).unwrap();
     assert_eq!(tree(&out), tree(&expected));
     assert!(tar.is_file());
 
@@ -288,7 +278,7 @@ fn the_oci_layout_command_checks_the_module_and_writes_what_write_release_writes
 
 #[test]
 fn the_module_loads_in_wasmtime_with_the_proxy_wasm_surface() {
-    let info = authz_oci::module::inspect(module()).unwrap();
+    let info = authz_oci::module::inspect(module_bytes()).unwrap();
     assert!(
         info.abi
             .iter()
@@ -305,7 +295,7 @@ fn the_module_loads_in_wasmtime_with_the_proxy_wasm_surface() {
 fn the_fetcher_rules_accept_the_release_and_reject_the_wrong_shapes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("variants");
-    let wasm = module();
+    let wasm = module_bytes();
     let written = write_test_images(&dir, wasm, &opts(), &TestImage::ALL).unwrap();
     let mut src = LayoutSource::new(&dir).unwrap();
     let mut report = Vec::new();
@@ -363,7 +353,7 @@ fn the_fetcher_rules_accept_the_release_and_reject_the_wrong_shapes() {
 fn sha256_is_the_manifest_digest_for_oci_urls() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("oci");
-    let wasm = module();
+    let wasm = module_bytes();
     let r = layout::write_release(wasm, &dir, &opts()).unwrap();
     let mut src = LayoutSource::new(&dir).unwrap();
 

@@ -11,57 +11,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use authz_oci::check::{fetch, ImageSource, LayoutSource, Variant};
 use authz_oci::layout::{self, ReleaseOptions};
-use authz_oci::registry::{self, find_docker_registry, find_skopeo, LocalRegistry};
+use authz_oci::registry::{self, LocalRegistry};
 use authz_oci::sha256_hex;
-use authz_oci::time::Timestamp;
 use authz_oci::variants::{write_test_images, Expect, TestImage};
+use common::{module_bytes, registry_tools};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const REPO: &str = "authz-plugin";
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
-}
-
-/// `(docker-registry, skopeo)`, or `None` with the reason printed (a panic under CI).
-fn tools(test: &str) -> Option<(PathBuf, PathBuf)> {
-    match (find_docker_registry(), find_skopeo()) {
-        (Some(r), Some(s)) => Some((r, s)),
-        (r, s) => {
-            let missing: Vec<&str> = [(r.is_none(), "docker-registry"), (s.is_none(), "skopeo")]
-                .iter()
-                .filter(|(m, _)| *m)
-                .map(|(_, n)| *n)
-                .collect();
-            let msg = format!(
-                "{test}: {} not installed (scripts/install-deps.sh installs them)",
-                missing.join(" and ")
-            );
-            if in_ci() {
-                panic!("CI is set: {msg}");
-            }
-            eprintln!("SKIPPED {msg}");
-            None
-        }
-    }
-}
-
-fn module() -> Vec<u8> {
-    let p = authz_oci::module::module_for_tests().expect("the module");
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
 fn opts() -> ReleaseOptions {
-    ReleaseOptions {
-        tag: "0.1.0".into(),
-        version: "0.1.0".into(),
-        revision: "0123456789abcdef0123456789abcdef01234567".into(),
-        created: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
-        ..ReleaseOptions::default()
-    }
+    common::release_options("0.1.0")
 }
 
 fn blobs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -94,16 +58,16 @@ fn assert_same_blobs(original: &Path, pulled: &Path, what: &str) {
 #[test]
 fn the_release_round_trips_through_a_loopback_registry_with_its_digests() {
     let Some((registry_bin, skopeo)) =
-        tools("the_release_round_trips_through_a_loopback_registry_with_its_digests")
+        registry_tools("the_release_round_trips_through_a_loopback_registry_with_its_digests")
     else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let wasm = module();
+    let wasm = module_bytes();
 
     // The layout, written by the `oci-layout` command as build.sh runs it.
     let wasm_path = tmp.path().join("authz_plugin.wasm");
-    std::fs::write(&wasm_path, &wasm).unwrap();
+    std::fs::write(&wasm_path, wasm).unwrap();
     let layout_dir = tmp.path().join("oci");
     let tar = tmp.path().join("authz-plugin-oci.tar");
     let args: Vec<String> = [
@@ -129,7 +93,7 @@ fn the_release_round_trips_through_a_loopback_registry_with_its_digests() {
         .status()
         .unwrap();
     assert!(status.success(), "authz-harness {args:?}: {status}");
-    let release = layout::write_release(&wasm, &tmp.path().join("expected"), &opts()).unwrap();
+    let release = layout::write_release(wasm, &tmp.path().join("expected"), &opts()).unwrap();
     let manifest_bytes =
         std::fs::read(layout_dir.join("blobs/sha256").join(release.manifest_hex())).unwrap();
 
@@ -199,7 +163,7 @@ fn the_release_round_trips_through_a_loopback_registry_with_its_digests() {
         );
     }
     // sha256 set to the module's hash (the http(s):// rule) does not match an oci:// image.
-    let e = fetch(&mut src, "0.1.0", Some(&sha256_hex(&wasm)))
+    let e = fetch(&mut src, "0.1.0", Some(&sha256_hex(wasm)))
         .unwrap_err()
         .to_string();
     assert!(
@@ -269,14 +233,14 @@ fn the_release_round_trips_through_a_loopback_registry_with_its_digests() {
 #[test]
 fn the_fetcher_rules_hold_for_images_served_by_a_registry() {
     let Some((registry_bin, skopeo)) =
-        tools("the_fetcher_rules_hold_for_images_served_by_a_registry")
+        registry_tools("the_fetcher_rules_hold_for_images_served_by_a_registry")
     else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let wasm = module();
+    let wasm = module_bytes();
     let dir = tmp.path().join("variants");
-    let written = write_test_images(&dir, &wasm, &opts(), &TestImage::ALL).unwrap();
+    let written = write_test_images(&dir, wasm, &opts(), &TestImage::ALL).unwrap();
     let reg = LocalRegistry::start(&registry_bin, &tmp.path().join("registry")).unwrap();
     let mut src = reg.source(REPO);
     let mut failures = Vec::new();

@@ -4,8 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use authz_plugin::engine::{Engine, ErrorKind, OwnedAttributes, Verdict};
 use authz_wasm_host::{shared_module, HostError, PluginInstance};
+use common::configure;
 use serde_json::{json, Value};
 
 const GATEWAY: &str = "spiffe://cluster.local/ns/default/sa/bookinfo-gateway-istio";
@@ -140,11 +143,8 @@ fn unparseable_and_empty_configurations_are_rejected() {
 
 #[test]
 fn a_failed_reconfiguration_keeps_the_last_good_one() {
-    let module = shared_module().unwrap_or_else(|e| panic!("{e}"));
     let good = config("cluster.local/ns/default/sa/bookinfo-gateway-istio", None);
-    let mut wasm = module
-        .configure(&bytes(&good))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut wasm = configure(&good);
     assert_eq!(verdict(&mut wasm, GATEWAY), Verdict::Allow);
     assert_eq!(verdict(&mut wasm, CURL), Verdict::Deny);
 
@@ -179,7 +179,6 @@ fn a_failed_reconfiguration_keeps_the_last_good_one() {
 
 #[test]
 fn load_notes_are_logged_once_at_configure() {
-    let module = shared_module().unwrap_or_else(|e| panic!("{e}"));
     // An ALLOW rule with a Layer 7 attribute at ztunnel is converted (it never matches).
     let l7 = json!({
         "apiVersion": "security.istio.io/v1",
@@ -196,9 +195,7 @@ fn load_notes_are_logged_once_at_configure() {
         !engine.notes().is_empty(),
         "the engine reports a conversion"
     );
-    let wasm = module
-        .configure(&bytes(&cfg))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let wasm = configure(&cfg);
     let logs = wasm.configure_logs();
     for note in engine.notes() {
         let line = format!("authz: load: {note}");
@@ -222,7 +219,6 @@ fn load_notes_are_logged_once_at_configure() {
 
 #[test]
 fn counters_are_bounded_for_many_policies() {
-    let module = shared_module().unwrap_or_else(|e| panic!("{e}"));
     let extra: Vec<Value> = (0..1005)
         .map(|i| {
             json!({
@@ -237,9 +233,7 @@ fn counters_are_bounded_for_many_policies() {
     if let Some(list) = cfg["policies"].as_array_mut() {
         list.extend(extra);
     }
-    let mut wasm = module
-        .configure(&bytes(&cfg))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut wasm = configure(&cfg);
     let metrics = wasm.metrics();
     assert!(
         metrics.len() <= 4 * 1000 + 4 + 2,
@@ -262,13 +256,10 @@ fn counters_are_bounded_for_many_policies() {
 
 #[test]
 fn counts_reach_the_host_on_the_timer_not_per_request() {
-    let module = shared_module().unwrap_or_else(|e| panic!("{e}"));
-    let mut wasm = module
-        .configure(&bytes(&config(
-            "cluster.local/ns/default/sa/bookinfo-gateway-istio",
-            None,
-        )))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut wasm = configure(&config(
+        "cluster.local/ns/default/sa/bookinfo-gateway-istio",
+        None,
+    ));
     for _ in 0..3 {
         assert_eq!(verdict(&mut wasm, GATEWAY), Verdict::Allow);
     }
@@ -288,13 +279,10 @@ fn counts_reach_the_host_on_the_timer_not_per_request() {
 
 #[test]
 fn a_reconfiguration_hands_over_the_counts_of_the_configuration_it_replaces() {
-    let module = shared_module().unwrap_or_else(|e| panic!("{e}"));
-    let mut wasm = module
-        .configure(&bytes(&config(
-            "cluster.local/ns/default/sa/bookinfo-gateway-istio",
-            None,
-        )))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut wasm = configure(&config(
+        "cluster.local/ns/default/sa/bookinfo-gateway-istio",
+        None,
+    ));
     assert_eq!(verdict(&mut wasm, GATEWAY), Verdict::Allow);
     assert_eq!(verdict(&mut wasm, GATEWAY), Verdict::Allow);
     wasm.reconfigure(&bytes(&config("cluster.local/ns/default/sa/curl", None)))

@@ -5,20 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use authz_plugin::engine::{Claim, Engine, OwnedAttributes, OwnedHttp, Traffic, Verdict};
-use authz_wasm_host::{
-    shared_module, FirstData, HostError, PluginInstance, StreamOptions, WasmOutcome,
-};
-use serde_json::{json, Value};
+mod common;
 
-fn policy(name: &str, namespace: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "security.istio.io/v1",
-        "kind": "AuthorizationPolicy",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    })
-}
+use authz_plugin::engine::{Claim, Engine, OwnedAttributes, OwnedHttp, Traffic, Verdict};
+use authz_wasm_host::{FirstData, HostError, StreamOptions, WasmOutcome};
+use common::{configure, policy, productpage_request, productpage_spec, waypoint_config};
+use serde_json::{json, Value};
 
 fn ztunnel_config(policies: Vec<Value>) -> Value {
     json!({
@@ -29,27 +21,6 @@ fn ztunnel_config(policies: Vec<Value>) -> Value {
         }],
         "policies": policies,
     })
-}
-
-fn waypoint_config(policies: Vec<Value>) -> Value {
-    json!({
-        "mode": "waypoint",
-        "waypoint": {"name": "waypoint", "namespace": "default"},
-        "services": [{
-            "name": "productpage", "namespace": "default",
-            "hosts": ["productpage.default.svc.cluster.local"],
-            "addresses": ["10.96.0.10"], "ports": [9080],
-        }],
-        "policies": policies,
-    })
-}
-
-fn configure(config: &Value) -> PluginInstance {
-    let module = shared_module().unwrap_or_else(|e| panic!("module: {e}"));
-    let bytes = serde_json::to_vec(config).expect("json");
-    module
-        .configure(&bytes)
-        .unwrap_or_else(|e| panic!("configure: {e}"))
 }
 
 fn native(config: &Value) -> Engine {
@@ -67,27 +38,6 @@ fn conn(principal: Option<&str>, src: &str, dst: &str, port: u16) -> OwnedAttrib
         sni: None,
         http: None,
     }
-}
-
-fn req(
-    principal: Option<&str>,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    jwt: Option<Claim>,
-) -> OwnedAttributes {
-    let mut a = conn(principal, "10.1.0.7", "10.96.0.10", 9080);
-    a.http = Some(OwnedHttp::new(
-        method.as_bytes(),
-        path.as_bytes(),
-        b"productpage:9080",
-        headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-            .collect(),
-        jwt,
-    ));
-    a
 }
 
 /// The module's verdict and deciding policy equal the native engine's.
@@ -219,19 +169,23 @@ fn l7_policies() -> Vec<Value> {
         policy(
             "productpage-waypoint",
             "default",
-            json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}], "action": "ALLOW",
-            "rules": [
-                {"from": [{"source": {"principals": ["cluster.local/ns/default/sa/curl"]}}],
-                 "to": [{"operation": {"methods": ["GET"], "paths": ["/api/*", "/productpage"]}}]},
-                {"when": [{"key": "request.auth.claims[groups]", "values": ["admins"]}]},
-                {"when": [{"key": "request.headers[x-token]", "values": ["a,b"]}]},
-            ]}),
+            productpage_spec(
+                "ALLOW",
+                json!([
+                    {"from": [{"source": {"principals": ["cluster.local/ns/default/sa/curl"]}}],
+                     "to": [{"operation": {"methods": ["GET"], "paths": ["/api/*", "/productpage"]}}]},
+                    {"when": [{"key": "request.auth.claims[groups]", "values": ["admins"]}]},
+                    {"when": [{"key": "request.headers[x-token]", "values": ["a,b"]}]},
+                ]),
+            ),
         ),
         policy(
             "deny-delete",
             "default",
-            json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}], "action": "DENY",
-                   "rules": [{"to": [{"operation": {"methods": ["DELETE"]}}]}]}),
+            productpage_spec(
+                "DENY",
+                json!([{"to": [{"operation": {"methods": ["DELETE"]}}]}]),
+            ),
         ),
     ]
 }
@@ -263,26 +217,26 @@ fn l7_decisions_match_the_native_engine() {
     let engine = native(&config);
     let mut wasm = configure(&config);
     let cases = [
-        req(Some(CURL), "GET", "/productpage", &[], None),
-        req(Some(CURL), "GET", "/api/v1/products?x=1", &[], None),
-        req(Some(CURL), "POST", "/productpage", &[], None),
-        req(Some(GATEWAY), "GET", "/productpage", &[], None),
-        req(None, "GET", "/productpage", &[], None),
-        req(Some(CURL), "DELETE", "/productpage", &[], None),
+        productpage_request(Some(CURL), "GET", "/productpage", &[], None),
+        productpage_request(Some(CURL), "GET", "/api/v1/products?x=1", &[], None),
+        productpage_request(Some(CURL), "POST", "/productpage", &[], None),
+        productpage_request(Some(GATEWAY), "GET", "/productpage", &[], None),
+        productpage_request(None, "GET", "/productpage", &[], None),
+        productpage_request(Some(CURL), "DELETE", "/productpage", &[], None),
         // The JWT payload from dynamic metadata.
-        req(None, "POST", "/x", &[], Some(claims(&["dev", "admins"]))),
-        req(None, "POST", "/x", &[], Some(claims(&["dev"]))),
+        productpage_request(None, "POST", "/x", &[], Some(claims(&["dev", "admins"]))),
+        productpage_request(None, "POST", "/x", &[], Some(claims(&["dev"]))),
         // Repeated headers: each occurrence is matched on its own, as Envoy 1.40 RBAC does.
-        req(
+        productpage_request(
             None,
             "POST",
             "/x",
             &[("x-token", "a"), ("x-token", "b")],
             None,
         ),
-        req(None, "POST", "/x", &[("x-token", "a")], None),
+        productpage_request(None, "POST", "/x", &[("x-token", "a")], None),
         // Identity never comes from a header.
-        req(
+        productpage_request(
             None,
             "GET",
             "/productpage",
@@ -313,7 +267,7 @@ fn l7_decisions_match_the_native_engine() {
 fn l7_non_utf8_header_values_do_not_panic() {
     let config = waypoint_config(l7_policies());
     let mut wasm = configure(&config);
-    let mut attrs = req(Some(CURL), "GET", "/productpage", &[], None);
+    let mut attrs = productpage_request(Some(CURL), "GET", "/productpage", &[], None);
     if let Some(http) = attrs.http.as_mut() {
         *http = OwnedHttp::new(
             b"GET",
@@ -332,10 +286,22 @@ fn each_stream_gets_a_fresh_context_id() {
     let config = waypoint_config(l7_policies());
     let mut wasm = configure(&config);
     let a = wasm
-        .request(&req(Some(CURL), "GET", "/productpage", &[], None))
+        .request(&productpage_request(
+            Some(CURL),
+            "GET",
+            "/productpage",
+            &[],
+            None,
+        ))
         .expect("a");
     let b = wasm
-        .request(&req(Some(CURL), "GET", "/productpage", &[], None))
+        .request(&productpage_request(
+            Some(CURL),
+            "GET",
+            "/productpage",
+            &[],
+            None,
+        ))
         .expect("b");
     assert!(
         b.context_id > a.context_id,
@@ -350,20 +316,24 @@ fn audit_and_dry_run_are_logged() {
     let mut dry = policy(
         "trial-deny",
         "default",
-        json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}], "action": "DENY",
-               "rules": [{"to": [{"operation": {"methods": ["POST"]}}]}]}),
+        productpage_spec(
+            "DENY",
+            json!([{"to": [{"operation": {"methods": ["POST"]}}]}]),
+        ),
     );
     dry["metadata"]["annotations"] = json!({"istio.io/dry-run": "true"});
     let audit = policy(
         "audit-posts",
         "default",
-        json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}], "action": "AUDIT",
-               "rules": [{"to": [{"operation": {"methods": ["POST"]}}]}]}),
+        productpage_spec(
+            "AUDIT",
+            json!([{"to": [{"operation": {"methods": ["POST"]}}]}]),
+        ),
     );
     let config = waypoint_config(vec![dry, audit]);
     let engine = native(&config);
     let mut wasm = configure(&config);
-    let attrs = req(Some(CURL), "POST", "/x", &[], None);
+    let attrs = productpage_request(Some(CURL), "POST", "/x", &[], None);
     let got = wasm.request(&attrs).expect("request");
     let want = engine.decide(Traffic::Request, &attrs);
     assert_eq!(got.verdict, want.verdict);
@@ -393,7 +363,13 @@ fn the_filter_kind_decides_the_context_kind() {
         .connection(&conn(Some(CURL), "10.1.0.7", "10.96.0.10", 9080))
         .expect("tcp");
     assert_eq!(tcp.logged_verdict, Some(tcp.verdict));
-    match wasm.request(&req(Some(CURL), "GET", "/productpage", &[], None)) {
+    match wasm.request(&productpage_request(
+        Some(CURL),
+        "GET",
+        "/productpage",
+        &[],
+        None,
+    )) {
         Err(HostError::Trap { callback, .. }) => assert_eq!(callback, "proxy_on_request_headers"),
         other => panic!("expected a trap, got {other:?}"),
     }
@@ -433,8 +409,8 @@ fn the_scheme_pseudo_header_agrees() {
     )]);
     let engine = native(&config);
     let mut wasm = configure(&config);
-    let plain = req(Some(CURL), "GET", "/", &[], None);
-    let https = req(Some(CURL), "GET", "/", &[(":scheme", "https")], None);
+    let plain = productpage_request(Some(CURL), "GET", "/", &[], None);
+    let https = productpage_request(Some(CURL), "GET", "/", &[(":scheme", "https")], None);
     for attrs in [&plain, &https] {
         let got = wasm.request(attrs).unwrap_or_else(|e| panic!("{e}"));
         assert_same(&engine, Traffic::Request, attrs, &got);
@@ -458,12 +434,13 @@ fn an_unreadable_jwt_payload_denies_when_a_rule_needs_it() {
     let config = waypoint_config(vec![policy(
         "deny-mallory",
         "default",
-        json!({"targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}],
-               "action": "DENY",
-               "rules": [{"from": [{"source": {"requestPrincipals": ["issuer.example/mallory"]}}]}]}),
+        productpage_spec(
+            "DENY",
+            json!([{"from": [{"source": {"requestPrincipals": ["issuer.example/mallory"]}}]}]),
+        ),
     )]);
     let mut wasm = configure(&config);
-    let attrs = req(Some(CURL), "GET", "/", &[], None);
+    let attrs = productpage_request(Some(CURL), "GET", "/", &[], None);
     let opts = StreamOptions {
         // A length-delimited field whose length runs past the end: not a protobuf message.
         extra_properties: vec![(vec!["metadata".to_string()], vec![0x0a, 0x7f, 0x01])],

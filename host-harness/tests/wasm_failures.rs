@@ -5,8 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use authz_plugin::engine::{OwnedAttributes, OwnedHttp, Verdict};
+mod common;
+
+use authz_plugin::engine::{OwnedAttributes, Verdict};
 use authz_wasm_host::{shared_module, HostError, HostSettings, StreamOptions, WasmModule};
+use common::productpage_request;
 
 /// A minimal proxy-wasm module: a bump allocator, the ABI marker, and the given callbacks.
 fn module(callbacks: &str) -> String {
@@ -45,20 +48,13 @@ fn load(wat: &str) -> WasmModule {
 }
 
 fn request() -> OwnedAttributes {
-    OwnedAttributes {
-        peer_principal: Some("spiffe://cluster.local/ns/default/sa/curl".into()),
-        source_ip: Some("10.1.0.7".parse().expect("ip")),
-        destination_ip: Some("10.96.0.10".parse().expect("ip")),
-        destination_port: Some(9080),
-        http: Some(OwnedHttp::new(
-            b"GET",
-            b"/",
-            b"productpage:9080",
-            Vec::new(),
-            None,
-        )),
-        ..OwnedAttributes::default()
-    }
+    productpage_request(
+        Some("spiffe://cluster.local/ns/default/sa/curl"),
+        "GET",
+        "/",
+        &[],
+        None,
+    )
 }
 
 fn connection() -> OwnedAttributes {

@@ -4,60 +4,32 @@
 //! thing once. The seeds' waypoint policy (a principal and a method) reads the peer's identity
 //! and the method alone, never the whole header map; a rule on a header reads the map once.
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use authz_plugin::engine::{OwnedAttributes, OwnedHttp, Verdict};
-use authz_wasm_host::{shared_module, PluginInstance};
+use authz_plugin::engine::{OwnedAttributes, Verdict};
+use authz_wasm_host::PluginInstance;
+use common::{configure, policy, productpage_request, productpage_spec, waypoint_config};
 use serde_json::{json, Value};
 
+/// The productpage waypoint with one ALLOW policy of the one rule `rule`.
 fn config(rule: Value) -> Value {
-    json!({
-        "mode": "waypoint",
-        "waypoint": {"name": "waypoint", "namespace": "default"},
-        "services": [{
-            "name": "productpage", "namespace": "default",
-            "hosts": ["productpage.default.svc.cluster.local"],
-            "addresses": ["10.96.0.10"], "ports": [9080],
-        }],
-        "policies": [{
-            "apiVersion": "security.istio.io/v1",
-            "kind": "AuthorizationPolicy",
-            "metadata": {"name": "productpage-waypoint", "namespace": "default"},
-            "spec": {
-                "targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}],
-                "action": "ALLOW",
-                "rules": [rule],
-            },
-        }],
-    })
-}
-
-fn configure(config: &Value) -> PluginInstance {
-    let module = shared_module().unwrap_or_else(|e| panic!("module: {e}"));
-    module
-        .configure(&serde_json::to_vec(config).expect("json"))
-        .unwrap_or_else(|e| panic!("configure: {e}"))
+    waypoint_config(vec![policy(
+        "productpage-waypoint",
+        "default",
+        productpage_spec("ALLOW", json!([rule])),
+    )])
 }
 
 fn request(method: &str, headers: &[(&str, &str)]) -> OwnedAttributes {
-    OwnedAttributes {
-        peer_principal: Some("spiffe://cluster.local/ns/default/sa/curl".into()),
-        source_ip: Some("10.1.0.7".parse().expect("ip")),
-        remote_ip: None,
-        destination_ip: Some("10.96.0.10".parse().expect("ip")),
-        destination_port: Some(9080),
-        sni: None,
-        http: Some(OwnedHttp::new(
-            method.as_bytes(),
-            b"/productpage?u=normal",
-            b"productpage:9080",
-            headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-            None,
-        )),
-    }
+    productpage_request(
+        Some("spiffe://cluster.local/ns/default/sa/curl"),
+        method,
+        "/productpage?u=normal",
+        headers,
+        None,
+    )
 }
 
 /// The host calls one request made.

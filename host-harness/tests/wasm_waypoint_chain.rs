@@ -6,52 +6,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use authz_plugin::engine::{OwnedAttributes, OwnedHttp, Verdict};
+mod common;
+
+use authz_plugin::engine::{OwnedAttributes, Verdict};
 use authz_wasm_host::codec::Topology;
-use authz_wasm_host::{shared_module, PluginInstance, StreamOptions, WasmOutcome};
+use authz_wasm_host::{PluginInstance, StreamOptions, WasmOutcome};
+use common::{ip, policy, productpage_request, productpage_spec, waypoint_config};
 use serde_json::{json, Value};
 
 const CURL: &str = "spiffe://cluster.local/ns/default/sa/curl";
 const OTHER: &str = "spiffe://cluster.local/ns/other/sa/client";
 
+/// The productpage waypoint with one policy, `p`: `action` on the one rule `rule`.
 fn configure(rule: Value, action: &str) -> PluginInstance {
-    let config = json!({
-        "mode": "waypoint",
-        "waypoint": {"name": "waypoint", "namespace": "default"},
-        "services": [{"name": "productpage", "namespace": "default",
-                      "addresses": ["10.96.0.10"], "ports": [9080]}],
-        "policies": [{
-            "apiVersion": "security.istio.io/v1",
-            "kind": "AuthorizationPolicy",
-            "metadata": {"name": "p", "namespace": "default"},
-            "spec": {
-                "targetRefs": [{"kind": "Service", "group": "", "name": "productpage"}],
-                "action": action,
-                "rules": [rule],
-            },
-        }],
-    });
-    let module = shared_module().unwrap_or_else(|e| panic!("module: {e}"));
-    module
-        .configure(&serde_json::to_vec(&config).expect("json"))
-        .unwrap_or_else(|e| panic!("configure: {e}"))
+    common::configure(&waypoint_config(vec![policy(
+        "p",
+        "default",
+        productpage_spec(action, json!([rule])),
+    )]))
 }
 
+/// `GET /` to productpage as `principal` from `source`, forwarded for `remote`.
 fn request(principal: Option<&str>, source: &str, remote: Option<&str>) -> OwnedAttributes {
     OwnedAttributes {
-        peer_principal: principal.map(str::to_string),
-        source_ip: Some(source.parse().unwrap()),
-        remote_ip: remote.map(|r| r.parse().unwrap()),
-        destination_ip: Some("10.96.0.10".parse().unwrap()),
-        destination_port: Some(9080),
-        sni: None,
-        http: Some(OwnedHttp::new(
-            b"GET",
-            b"/",
-            b"productpage:9080",
-            Vec::new(),
-            None,
-        )),
+        source_ip: Some(ip(source)),
+        remote_ip: remote.map(ip),
+        ..productpage_request(principal, "GET", "/", &[], None)
     }
 }
 

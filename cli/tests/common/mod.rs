@@ -61,6 +61,14 @@ impl Scratch {
     pub fn path(&self) -> &std::path::Path {
         &self.0
     }
+
+    /// Writes `contents` to the file `name` in this directory (replacing it) and returns its
+    /// path.
+    pub fn file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
+    }
 }
 
 impl Drop for Scratch {

@@ -92,23 +92,13 @@ fn main() {
             wasm_result,
         });
     };
-    for n in [2_000, 10_000, 50_000] {
-        run(
-            "CUSTOM policies",
-            n.to_string(),
-            n as f64,
-            shapes::custom(n),
-            n <= 10_000,
-        );
-    }
-    for n in [2_000, 10_000, 50_000] {
-        run(
-            "ALLOW policies",
-            n.to_string(),
-            n as f64,
-            shapes::allow(n),
-            n <= 10_000,
-        );
+    for (shape, policies) in [
+        ("CUSTOM policies", shapes::custom as fn(usize) -> Value),
+        ("ALLOW policies", shapes::allow),
+    ] {
+        for n in [2_000, 10_000, 50_000] {
+            run(shape, n.to_string(), n as f64, policies(n), n <= 10_000);
+        }
     }
     for (w, p) in [(200, 200), (1_000, 1_000), (3_000, 3_000)] {
         run(

@@ -44,8 +44,8 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::{json, Value};
 
 use super::model::{
-    Action, CidrBlock, Condition, Operation, PolicySet, Rule, Source, Traffic, ValuePattern,
-    SPIFFE_PREFIX,
+    regex_quote, Action, CidrBlock, Condition, Operation, PolicySet, Rule, Source, Traffic,
+    ValuePattern, SPIFFE_PREFIX,
 };
 
 /// The trust domain the namespace keys are written for (the benchmark's certificates').
@@ -277,17 +277,6 @@ fn input_json(i: &Input) -> Value {
         ),
     };
     json!({ "name": name, "typed_config": config })
-}
-
-fn regex_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn regex(r: String) -> Value {

@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 
 use super::gen::SetKind;
-use super::run::{LoadRun, Results, Spread};
+use super::run::{fmt_mib, fmt_num, per_variant, LoadRun, Results, Spread};
+
+/// The variants this report compares.
+const COMPARED: [&str; 3] = ["native", "native-indexed", "module"];
 
 /// module / native-indexed for one measure, per round (runs of one round were side by side).
 fn ratio(r: &Results, set: SetKind, n: usize, role: &str, f: &dyn Fn(&LoadRun) -> f64) -> String {
@@ -47,27 +50,22 @@ pub fn table(r: &Results) -> String {
         "| set | N | request | req/s native / native-indexed / module | **module/native-indexed req/s** | CPU µs/req native / native-indexed / module | module/native-indexed CPU | p50 µs native-indexed / module |"
     );
     let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|---:|");
-    let num = |m: &std::collections::BTreeMap<&'static str, f64>, v: &str, d: usize| {
-        m.get(v).map_or("–".into(), |x| format!("{x:.d$}"))
-    };
     for s in rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {}{} | {} / {} / {} | **{}** | {} / {} / {} | {} | {} / {} |",
+            "| {} | {} | {}{} | {} | **{}** | {} | {} | {} |",
             s.set.name(),
             s.n,
             s.role,
             if s.decisions_ok { "" } else { " ⚠" },
-            num(&s.rps, "native", 0),
-            num(&s.rps, "native-indexed", 0),
-            num(&s.rps, "module", 0),
+            per_variant(&COMPARED, |v| fmt_num(s.rps.get(v), 0)),
             ratio(r, s.set, s.n, s.role, &|x| x.rps),
-            num(&s.cpu_us_per_req, "native", 1),
-            num(&s.cpu_us_per_req, "native-indexed", 1),
-            num(&s.cpu_us_per_req, "module", 1),
+            per_variant(&COMPARED, |v| fmt_num(s.cpu_us_per_req.get(v), 1)),
             ratio(r, s.set, s.n, s.role, &|x| x.cpu_us_per_req),
-            num(&s.p50_us, "native-indexed", 0),
-            num(&s.p50_us, "module", 0),
+            per_variant(&["native-indexed", "module"], |v| fmt_num(
+                s.p50_us.get(v),
+                0
+            )),
         );
     }
     let startup: Vec<_> = r
@@ -82,28 +80,16 @@ pub fn table(r: &Results) -> String {
         );
         let _ = writeln!(md, "|---|---:|---:|---:|");
         for x in startup {
-            let get = |v: &str| {
-                r.startup
-                    .iter()
-                    .find(|s| s.set == x.set && s.n == x.n && s.variant == v)
-            };
+            let get = |v: &str| r.startup_of(x.set, x.n, v);
             let t = |v: &str| get(v).map_or("–".into(), |s| format!("{:.2}", s.startup_s));
-            let m = |v: &str| {
-                get(v).map_or("–".into(), |s| {
-                    format!("{:.1}", s.vmrss_kib_ready as f64 / 1024.0)
-                })
-            };
+            let m = |v: &str| get(v).map_or("–".into(), |s| fmt_mib(s.vmrss_kib_ready));
             let _ = writeln!(
                 md,
-                "| {} | {} | {} / {} / {} | {} / {} / {} |",
+                "| {} | {} | {} | {} |",
                 x.set.name(),
                 x.n,
-                t("native"),
-                t("native-indexed"),
-                t("module"),
-                m("native"),
-                m("native-indexed"),
-                m("module"),
+                per_variant(&COMPARED, t),
+                per_variant(&COMPARED, m),
             );
         }
     }
@@ -126,22 +112,17 @@ pub fn memory_data(r: &Results, set: SetKind) -> Option<String> {
     if ns.is_empty() {
         return None;
     }
-    let mib = |k: u64| format!("{:.1}", k as f64 / 1024.0);
     let mut out = String::from(
         "# N native native-indexed module native-w2 native-indexed-w2 module-w2 linear-MiB\n",
     );
     for n in ns {
         let one = |v: &str| {
-            r.startup
-                .iter()
-                .find(|s| s.set == set && s.n == n && s.variant == v)
-                .map_or("NaN".into(), |s| mib(s.vmrss_kib_ready))
+            r.startup_of(set, n, v)
+                .map_or("NaN".into(), |s| fmt_mib(s.vmrss_kib_ready))
         };
         let two = |v: &str| {
-            r.workers_memory
-                .iter()
-                .find(|s| s.set == set && s.n == n && s.variant == v)
-                .map_or("NaN".into(), |s| mib(s.vmrss_kib_ready))
+            r.workers_of(set, n, v)
+                .map_or("NaN".into(), |w| fmt_mib(w.vmrss_kib_ready))
         };
         let linear = r
             .footprint

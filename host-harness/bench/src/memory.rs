@@ -101,7 +101,8 @@ pub fn native_configure_ms(config: &[u8], budget: Duration) -> Result<f64> {
     })
 }
 
-fn settings(limit: usize) -> HostSettings {
+/// The host settings for measuring configure under a linear memory limit of `limit` bytes.
+pub fn measuring_settings(limit: usize) -> HostSettings {
     HostSettings {
         // Configuring ten thousand policies is far more than one request's budget.
         fuel_per_callback: u64::MAX / 4,
@@ -124,15 +125,44 @@ fn initial_memory(bytes: &[u8]) -> Result<u64> {
 
 /// Whether the module configures under a linear memory limit of `limit` bytes.
 fn fits(bytes: &[u8], config: &[u8], limit: usize) -> Result<bool> {
-    let module = WasmModule::from_bytes(bytes, settings(limit))?;
+    let module = WasmModule::from_bytes(bytes, measuring_settings(limit))?;
     Ok(module.configure(config).is_ok())
+}
+
+/// The smallest linear memory limit under which `fits` holds, found by bisection: from `lo`
+/// (taken not to fit) and `hi`, doubled until it fits, to one page below 4 MiB and to 1/64
+/// above. An error when nothing up to 4 GiB fits.
+pub fn smallest_limit(
+    mut lo: usize,
+    mut hi: usize,
+    mut fits: impl FnMut(usize) -> Result<bool>,
+) -> Result<usize> {
+    while !fits(hi)? {
+        lo = hi;
+        hi = hi.saturating_mul(2);
+        if hi > 4 << 30 {
+            bail!("the module does not configure within 4 GiB of linear memory");
+        }
+    }
+    while hi - lo > PAGE.max(if hi > 4 << 20 { hi / 64 } else { 0 }) {
+        let mid = (lo + (hi - lo) / 2) / PAGE * PAGE;
+        if mid <= lo {
+            break;
+        }
+        if fits(mid)? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
 }
 
 /// The module's configure time (Wasmtime) and the linear memory it needs for `config`.
 pub fn module_footprint(wasm: &Path, config: &[u8], budget: Duration) -> Result<Footprint> {
     let bytes = std::fs::read(wasm).map_err(|e| anyhow!("reading {}: {e}", wasm.display()))?;
     let initial = initial_memory(&bytes)?;
-    let module = WasmModule::from_bytes(&bytes, settings(1 << 30))?;
+    let module = WasmModule::from_bytes(&bytes, measuring_settings(1 << 30))?;
     let started = Instant::now();
     let mut instance = module
         .configure(config)
@@ -148,27 +178,11 @@ pub fn module_footprint(wasm: &Path, config: &[u8], budget: Duration) -> Result<
         Ok(ms) => (ms, true),
         Err(_) => (first_ms, false),
     };
-    // Bisection: lo does not fit, hi fits.
-    let mut lo = (initial as usize).saturating_sub(PAGE);
-    let mut hi = (initial as usize).max(PAGE);
-    while !fits(&bytes, config, hi)? {
-        lo = hi;
-        hi = hi.saturating_mul(2);
-        if hi > 4 << 30 {
-            bail!("the module does not configure within 4 GiB of linear memory");
-        }
-    }
-    while hi - lo > PAGE.max(if hi > 4 << 20 { hi / 64 } else { 0 }) {
-        let mid = (lo + (hi - lo) / 2) / PAGE * PAGE;
-        if mid <= lo {
-            break;
-        }
-        if fits(&bytes, config, mid)? {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
+    let hi = smallest_limit(
+        (initial as usize).saturating_sub(PAGE),
+        (initial as usize).max(PAGE),
+        |limit| fits(&bytes, config, limit),
+    )?;
     Ok(Footprint {
         wasmtime_configure_ms: Some(configure_ms),
         reconfigure_fits_1gib: Some(reconfigure_fits),

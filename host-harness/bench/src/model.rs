@@ -70,7 +70,8 @@ impl ValuePattern {
     }
 }
 
-fn regex_quote(s: &str) -> String {
+/// `s` as a literal in an RE2 regular expression.
+pub(super) fn regex_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if "\\.+*?()|[]{}^$".contains(c) {

@@ -281,6 +281,27 @@ pub struct Results {
     pub errors: Vec<String>,
 }
 
+impl Results {
+    /// The one-worker start-up row of `variant` for `set` at `n` policies.
+    pub fn startup_of(&self, set: SetKind, n: usize, variant: &str) -> Option<&StartupRow> {
+        self.startup
+            .iter()
+            .find(|s| s.set == set && s.n == n && s.variant == variant)
+    }
+
+    /// The two-worker row of `variant` for `set` at `n` policies.
+    pub fn workers_of(
+        &self,
+        set: SetKind,
+        n: usize,
+        variant: &str,
+    ) -> Option<&super::workers::WorkersRow> {
+        self.workers_memory
+            .iter()
+            .find(|w| w.set == set && w.n == n && w.variant == variant)
+    }
+}
+
 /// The server variants. `empty-wasm` is a proxy-wasm module that does nothing (the Envoy
 /// driver's stand-in): the fixed cost of any Wasm filter in Envoy, measured at the smallest N.
 /// A run is quiet when everything else on the machine used less than this many CPUs.
@@ -944,8 +965,27 @@ fn fmt_spread(s: &Option<Spread>) -> String {
     }
 }
 
-fn fmt_num(v: Option<&f64>, digits: usize) -> String {
+pub(super) fn fmt_num(v: Option<&f64>, digits: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+/// KiB as MiB.
+pub(super) fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// KiB as MiB to one decimal, as the memory columns show them.
+pub(super) fn fmt_mib(kib: u64) -> String {
+    format!("{:.1}", mib(kib))
+}
+
+/// The cells of `variants`, as a table cell compares them: `a / b / c`.
+pub(super) fn per_variant(variants: &[&str], cell: impl Fn(&str) -> String) -> String {
+    variants
+        .iter()
+        .map(|v| cell(v))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 fn set_title(kind: SetKind) -> &'static str {
@@ -1053,44 +1093,20 @@ pub fn tables(r: &Results) -> String {
         let mut keys: Vec<(SetKind, usize)> = r.startup.iter().map(|s| (s.set, s.n)).collect();
         keys.dedup();
         for (set, n) in keys {
-            let get = |v: &str| {
-                r.startup
-                    .iter()
-                    .find(|s| s.set == set && s.n == n && s.variant == v)
+            let f = |v: &str, g: &dyn Fn(&StartupRow) -> String| {
+                r.startup_of(set, n, v).map_or("–".into(), g)
             };
-            let f = |v: &str, g: &dyn Fn(&StartupRow) -> String| get(v).map_or("–".into(), g);
+            let cells = |g: &dyn Fn(&StartupRow) -> String| {
+                per_variant(&["none", "native", "module"], |v| f(v, g))
+            };
             let _ = writeln!(
                 md,
-                "| {} | {n} | {} | {} / {} / {} | {} / {} / {} | {} / {} / {} |",
+                "| {} | {n} | {} | {} | {} | {} |",
                 set.name(),
                 f("native", &|s| s.rules.to_string()),
-                f("none", &|s| format!("{:.2}", s.startup_s)),
-                f("native", &|s| format!("{:.2}", s.startup_s)),
-                f("module", &|s| format!("{:.2}", s.startup_s)),
-                f("none", &|s| format!(
-                    "{:.1}",
-                    s.vmrss_kib_ready as f64 / 1024.0
-                )),
-                f("native", &|s| format!(
-                    "{:.1}",
-                    s.vmrss_kib_ready as f64 / 1024.0
-                )),
-                f("module", &|s| format!(
-                    "{:.1}",
-                    s.vmrss_kib_ready as f64 / 1024.0
-                )),
-                f("none", &|s| format!(
-                    "{:.1}",
-                    s.vmrss_kib_after_load as f64 / 1024.0
-                )),
-                f("native", &|s| format!(
-                    "{:.1}",
-                    s.vmrss_kib_after_load as f64 / 1024.0
-                )),
-                f("module", &|s| format!(
-                    "{:.1}",
-                    s.vmrss_kib_after_load as f64 / 1024.0
-                )),
+                cells(&|s| format!("{:.2}", s.startup_s)),
+                cells(&|s| fmt_mib(s.vmrss_kib_ready)),
+                cells(&|s| fmt_mib(s.vmrss_kib_after_load)),
             );
         }
     }

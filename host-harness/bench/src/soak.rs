@@ -235,6 +235,17 @@ struct Response {
     outcome: Outcome,
 }
 
+/// A failure example: the request `probe` sent `sent` into the run, and what went wrong.
+fn example(probe: &Probe, sent: Duration, what: &str) -> String {
+    format!(
+        "{} {} as {} at {:.1}s: {what}",
+        probe.method,
+        probe.path,
+        probe.principal,
+        sent.as_secs_f64()
+    )
+}
+
 #[derive(Clone, Debug)]
 struct Sample {
     t: f64,
@@ -570,12 +581,10 @@ pub fn run(opts: &Options) -> Result<Report> {
             Outcome::Broken(why) => {
                 broken += 1;
                 if examples.len() < 10 {
-                    examples.push(format!(
-                        "{} {} as {} at {:.1}s: no decision (a gap): {why}",
-                        probe.method,
-                        probe.path,
-                        probe.principal,
-                        (r.start - t0).as_secs_f64()
+                    examples.push(example(
+                        probe,
+                        r.start - t0,
+                        &format!("no decision (a gap): {why}"),
                     ));
                 }
                 continue;
@@ -586,18 +595,15 @@ pub fn run(opts: &Options) -> Result<Report> {
         if !possible.iter().any(|s| probe.allows(*s) == allowed) {
             wrong += 1;
             if examples.len() < 10 {
-                examples.push(format!(
-                    "{} {} as {} at {:.1}s: {} but the set(s) in force ({}) say otherwise",
-                    probe.method,
-                    probe.path,
-                    probe.principal,
-                    (r.start - t0).as_secs_f64(),
-                    if allowed { "allowed" } else { "denied" },
-                    possible
-                        .iter()
-                        .map(|s| s.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                let in_force: Vec<&str> = possible.iter().map(|s| s.name()).collect();
+                examples.push(example(
+                    probe,
+                    r.start - t0,
+                    &format!(
+                        "{} but the set(s) in force ({}) say otherwise",
+                        if allowed { "allowed" } else { "denied" },
+                        in_force.join(", ")
+                    ),
                 ));
             }
         }

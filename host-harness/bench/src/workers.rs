@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::envoy::{Filter, Layer, Proc, Server};
 use super::gen::{Generated, SetKind};
-use super::run::{server_ip, Results};
+use super::run::{mib, per_variant, server_ip, Results};
 use authz_envoy::bootstrap::Plugin;
 use authz_envoy::certs::TestPki;
 
@@ -137,36 +137,21 @@ pub fn table(r: &Results) -> String {
     let mut keys: Vec<(SetKind, usize)> = r.workers_memory.iter().map(|w| (w.set, w.n)).collect();
     keys.dedup();
     for (set, n) in keys {
-        let one = |v: &str| {
-            r.startup
-                .iter()
-                .find(|s| s.set == set && s.n == n && s.variant == v)
-                .map(|s| s.vmrss_kib_ready as f64 / 1024.0)
-        };
-        let two = |v: &str| {
-            r.workers_memory
-                .iter()
-                .find(|w| w.set == set && w.n == n && w.variant == v)
-                .map(|w| w.vmrss_kib_ready as f64 / 1024.0)
-        };
+        let one = |v: &str| r.startup_of(set, n, v).map(|s| mib(s.vmrss_kib_ready));
+        let two = |v: &str| r.workers_of(set, n, v).map(|w| mib(w.vmrss_kib_ready));
         let f = |x: Option<f64>| x.map_or("–".into(), |x| format!("{x:.1}"));
         let d = |v: &str| match (one(v), two(v)) {
             (Some(a), Some(b)) => format!("{:+.1}", b - a),
             _ => "–".into(),
         };
+        let variants = ["native", "native-indexed", "module"];
         let _ = writeln!(
             md,
-            "| {} | {n} | {} / {} / {} | {} / {} / {} | {} / {} / {} |",
+            "| {} | {n} | {} | {} | {} |",
             set.name(),
-            f(one("native")),
-            f(one("native-indexed")),
-            f(one("module")),
-            f(two("native")),
-            f(two("native-indexed")),
-            f(two("module")),
-            d("native"),
-            d("native-indexed"),
-            d("module"),
+            per_variant(&variants, |v| f(one(v))),
+            per_variant(&variants, |v| f(two(v))),
+            per_variant(&variants, d),
         );
     }
     md

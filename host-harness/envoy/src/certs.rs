@@ -108,6 +108,22 @@ fn slug(s: &str) -> String {
         .collect()
 }
 
+/// The parameters of a test leaf certificate with `sans`: usable for both ends of an mTLS
+/// connection, since a ztunnel or waypoint presents its certificate as a server and as a client.
+fn leaf_params(sans: Vec<SanType>) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.subject_alt_names = sans;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    Ok(params)
+}
+
 impl TestPki {
     /// Creates a root CA for `trust_domain` and writes it to `dir/<trust_domain>-ca.pem`.
     pub fn new(dir: &Path, trust_domain: &str) -> Result<TestPki> {
@@ -179,19 +195,10 @@ impl TestPki {
         if let Some(id) = self.cached(&key)? {
             return Ok(id);
         }
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.subject_alt_names = vec![SanType::URI(uri.try_into()?)];
+        let mut params = leaf_params(vec![SanType::URI(uri.try_into()?)])?;
         params
             .distinguished_name
             .push(DnType::OrganizationName, self.trust_domain.as_str());
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ClientAuth,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ];
         let stem = format!("wl-{}", slug(uri.strip_prefix("spiffe://").unwrap_or(uri)));
         self.issue(&key, name, Some(uri.to_string()), params, &stem)
     }
@@ -222,17 +229,8 @@ impl TestPki {
         for ip in ips {
             sans.push(SanType::IpAddress(*ip));
         }
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.subject_alt_names = sans;
+        let mut params = leaf_params(sans)?;
         params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
         self.issue(&key, name, uri_out, params, &format!("srv-{}", slug(name)))
     }
 

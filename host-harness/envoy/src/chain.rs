@@ -357,32 +357,29 @@ pub fn waypoint_bootstrap(
     })
 }
 
-/// One tunnel of the client-side Envoy: a plaintext listener tunnelling to `hbone` as
-/// `identity` (no client certificate: `None`), asking for `destination` in the `CONNECT`
-/// authority. `proxied`: the listener reads a PROXY protocol header first and hands its
-/// source and destination on to the waypoint in a PROXY protocol header of its own (the
-/// upstream `proxy_protocol` transport socket); without a `destination` it asks for the
-/// address that header names.
-#[derive(Clone, Debug)]
-pub struct Tunnel {
-    pub listen: SocketAddr,
-    pub hbone: SocketAddr,
-    pub identity: Option<std::sync::Arc<Identity>>,
-    pub destination: Option<SocketAddr>,
-    /// Read a PROXY protocol header and pass its addresses on (always, without a
-    /// `destination`).
-    pub proxied: bool,
-}
-
-/// A tunnel wanted from [`Chain::start_with`]: a client listener `name` to `variant`'s HBONE
-/// listener (see [`Tunnel`]).
+/// A tunnel wanted from [`Chain::start_with`]: a client listener `name` tunnelling to
+/// `variant`'s HBONE listener as `identity` (no client certificate: `None`), asking for
+/// `destination` in the `CONNECT` authority.
 #[derive(Clone, Debug)]
 pub struct TunnelSpec {
     pub name: String,
     pub variant: String,
     pub identity: Option<std::sync::Arc<Identity>>,
     pub destination: Option<SocketAddr>,
+    /// The listener reads a PROXY protocol header first and hands its source and destination
+    /// on to the waypoint in a PROXY protocol header of its own (the upstream
+    /// `proxy_protocol` transport socket); always so without a `destination`, which is then
+    /// the address that header names.
     pub proxied: bool,
+}
+
+/// One tunnel of the client-side Envoy: `spec`'s plaintext listener on `listen`, tunnelling
+/// to the HBONE listener `hbone`.
+#[derive(Clone, Debug)]
+pub struct Tunnel {
+    pub listen: SocketAddr,
+    pub hbone: SocketAddr,
+    pub spec: TunnelSpec,
 }
 
 /// The client ztunnel's bootstrap.
@@ -391,8 +388,8 @@ pub fn client_bootstrap(tunnels: &[Tunnel], ca_file: &Path) -> Value {
     let mut clusters = Vec::new();
     for (i, t) in tunnels.iter().enumerate() {
         let cluster = format!("hbone-{i}");
-        let proxied = t.proxied || t.destination.is_none();
-        let hostname = match t.destination {
+        let proxied = t.spec.proxied || t.spec.destination.is_none();
+        let hostname = match t.spec.destination {
             Some(d) => d.to_string(),
             None => "%DOWNSTREAM_LOCAL_ADDRESS%".to_string(),
         };
@@ -408,7 +405,7 @@ pub fn client_bootstrap(tunnels: &[Tunnel], ca_file: &Path) -> Value {
             "validation_context": { "trusted_ca": { "filename": ca_file.display().to_string() } },
             "alpn_protocols": ["h2"],
         });
-        if let Some(id) = &t.identity {
+        if let Some(id) = &t.spec.identity {
             common["tls_certificates"] = json!([{
                 "certificate_chain": { "filename": id.cert_file.display().to_string() },
                 "private_key": { "filename": id.key_file.display().to_string() },
@@ -567,12 +564,10 @@ impl Chain {
             let t = Tunnel {
                 listen: free_loopback()?,
                 hbone: ports.hbone,
-                identity: w.identity,
-                destination: w.destination,
-                proxied: w.proxied,
+                spec: w,
             };
             cinfos.push(ListenerInfo {
-                name: w.name,
+                name: t.spec.name.clone(),
                 addr: t.listen,
                 tls: false,
             });

@@ -42,6 +42,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use authz_plugin::engine::matcher::Cidr;
 use authz_plugin::engine::{Claim, Mode, Verdict};
 use serde_json::Value;
 
@@ -102,24 +103,6 @@ impl EnvoyDecider {
 
 // ---- addresses --------------------------------------------------------------------------
 
-fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
-    let (ip, len) = match s.split_once('/') {
-        Some((ip, len)) => (ip, len.parse::<u8>().ok()?),
-        None => (s, 32),
-    };
-    let ip: Ipv4Addr = ip.trim().parse().ok()?;
-    (len <= 32).then_some((ip, len))
-}
-
-fn contains(net: (Ipv4Addr, u8), ip: Ipv4Addr) -> bool {
-    let (base, len) = net;
-    if len == 0 {
-        return true;
-    }
-    let mask = u32::MAX << (32 - u32::from(len));
-    (u32::from(base) & mask) == (u32::from(ip) & mask)
-}
-
 /// Moves one /8 network (`from`) onto 127.0.0.0/8.
 #[derive(Clone, Copy, Debug)]
 struct AddrMap {
@@ -144,9 +127,16 @@ impl AddrMap {
     }
 
     /// Rewrites an address or CIDR of the configuration; `Err` when the fixture cannot be
-    /// moved at all.
+    /// moved at all. Values are read with the engine's own [`Cidr`], so that exactly what the
+    /// module accepts is moved.
     fn config_value(&self, s: &str) -> Result<String, String> {
-        let Some((ip, len)) = parse_cidr(s) else {
+        let Some(
+            net @ Cidr {
+                addr: IpAddr::V4(ip),
+                prefix: len,
+            },
+        ) = Cidr::parse(s)
+        else {
             return Ok(s.to_string()); // IPv6 or invalid: left to the module as is
         };
         let a = ip.octets()[0];
@@ -159,7 +149,7 @@ impl AddrMap {
         if a == 127 {
             return Err(format!("the configuration names {s} in 127.0.0.0/8"));
         }
-        if len < 8 && contains((ip, len), Ipv4Addr::new(from, 0, 0, 0)) {
+        if len < 8 && net.contains(IpAddr::V4(Ipv4Addr::new(from, 0, 0, 0))) {
             return Err(format!(
                 "the configuration's {s} spans more than {from}.0.0.0/8"
             ));
@@ -394,16 +384,16 @@ struct ChainPlan {
 
 /// The CIDR blocks written in any address field of `config` (zero-length blocks left out:
 /// they cover every address and name none in particular).
-fn config_networks(config: &Value) -> Vec<(Ipv4Addr, u8)> {
+fn config_networks(config: &Value) -> Vec<Cidr> {
     let mut nets = Vec::new();
     let mut probe = config.clone();
     let _ = map_config_addresses(&mut probe, &mut |s| {
-        if let Some(net) = parse_cidr(s) {
+        if let Some(net) = Cidr::parse(s) {
             nets.push(net);
         }
         Ok(s.to_string())
     });
-    nets.retain(|n| n.1 > 0);
+    nets.retain(|n| n.prefix > 0);
     nets
 }
 
@@ -417,7 +407,7 @@ fn address_outside(
     let nets = config_networks(config);
     (1..=250u8)
         .map(|d| Ipv4Addr::new(a, b, c, d))
-        .find(|ip| !nets.iter().any(|n| contains(*n, *ip)) && usable(*ip))
+        .find(|ip| !nets.iter().any(|n| n.contains(IpAddr::V4(*ip))) && usable(*ip))
 }
 
 /// An address of 192.0.2.0/24 (TEST-NET-1) that no address field of `config` covers, for
@@ -597,6 +587,19 @@ impl EnvoyDecider {
             .collect()
     }
 
+    /// jwt_authn verifying the tokens [`EnvoyDecider::sign_jwt`] signs and putting their payload
+    /// where the plugin configuration `config` reads it (`jwt.payloadKey`).
+    fn jwt_authn(&self, config: &Value) -> JwtAuthn {
+        JwtAuthn {
+            jwks: self.signer.jwks().to_string(),
+            payload_in_metadata: config
+                .pointer("/jwt/payloadKey")
+                .and_then(Value::as_str)
+                .unwrap_or("jwt_payload")
+                .to_string(),
+        }
+    }
+
     /// Adds the case's JWT, signed, to `req`; `true` when there is one.
     fn sign_jwt(
         &self,
@@ -772,14 +775,7 @@ impl EnvoyDecider {
             Authz::Module(plugin),
         );
         if plans.iter().any(|p| p.jwt) {
-            variant.jwt = Some(JwtAuthn {
-                jwks: self.signer.jwks().to_string(),
-                payload_in_metadata: config
-                    .pointer("/jwt/payloadKey")
-                    .and_then(Value::as_str)
-                    .unwrap_or("jwt_payload")
-                    .to_string(),
-            });
+            variant.jwt = Some(self.jwt_authn(config));
         }
         variant.backend = Some(upstream.addr());
         variant.proxy_protocol = true;
@@ -919,14 +915,7 @@ impl EnvoyDecider {
         let mut spec = EnvoySpec::default();
         // jwt_authn only where tokens are sent: it would refuse any other Authorization header.
         if http && plans.iter().any(|p| p.jwt) {
-            spec.jwt = Some(JwtAuthn {
-                jwks: self.signer.jwks().to_string(),
-                payload_in_metadata: config
-                    .pointer("/jwt/payloadKey")
-                    .and_then(Value::as_str)
-                    .unwrap_or("jwt_payload")
-                    .to_string(),
-            });
+            spec.jwt = Some(self.jwt_authn(config));
         }
         let plugin = Plugin::new(&self.wasm, plugin_config.to_string());
         let server_tls = match self.env.server_tls(false) {
@@ -1279,6 +1268,11 @@ mod tests {
         assert_eq!(map.config_value("fd00:1::/64").unwrap(), "fd00:1::/64");
         assert!(map.config_value("8.0.0.0/6").is_err());
         assert!(map.config_value("127.0.0.1").is_err());
+        // What the engine refuses stays as written, for the module to refuse as the native
+        // engine does, instead of being moved into a form it would accept.
+        for refused in [" 10.1.2.3", "10.1.0.0/016", "10.1.0.0/+16", "10.1.0.0/"] {
+            assert_eq!(map.config_value(refused).unwrap(), refused);
+        }
     }
 
     #[test]

@@ -186,25 +186,36 @@ fn serve(
     match b {
         Behaviour::Echo => {
             let mut buf = [0u8; 16384];
-            loop {
-                if shared.stop.load(Ordering::SeqCst) {
+            while !shared.stop.load(Ordering::SeqCst) {
+                let Some(data) = read_recorded(&mut stream, &mut buf, shared, index) else {
                     break;
-                }
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let data = buf.get(..n).unwrap_or_default();
-                        record(shared, index, data);
-                        if stream.write_all(data).is_err() {
-                            break;
-                        }
-                    }
+                };
+                if stream.write_all(data).is_err() {
+                    break;
                 }
             }
         }
         Behaviour::Http { body } => serve_http(name, &mut stream, peer, index, shared, body),
     }
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Reads what the peer sends next into `buf` and records it as connection `index`'s; `None`
+/// at the end of the stream or on an error.
+fn read_recorded<'a>(
+    stream: &mut TcpStream,
+    buf: &'a mut [u8],
+    shared: &Shared,
+    index: usize,
+) -> Option<&'a [u8]> {
+    match stream.read(buf) {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            let data = buf.get(..n).unwrap_or_default();
+            record(shared, index, data);
+            Some(data)
+        }
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -230,14 +241,10 @@ fn serve_http(
             if shared.stop.load(Ordering::SeqCst) {
                 return;
             }
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let data = buf.get(..n).unwrap_or_default();
-                    record(shared, index, data);
-                    pending.extend_from_slice(data);
-                }
-            }
+            let Some(data) = read_recorded(stream, &mut buf, shared, index) else {
+                return;
+            };
+            pending.extend_from_slice(data);
         };
         let head = String::from_utf8_lossy(pending.get(..head_end).unwrap_or_default()).to_string();
         let mut lines = head.split("\r\n");
@@ -275,14 +282,10 @@ fn serve_http(
             if let Some(n) = body_done(&pending) {
                 break n;
             }
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let data = buf.get(..n).unwrap_or_default();
-                    record(shared, index, data);
-                    pending.extend_from_slice(data);
-                }
-            }
+            let Some(data) = read_recorded(stream, &mut buf, shared, index) else {
+                return;
+            };
+            pending.extend_from_slice(data);
         };
         pending.drain(..consumed.min(pending.len()));
         let response = format!(

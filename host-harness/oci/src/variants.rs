@@ -161,54 +161,28 @@ pub fn write_test_images(
 ) -> Result<Vec<(TestImage, Descriptor)>> {
     let mut w = LayoutWriter::create(dir)?;
     let md = digest(wasm);
+    // An image of one tar layer holding the one file `name`, gzipped or not.
+    let one_file = |w: &mut LayoutWriter, name: &str, data: &[u8], gzip: bool| {
+        let file = TarEntry::File {
+            name,
+            data,
+            mode: 0o644,
+        };
+        tar_image(w, &[file], opts, gzip, &md)
+    };
     let mut out = Vec::new();
     for &image in images {
         let d = match image {
             TestImage::Compat => layout::put_compat_image(&mut w, wasm, opts)?.0,
-            TestImage::CompatDotSlash => tar_image(
+            TestImage::CompatDotSlash => one_file(&mut w, "./plugin.wasm", wasm, true)?,
+            TestImage::WrongName => one_file(&mut w, "authz_plugin.wasm", wasm, true)?,
+            TestImage::NotWasm => one_file(
                 &mut w,
-                &[TarEntry::File {
-                    name: "./plugin.wasm",
-                    data: wasm,
-                    mode: 0o644,
-                }],
-                opts,
+                "plugin.wasm",
+                b"this is not a WebAssembly module\n",
                 true,
-                &md,
             )?,
-            TestImage::WrongName => tar_image(
-                &mut w,
-                &[TarEntry::File {
-                    name: "authz_plugin.wasm",
-                    data: wasm,
-                    mode: 0o644,
-                }],
-                opts,
-                true,
-                &md,
-            )?,
-            TestImage::NotWasm => tar_image(
-                &mut w,
-                &[TarEntry::File {
-                    name: "plugin.wasm",
-                    data: b"this is not a WebAssembly module\n",
-                    mode: 0o644,
-                }],
-                opts,
-                true,
-                &md,
-            )?,
-            TestImage::Uncompressed => tar_image(
-                &mut w,
-                &[TarEntry::File {
-                    name: "plugin.wasm",
-                    data: wasm,
-                    mode: 0o644,
-                }],
-                opts,
-                false,
-                &md,
-            )?,
+            TestImage::Uncompressed => one_file(&mut w, "plugin.wasm", wasm, false)?,
             TestImage::CompatExtraLayerFirst => {
                 let readme = deterministic_tar(
                     &[TarEntry::File {
