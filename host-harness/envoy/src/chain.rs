@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 
 use super::bootstrap::{jwt_authn_filter, JwtAuthn, Plugin, UpstreamTls};
 use super::certs::{Identity, TestPki};
-use super::ports::free_loopback;
+use super::ports::{free_loopback, lost_port_race};
 use super::{Envoy, ListenerInfo};
 
 /// The authorization filter in a chain.
@@ -114,13 +114,6 @@ impl Variant {
 pub struct VariantPorts {
     pub hbone: SocketAddr,
     pub direct: SocketAddr,
-}
-
-/// A start that failed because a port chosen for a listener was taken in between: worth
-/// trying again with new ports.
-fn port_clash(e: &anyhow::Error) -> bool {
-    let msg = format!("{e:#}").to_ascii_lowercase();
-    msg.contains("address already in use") || msg.contains("duplicate address")
 }
 
 fn socket(addr: SocketAddr) -> Value {
@@ -510,7 +503,7 @@ impl Chain {
         let mut attempt = 0;
         loop {
             match Chain::start_once(bin, dir, pki.clone(), variants.clone(), wanted.clone()) {
-                Err(e) if attempt < 2 && port_clash(&e) => attempt += 1,
+                Err(e) if attempt < 2 && lost_port_race(&e) => attempt += 1,
                 other => return other,
             }
         }

@@ -482,13 +482,10 @@ impl Envoy {
             ) {
                 Ok(e) => return Ok(e),
                 Err(e) => {
-                    let msg = format!("{e:#}");
-                    last_err = e;
                     let spec_had_free_ports = spec.listeners.iter().any(|l| l.port == 0);
-                    let lower = msg.to_ascii_lowercase();
-                    let clash = lower.contains("address already in use")
-                        || lower.contains("duplicate address");
-                    if !(spec_had_free_ports && clash) {
+                    let retry = spec_had_free_ports && ports::lost_port_race(&e);
+                    last_err = e;
+                    if !retry {
                         break;
                     }
                 }

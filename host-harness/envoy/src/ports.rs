@@ -49,6 +49,13 @@ pub fn free_loopback() -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip, free_port(&[ip])?))
 }
 
+/// Whether a start failed because a port chosen for a listener was taken in between (by
+/// another process): worth trying again with new ports.
+pub fn lost_port_race(e: &anyhow::Error) -> bool {
+    let msg = format!("{e:#}").to_ascii_lowercase();
+    msg.contains("address already in use") || msg.contains("duplicate address")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

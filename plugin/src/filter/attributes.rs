@@ -3,8 +3,10 @@
 //! Every accessor fetches its property on the engine's first call and caches it in a
 //! [`OnceCell`]; the engine only asks for what a candidate rule needs, so a connection that
 //! no rule inspects costs no host call at all. The method and the path are single header
-//! reads; the whole header map is copied only for a rule on a header or the host. Encodings are Envoy's (see
-//! <https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/advanced/attributes>): strings as raw bytes, `destination.port` as an 8-byte little-endian int64,
+//! reads; the whole header map is copied only for a rule on a header or the host.
+//! Encodings are Envoy's (see
+//! <https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/advanced/attributes>):
+//! strings as raw bytes, `destination.port` as an 8-byte little-endian int64,
 //! addresses as `ip:port` (`[v6]:port`), the request as the header map of the ABI, and the
 //! JWT payload inside the dynamic-metadata message. Identity comes only from what the proxy
 //! established (the waypoint's filter state, the peer certificate) and the verified JWT,
